@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# `npm run pack:check`: proves that a user's `npm install xenrx` of a prebuilt
+# binary works. Builds the release addon, stages the platform package and the
+# main package as `napi pre-publish` prepares them for publishing, packs both
+# with `npm pack`, installs the two tarballs into an empty directory with no
+# Rust toolchain on PATH, and runs the CLI from there. Then it checks the
+# fallback for platforms without a prebuilt binary: the main package alone,
+# plus `npx xenrx build-native`.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=$(mktemp -d -t xenrx-pack-check.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+step() { printf '\n== pack:check: %s\n' "$*"; }
+
+cd "$root"
+arch=$(node -p 'process.arch')
+case "$arch" in
+  x64) triple=x86_64-unknown-linux-gnu ;;
+  arm64) triple=aarch64-unknown-linux-gnu ;;
+  *) echo "pack:check: no napi target for $arch" >&2; exit 1 ;;
+esac
+tag="linux-$arch-gnu"
+version=$(node -p 'require("./package.json").version')
+
+step "build the release addon and the TypeScript"
+npm run --silent build
+
+step "stage the packages as napi pre-publish does (targets: $triple)"
+stage="$work/stage"
+mkdir -p "$stage"
+npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null
+tar -xzf "$work/xenrx-$version.tgz" -C "$stage" --strip-components=1
+rm "$work/xenrx-$version.tgz"
+cp -r npm "$stage/npm"
+cp "native/xenrx.$tag.node" "$stage/npm/$tag/"
+node -e '
+  const fs = require("fs"); const p = JSON.parse(fs.readFileSync(process.argv[1]));
+  p.napi.targets = [process.argv[2]]; fs.writeFileSync(process.argv[1], JSON.stringify(p, null, 2));
+' "$stage/package.json" "$triple"
+(cd "$stage" && git init -q && "$root/node_modules/.bin/napi" pre-publish --skip-optional-publish --no-gh-release -t npm)
+node -e '
+  const p = require(process.argv[1]);
+  const want = process.argv[2];
+  if (!p.optionalDependencies || p.optionalDependencies[want] !== p.version) {
+    console.error("pack:check: main package does not depend on " + want); process.exit(1);
+  }
+' "$stage/package.json" "xenrx-$tag"
+
+step "npm pack both packages"
+(cd "$stage/npm/$tag" && npm pack --silent --pack-destination "$work" >/dev/null)
+(cd "$stage" && npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
+ls -l "$work"/*.tgz
+tar -tzf "$work/xenrx-$version.tgz" > "$work/main-files.txt"
+grep -qx 'package/native/binding.js' "$work/main-files.txt" || { echo "loader missing from main package" >&2; exit 1; }
+if grep -q '\.node$' "$work/main-files.txt"; then echo "main package must not carry a binary" >&2; exit 1; fi
+
+# PATH without any Rust toolchain: only node/npm's directory and the base system.
+nodedir=$(dirname "$(command -v node)")
+norust_path="$nodedir:/usr/bin:/bin"
+if PATH="$norust_path" command -v cargo >/dev/null 2>&1; then
+  echo "pack:check: cargo is still reachable on $norust_path" >&2; exit 1
+fi
+
+step "install the prebuilt package in an empty directory, without Rust"
+user="$work/user"
+mkdir -p "$user"
+(
+  cd "$user"
+  export PATH="$norust_path"
+  npm init -y --silent >/dev/null
+  npm install --silent --no-audit --no-fund "$work/xenrx-$version.tgz" "$work/xenrx-$tag-$version.tgz"
+  npx --no-install xenrx --help
+  info=$(npx --no-install xenrx info)
+  echo "$info"
+  node -e '
+    const info = JSON.parse(process.argv[1]);
+    if (info.version !== info.package) { console.error("native core version mismatch"); process.exit(1); }
+  ' "$info"
+  node --input-type=module -e 'import { nativeInfo, version } from "xenrx"; console.log("import xenrx:", version, nativeInfo().target);'
+)
+
+step "fallback: main package alone, then npx xenrx build-native (with Rust)"
+fallback="$work/fallback"
+mkdir -p "$fallback"
+(
+  cd "$fallback"
+  npm init -y --silent >/dev/null
+  npm install --silent --no-audit --no-fund --omit=optional "$work/xenrx-$version.tgz"
+  if npx --no-install xenrx info >/dev/null 2>&1; then echo "pack:check: addon loaded before it was built" >&2; exit 1; fi
+  CARGO_TARGET_DIR="$root/target/pack-check" npx --no-install xenrx build-native
+  npx --no-install xenrx info
+)
+
+step "passed"

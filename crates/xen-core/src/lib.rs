@@ -1,0 +1,9 @@
+//! Rust core of xenrx.
+//!
+//! The crate is both the Node addon (through the `node` module, the only place
+//! that knows about napi) and a plain Rust library whose logic is tested with
+//! `cargo test` without a JavaScript engine.
+#![deny(missing_docs)]
+
+pub mod build_info;
+pub mod node;

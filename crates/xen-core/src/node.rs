@@ -1,0 +1,27 @@
+//! The napi surface: everything JavaScript can call. Kept thin; the logic it
+//! exposes lives in the other modules and is tested there.
+
+use napi_derive::napi;
+
+use crate::build_info;
+
+/// Facts about the loaded native core.
+#[napi(object)]
+pub struct NativeInfo {
+    /// Crate version; equals the npm package version.
+    pub version: String,
+    /// Whether the real-hypervisor platform (cargo feature `xen`) is compiled in.
+    pub xen_platform: bool,
+    /// Target triple the addon was built for.
+    pub target: String,
+}
+
+/// Describes the loaded native core.
+#[napi]
+pub fn native_info() -> NativeInfo {
+    NativeInfo {
+        version: build_info::VERSION.to_owned(),
+        xen_platform: build_info::XEN_PLATFORM,
+        target: build_info::target(),
+    }
+}

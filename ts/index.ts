@@ -1,0 +1,14 @@
+// Public entry point of the xenrx package.
+import { native } from './native.js';
+import type { NativeInfo } from './native.js';
+import { packageInfo } from './package-info.js';
+
+export type { NativeInfo } from './native.js';
+
+/** Version of the xenrx package. */
+export const version: string = packageInfo.version;
+
+/** Describes the loaded native core: version, target, optional parts. */
+export function nativeInfo(): NativeInfo {
+  return native.nativeInfo();
+}
