@@ -7,3 +7,9 @@
 
 pub mod build_info;
 pub mod node;
+pub mod store;
+#[cfg(test)]
+mod testutil;
+pub mod wire;
+pub mod xenstored;
+pub mod xsclient;
