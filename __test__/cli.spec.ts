@@ -8,7 +8,7 @@ test('--help lists every subcommand on one line', async (t) => {
   const commands = stdout.slice(stdout.indexOf('Commands:')).split('\n').slice(1).filter((l) => l.trim() !== '');
   t.deepEqual(
     commands.map((l) => /^ {2}(\S+)/.exec(l)?.[1]),
-    ['demo', 'info', 'build-native', 'help'],
+    ['demo', 'info', 'build-native', 'xenstored', 'xs', 'help'],
     `continuation lines or missing commands in:\n${stdout}`,
   );
 });

@@ -2,6 +2,7 @@
 // each printing JSON lines.
 const benches: Record<string, () => Promise<{ run: () => void | Promise<void> }>> = {
   napi: () => import('./napi.js'),
+  xenstore: () => import('./xenstore.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -9,6 +9,81 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The embedded XenStore daemon. */
+export declare class NativeXenstored {
+  /** Starts a daemon (binds its socket, loads its state file). */
+  static start(options: XenstoredOptions): NativeXenstored
+  /** The privileged socket's path. */
+  get socket(): string
+  /** The socket of an introduced domain. */
+  domainSocket(domid: number): string
+  /** The hypervisor reports a domain dead: release it. */
+  domainDied(domid: number): void
+  /** The hypervisor reports a domain shut down: fire `@releaseDomain`. */
+  domainShutdown(domid: number): void
+  /** The daemon's counters. */
+  stats(): XenstoredStats
+  /**
+   * Stops the daemon: persists, closes connections, removes sockets.
+   * Clients connected in-process keep it alive until they close.
+   */
+  stop(): void
+}
+
+/** An async XenStore client. */
+export declare class NativeXsClient {
+  /** Connects to a daemon's socket or the xenbus device. */
+  static connect(options: XsConnectOptions): Promise<NativeXsClient>
+  /** Connects in-process to an embedded daemon, acting as `domid`. */
+  static connectLocal(daemon: NativeXenstored, domid: number): Promise<NativeXsClient>
+  /**
+   * Delivers watch events, in batches, to `callback`. The callback does
+   * not keep the process alive. Call once.
+   */
+  onWatchEvents(callback: (events: XsWatchEvent[]) => void): void
+  /** READ. */
+  read(path: string, tx?: number | undefined | null): Promise<Buffer>
+  /** WRITE. */
+  write(path: string, value: string | Buffer, tx?: number | undefined | null): Promise<void>
+  /** MKDIR. */
+  mkdir(path: string, tx?: number | undefined | null): Promise<void>
+  /** RM. */
+  rm(path: string, tx?: number | undefined | null): Promise<void>
+  /** DIRECTORY (with DIRECTORY_PART for long lists). */
+  directory(path: string, tx?: number | undefined | null): Promise<Array<string>>
+  /** GET_PERMS, as permission strings (`n0`, `r5`). */
+  getPerms(path: string, tx?: number | undefined | null): Promise<Array<string>>
+  /** SET_PERMS from permission strings. */
+  setPerms(path: string, perms: Array<string>, tx?: number | undefined | null): Promise<void>
+  /** WATCH. */
+  watch(path: string, token: string): Promise<void>
+  /** UNWATCH. */
+  unwatch(path: string, token: string): Promise<void>
+  /**
+   * TRANSACTION_START; the handle identifies the transaction and the
+   * connection it belongs to.
+   */
+  transactionStart(): Promise<number>
+  /** TRANSACTION_END. */
+  transactionEnd(tx: number, commit: boolean): Promise<void>
+  /** GET_DOMAIN_PATH. */
+  getDomainPath(domid: number): Promise<string>
+  /** INTRODUCE. */
+  introduce(domid: number, gfn: number, evtchn: number): Promise<void>
+  /** RELEASE. */
+  release(domid: number): Promise<void>
+  /** IS_DOMAIN_INTRODUCED. */
+  isDomainIntroduced(domid: number): Promise<boolean>
+  /** SET_TARGET. */
+  setTarget(domid: number, target: number): Promise<void>
+  /** RESET_WATCHES. */
+  resetWatches(): Promise<void>
+  /** CONTROL. */
+  control(args: Array<string>): Promise<string>
+  /** Closes the connection. */
+  close(): void
+}
+
 /** Describes the loaded native core. */
 export declare function nativeInfo(): NativeInfo
 
@@ -20,4 +95,47 @@ export interface NativeInfo {
   xenPlatform: boolean
   /** Target triple the addon was built for. */
   target: string
+}
+
+/** Options of the embedded daemon. */
+export interface XenstoredOptions {
+  /** Path of the privileged (dom0) socket. */
+  socket: string
+  /** Directory of per-domain sockets (default: `<socket>.d`). */
+  domainSocketDir?: string
+  /** State file for persistence (default: none, in memory). */
+  stateFile?: string
+  /** Log to stderr (default true). */
+  log?: boolean
+}
+
+/** Counters of a running daemon. */
+export interface XenstoredStats {
+  /** Requests handled. */
+  requests: number
+  /** Connections accepted on sockets. */
+  connections: number
+  /** Connections closed for a protocol violation. */
+  killed: number
+  /** State-file writes. */
+  persists: number
+}
+
+/** Options of a client connection. */
+export interface XsConnectOptions {
+  /**
+   * Socket or xenbus device; found like libxenstore does when absent
+   * (`XENSTORED_PATH`, `/run/xenstored/socket`, `/dev/xen/xenbus`).
+   */
+  path?: string
+  /** Reconnect after the daemon restarts (default true). */
+  reconnect?: boolean
+}
+
+/** A watch event as JavaScript sees it. */
+export interface XsWatchEvent {
+  /** Changed path, as the watch named it. */
+  path: string
+  /** The watch's token. */
+  token: string
 }

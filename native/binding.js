@@ -773,6 +773,8 @@ if (
   }
 }
 
-const { nativeInfo } = nativeBinding
+const { NativeXenstored, NativeXsClient, nativeInfo } = nativeBinding
+export { NativeXenstored }
+export { NativeXsClient }
 export { nativeInfo }
 export const __napiBindingTarget = __napiLoadedBindingTarget

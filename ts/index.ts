@@ -12,3 +12,5 @@ export const version: string = packageInfo.version;
 export function nativeInfo(): NativeInfo {
   return native.nativeInfo();
 }
+
+export * from './xenstore/index.js';

@@ -3,4 +3,4 @@
 // built `native/xenrx.<platform>.node` first, then the per-platform package
 // `xenrx-<platform>` installed as an optional dependency.
 export * as native from '../native/binding.js';
-export type { NativeInfo } from '../native/binding.js';
+export type { NativeInfo, NativeXenstored, NativeXsClient, XsWatchEvent } from '../native/binding.js';

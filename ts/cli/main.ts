@@ -4,6 +4,8 @@
 import { Command } from 'commander';
 
 import { packageInfo } from '../package-info.js';
+import { addXenstoredCommand } from './xenstored.js';
+import { addXsCommand } from './xs.js';
 
 const program = new Command();
 
@@ -39,6 +41,9 @@ program
     const path = await buildNative(opts);
     console.log(`xenrx: native addon installed at ${path}`);
   });
+
+addXenstoredCommand(program);
+addXsCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`xenrx: ${err instanceof Error ? err.message : String(err)}`);

@@ -362,13 +362,15 @@ impl Engine {
                 }
             }
             self.persist_if_dirty();
+            // Effects first: when INTRODUCE's reply arrives, the domain's
+            // socket already exists.
+            for e in effects {
+                self.apply(e);
+            }
             for d in deliveries {
                 if let Some((_, c)) = self.conns.get(&d.conn) {
                     c.outbox.push(d.msg);
                 }
-            }
-            for e in effects {
-                self.apply(e);
             }
             if let Some(done) = stop {
                 self.shutdown();

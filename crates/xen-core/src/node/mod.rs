@@ -25,3 +25,11 @@ pub fn native_info() -> NativeInfo {
         target: build_info::target(),
     }
 }
+
+mod xenstore;
+
+/// A native error for JavaScript: the message starts with the error's code
+/// (`ENOENT: ...`), which the TypeScript layer turns into a typed error.
+pub(crate) fn coded_error(code: &str, message: impl std::fmt::Display) -> napi::Error {
+    napi::Error::from_reason(format!("{code}: {message}"))
+}

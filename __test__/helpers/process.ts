@@ -1,0 +1,78 @@
+// Child processes for CLI tests: the xenrx CLI from its sources, and other programs.
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const cliEntry = fileURLToPath(new URL('../../ts/cli/main.ts', import.meta.url));
+
+export interface Result {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a program to completion. */
+export function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Runs the xenrx CLI to completion. */
+export function runXenrx(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Result> {
+  return run(process.execPath, ['--import', 'tsx', cliEntry, ...args], env);
+}
+
+/** A long-running xenrx command, with its output so far. */
+export interface Background {
+  readonly child: ChildProcessWithoutNullStreams;
+  output(): string;
+  /** Resolves once the output matches `pattern`. */
+  waitFor(pattern: RegExp, ms?: number): Promise<void>;
+  /** Sends a signal and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts the xenrx CLI in the background. */
+export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Background {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], { env });
+  let out = '';
+  const listeners = new Set<() => void>();
+  const onData = (c: string): void => {
+    out += c;
+    for (const l of listeners) l();
+  };
+  child.stdout.setEncoding('utf8').on('data', onData);
+  child.stderr.setEncoding('utf8').on('data', onData);
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return {
+    child,
+    output: () => out,
+    waitFor: (pattern, ms = 10_000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (pattern.test(out)) {
+            listeners.delete(check);
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        const timer = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`timed out waiting for ${String(pattern)}; output:\n${out}`));
+        }, ms);
+        listeners.add(check);
+        check();
+      }),
+    stop: (signal = 'SIGTERM') => {
+      child.kill(signal);
+      return exited;
+    },
+  };
+}

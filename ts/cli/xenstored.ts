@@ -1,0 +1,36 @@
+// `xenrx xenstored`: the embedded XenStore daemon in the foreground.
+import type { Command } from 'commander';
+
+import { Xenstored } from '../xenstore/index.js';
+import { untilStopped } from './signals.js';
+
+interface Options {
+  socket: string;
+  stateFile?: string;
+  domainSocketDir?: string;
+  quiet: boolean;
+}
+
+/** Adds the `xenstored` subcommand. */
+export function addXenstoredCommand(program: Command): void {
+  program
+    .command('xenstored')
+    .description('run a XenStore daemon until SIGINT or SIGTERM')
+    .requiredOption('--socket <path>', 'privileged (dom0) socket')
+    .option('--state-file <file>', 'persist the store here (atomic writes)')
+    .option('--domain-socket-dir <dir>', 'per-domain sockets (default: <socket>.d)')
+    .option('--quiet', 'do not log', false)
+    .action(async (opts: Options) => {
+      const daemon = Xenstored.start({
+        socket: opts.socket,
+        stateFile: opts.stateFile,
+        domainSocketDir: opts.domainSocketDir,
+        log: !opts.quiet,
+      });
+      const persisted = opts.stateFile ? `, state in ${opts.stateFile}` : ', in memory';
+      console.log(`xenstored: listening on ${daemon.socket}${persisted}`);
+      const signal = await untilStopped();
+      daemon.stop();
+      console.log(`xenstored: stopped (${signal ?? 'aborted'})`);
+    });
+}

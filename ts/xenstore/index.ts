@@ -1,0 +1,10 @@
+export { XenStore } from './client.js';
+export type { ConnectOptions } from './client.js';
+export { Xenstored } from './daemon.js';
+export type { XenstoredOptions, XenstoredStats } from './daemon.js';
+export { XenStoreError, XENSTORE_ERRNOS, isXenStoreError } from './errors.js';
+export type { XenStoreErrno, XenStoreErrorCode } from './errors.js';
+export { formatPermission, parsePermission } from './perms.js';
+export type { Access, Permission } from './perms.js';
+export { Transaction } from './transaction.js';
+export type { RetryOptions } from './transaction.js';
