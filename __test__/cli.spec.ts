@@ -1,6 +1,6 @@
 import test from 'ava';
 
-import { runCli } from './helpers/cli.js';
+import { runXenrx as runCli } from './helpers/process.js';
 
 test('--help lists every subcommand on one line', async (t) => {
   const { code, stdout } = await runCli(['--help']);

@@ -33,7 +33,7 @@ test('xenrx xenstored serves xenrx xs until SIGTERM, then removes its socket', a
   await watch.waitFor(/^\/vm$/m);
   t.is((await xs('write', '/vm/state', 'running')).code, 0);
   await watch.waitFor(/\/vm\/state/);
-  t.is(await new Promise((r) => watch.child.on('close', r)), 0);
+  t.is(await watch.exited(), 0);
   t.is((await xs('rm', '/vm')).code, 0);
   const missing = await xs('read', '/vm/name');
   t.is(missing.code, 1);

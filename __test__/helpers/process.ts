@@ -35,6 +35,8 @@ export interface Background {
   output(): string;
   /** Resolves once the output matches `pattern`. */
   waitFor(pattern: RegExp, ms?: number): Promise<void>;
+  /** Resolves with the exit code once the process has exited. */
+  exited(): Promise<number | null>;
   /** Sends a signal and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -70,6 +72,7 @@ export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = pro
         listeners.add(check);
         check();
       }),
+    exited: () => exited,
     stop: (signal = 'SIGTERM') => {
       child.kill(signal);
       return exited;
