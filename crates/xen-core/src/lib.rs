@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod build_info;
+pub mod platform;
 pub mod node;
 pub mod store;
 #[cfg(test)]
