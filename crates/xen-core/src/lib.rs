@@ -6,8 +6,8 @@
 #![deny(missing_docs)]
 
 pub mod build_info;
-pub mod platform;
 pub mod node;
+pub mod platform;
 pub mod store;
 #[cfg(test)]
 mod testutil;

@@ -32,6 +32,3 @@ pub const GTF_WRITING: u16 = 1 << 4;
 
 /// Grant references a guest keeps for the toolstack (console, XenStore).
 pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
-
-/// DOMID_SELF, for hypercalls about the caller.
-pub const DOMID_SELF: u16 = 0x7ff0;

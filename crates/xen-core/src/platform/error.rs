@@ -246,9 +246,18 @@ mod tests {
 
     #[test]
     fn error_codes() {
-        assert_eq!(GrantError::status(2, GntSt::BadGntref).code(), "GNTST_bad_gntref");
+        assert_eq!(
+            GrantError::status(2, GntSt::BadGntref).code(),
+            "GNTST_bad_gntref"
+        );
         assert_eq!(GrantError::InUse(9).code(), "EBUSY");
-        assert_eq!(EvtchnError::new(libc::ENOTCONN, "notify").code(), "ENOTCONN");
-        assert_eq!(EvtchnError::new(libc::ESRCH, "bind").to_string(), "bind: ESRCH");
+        assert_eq!(
+            EvtchnError::new(libc::ENOTCONN, "notify").code(),
+            "ENOTCONN"
+        );
+        assert_eq!(
+            EvtchnError::new(libc::ESRCH, "bind").to_string(),
+            "bind: ESRCH"
+        );
     }
 }

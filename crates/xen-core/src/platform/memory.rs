@@ -244,7 +244,10 @@ impl Mmap {
         writable: bool,
     ) -> io::Result<()> {
         if at.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "placement outside the mapping"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "placement outside the mapping",
+            ));
         }
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         // SAFETY: the target range lies inside this mapping, which we own

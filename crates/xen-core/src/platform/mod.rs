@@ -55,7 +55,12 @@ pub trait GrantMapper: Send + Sync {
     /// Maps the frames `refs` of `domid` granted to this domain into one
     /// contiguous mapping, read-only or writable. All or nothing: on a
     /// failure, what was mapped of the batch is unmapped again.
-    fn map(&self, domid: DomId, refs: &[GrantRef], writable: bool) -> Result<GrantMapping, GrantError>;
+    fn map(
+        &self,
+        domid: DomId,
+        refs: &[GrantRef],
+        writable: bool,
+    ) -> Result<GrantMapping, GrantError>;
     /// Copies between granted frames and local buffers (GNTTABOP_copy). Each
     /// segment gets its own status; the call fails only if the batch could
     /// not be submitted at all.
@@ -132,7 +137,13 @@ impl GrantMapping {
 
 impl fmt::Debug for GrantMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GrantMapping(d{} {:?} {})", self.domid, self.refs, if self.writable { "rw" } else { "ro" })
+        write!(
+            f,
+            "GrantMapping(d{} {:?} {})",
+            self.domid,
+            self.refs,
+            if self.writable { "rw" } else { "ro" }
+        )
     }
 }
 

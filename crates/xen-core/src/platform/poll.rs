@@ -66,57 +66,59 @@ impl EventLoop {
     ) -> io::Result<EventLoop> {
         let stop = Arc::new(EventDoorbell::new()?);
         let stopped = stop.clone();
-        let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
-            let mut ports = Vec::new();
-            let mut notifier = Notifier::default();
-            loop {
-                let mut fds = [
-                    libc::pollfd {
-                        fd: channels.fd().as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: stopped.as_fd().as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ];
-                // SAFETY: two valid pollfd entries, as counted.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-                if n < 0 {
-                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                        continue;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut ports = Vec::new();
+                let mut notifier = Notifier::default();
+                loop {
+                    let mut fds = [
+                        libc::pollfd {
+                            fd: channels.fd().as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        libc::pollfd {
+                            fd: stopped.as_fd().as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ];
+                    // SAFETY: two valid pollfd entries, as counted.
+                    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                    if n < 0 {
+                        if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        handler.failed(EvtchnError::from(io::Error::last_os_error()));
+                        return;
                     }
-                    handler.failed(EvtchnError::from(io::Error::last_os_error()));
-                    return;
-                }
-                if fds[1].revents != 0 {
-                    return;
-                }
-                ports.clear();
-                if let Err(e) = channels.pending(&mut ports) {
-                    handler.failed(e);
-                    return;
-                }
-                if ports.is_empty() {
-                    continue;
-                }
-                ports.sort_unstable();
-                ports.dedup();
-                handler.handle(&ports, &mut notifier);
-                if let Err(e) = notifier.flush(channels.as_ref()) {
-                    handler.failed(e);
-                    return;
-                }
-                for p in &ports {
-                    if let Err(e) = channels.unmask(*p) {
+                    if fds[1].revents != 0 {
+                        return;
+                    }
+                    ports.clear();
+                    if let Err(e) = channels.pending(&mut ports) {
                         handler.failed(e);
                         return;
                     }
+                    if ports.is_empty() {
+                        continue;
+                    }
+                    ports.sort_unstable();
+                    ports.dedup();
+                    handler.handle(&ports, &mut notifier);
+                    if let Err(e) = notifier.flush(channels.as_ref()) {
+                        handler.failed(e);
+                        return;
+                    }
+                    for p in &ports {
+                        if let Err(e) = channels.unmask(*p) {
+                            handler.failed(e);
+                            return;
+                        }
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(EventLoop {
             stop,
             thread: Some(thread),

@@ -121,7 +121,10 @@ impl Core {
             ));
         }
         let d = config.domid;
-        let memory = memfd(&format!("xen-sim-d{d}-memory"), u64::from(config.pages) * PAGE_SIZE as u64)?;
+        let memory = memfd(
+            &format!("xen-sim-d{d}-memory"),
+            u64::from(config.pages) * PAGE_SIZE as u64,
+        )?;
         let active_len = ACTIVE_HEADER + config.grant_entries() as usize * 4;
         let active = memfd(&format!("xen-sim-d{d}-active"), active_len as u64)?;
         let active_map = Mmap::map_fd(std::os::fd::AsFd::as_fd(&active), 0, active_len, true)?;
@@ -130,7 +133,10 @@ impl Core {
             .mem()
             .store_u32(0, 1)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let portgen_fd = memfd(&format!("xen-sim-d{d}-ports"), u64::from(config.max_ports) * 4)?;
+        let portgen_fd = memfd(
+            &format!("xen-sim-d{d}-ports"),
+            u64::from(config.max_ports) * 4,
+        )?;
         let portgen = Mmap::map_fd(
             std::os::fd::AsFd::as_fd(&portgen_fd),
             0,
@@ -162,7 +168,9 @@ impl Core {
         let _ = dom.active_map.mem().store_u32(0, 0);
         for state in &dom.ports {
             if let PortState::Interdomain {
-                remote, remote_port, ..
+                remote,
+                remote_port,
+                ..
             } = state
             {
                 self.unbind_peer(*remote, *remote_port, domid);
@@ -209,14 +217,17 @@ impl Core {
             .domains
             .iter()
             .flat_map(|(d, dom)| {
-                dom.ports.iter().enumerate().filter_map(move |(p, s)| match s {
-                    PortState::Unbound { owner, .. } | PortState::Interdomain { owner, .. }
-                        if *owner == handle =>
-                    {
-                        Some((*d, p as Port))
-                    }
-                    _ => None,
-                })
+                dom.ports
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(p, s)| match s {
+                        PortState::Unbound { owner, .. } | PortState::Interdomain { owner, .. }
+                            if *owner == handle =>
+                        {
+                            Some((*d, p as Port))
+                        }
+                        _ => None,
+                    })
             })
             .collect();
         for (d, p) in owned {
@@ -280,7 +291,8 @@ impl Core {
         };
         ldom.bump(port);
         let rdom = self.domains.get_mut(&remote).ok_or(libc::ESRCH)?;
-        if let PortState::Unbound { fd: rfd, owner, .. } = rdom.ports[remote_port as usize].clone() {
+        if let PortState::Unbound { fd: rfd, owner, .. } = rdom.ports[remote_port as usize].clone()
+        {
             rdom.ports[remote_port as usize] = PortState::Interdomain {
                 remote: domid,
                 remote_port: port,
@@ -317,7 +329,9 @@ impl Core {
     /// The other end of a closed channel goes back to unbound, as on Xen.
     fn unbind_peer(&mut self, remote: DomId, remote_port: Port, closed_by: DomId) {
         if let Some(rdom) = self.domains.get_mut(&remote) {
-            if let Some(PortState::Interdomain { fd, owner, .. }) = rdom.ports.get(remote_port as usize).cloned() {
+            if let Some(PortState::Interdomain { fd, owner, .. }) =
+                rdom.ports.get(remote_port as usize).cloned()
+            {
                 rdom.ports[remote_port as usize] = PortState::Unbound {
                     remote: closed_by,
                     fd,
@@ -338,7 +352,9 @@ impl Core {
             .load_u32(port as usize * 4)
             .map_err(|_| libc::EINVAL)?;
         let Some(PortState::Interdomain {
-            remote, remote_port, ..
+            remote,
+            remote_port,
+            ..
         }) = dom.ports.get(port as usize)
         else {
             return Ok(None);

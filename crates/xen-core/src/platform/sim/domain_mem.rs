@@ -120,7 +120,10 @@ impl DomainMem {
 
     fn pin_word(&self, gref: GrantRef) -> Option<&AtomicU32> {
         self.in_table(gref)?;
-        self.active.mem().atomic_u32(ACTIVE_HEADER + gref as usize * 4).ok()
+        self.active
+            .mem()
+            .atomic_u32(ACTIVE_HEADER + gref as usize * 4)
+            .ok()
     }
 
     fn lock(word: &AtomicU32) -> PinGuard<'_> {

@@ -31,9 +31,12 @@ pub struct SimEvtchn {
 
 impl SimEvtchn {
     pub(super) fn open(host: SimHost, domid: DomId) -> Result<SimEvtchn, EvtchnError> {
-        let own_domain = host
-            .domain_mem(domid)
-            .map_err(|e| EvtchnError::new(e.raw_os_error().unwrap_or(libc::ESRCH), format!("open event channels of domain {domid}")))?;
+        let own_domain = host.domain_mem(domid).map_err(|e| {
+            EvtchnError::new(
+                e.raw_os_error().unwrap_or(libc::ESRCH),
+                format!("open event channels of domain {domid}"),
+            )
+        })?;
         let handle = host.link().open_handle()?;
         Ok(SimEvtchn {
             host,
@@ -68,7 +71,9 @@ impl EventChannels for SimEvtchn {
             .host
             .link()
             .bind_interdomain(self.handle, self.domid, remote, remote_port)
-            .map_err(|e| EvtchnError::new(e, format!("bind to port {remote_port} of domain {remote}")))?;
+            .map_err(|e| {
+                EvtchnError::new(e, format!("bind to port {remote_port} of domain {remote}"))
+            })?;
         self.add(port, fd)
     }
 

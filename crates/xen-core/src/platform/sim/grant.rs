@@ -10,7 +10,8 @@ use super::SimHost;
 use crate::platform::abi::*;
 use crate::platform::memory::{Mmap, SharedMem};
 use crate::platform::{
-    CopySegment, CopySide, DomId, GntSt, GrantError, GrantMapper, GrantMapping, GrantRef, GrantTable,
+    CopySegment, CopySide, DomId, GntSt, GrantError, GrantMapper, GrantMapping, GrantRef,
+    GrantTable,
 };
 
 /// The backend side: maps and copies what other domains granted to `domid`.
@@ -26,7 +27,12 @@ impl SimGntdev {
 }
 
 impl GrantMapper for SimGntdev {
-    fn map(&self, domid: DomId, refs: &[GrantRef], writable: bool) -> Result<GrantMapping, GrantError> {
+    fn map(
+        &self,
+        domid: DomId,
+        refs: &[GrantRef],
+        writable: bool,
+    ) -> Result<GrantMapping, GrantError> {
         let dm = self.domain(domid).map_err(|s| GrantError::status(0, s))?;
         let mut region = Mmap::reserve(refs.len().max(1) * PAGE_SIZE)?;
         let mut pinned = Vec::with_capacity(refs.len());
@@ -91,9 +97,18 @@ impl Drop for Pinned {
 }
 
 impl SimGntdev {
-    fn pin_side(&self, side: &CopySide<'_>, len: u16, writable: bool) -> Result<Option<Pinned>, GntSt> {
+    fn pin_side(
+        &self,
+        side: &CopySide<'_>,
+        len: u16,
+        writable: bool,
+    ) -> Result<Option<Pinned>, GntSt> {
         match side {
-            CopySide::Grant { domid, gref, offset } => {
+            CopySide::Grant {
+                domid,
+                gref,
+                offset,
+            } => {
                 if usize::from(*offset) + usize::from(len) > PAGE_SIZE {
                     return Err(GntSt::BadCopyArg);
                 }
@@ -121,11 +136,17 @@ impl SimGntdev {
         let dst = self.pin_side(&seg.dest, seg.len, true)?;
         let fault = |_| GntSt::GeneralError;
         match (&src, &dst, &seg.source, &mut seg.dest) {
-            (Some(s), None, _, CopySide::Into(b)) => s.dm.memory().read(s.base, &mut b[..len]).map_err(fault)?,
-            (None, Some(d), CopySide::From(b), _) => d.dm.memory().write(d.base, &b[..len]).map_err(fault)?,
+            (Some(s), None, _, CopySide::Into(b)) => {
+                s.dm.memory().read(s.base, &mut b[..len]).map_err(fault)?
+            }
+            (None, Some(d), CopySide::From(b), _) => {
+                d.dm.memory().write(d.base, &b[..len]).map_err(fault)?
+            }
             (Some(s), Some(d), _, _) => {
                 let mut bounce = [0u8; PAGE_SIZE];
-                s.dm.memory().read(s.base, &mut bounce[..len]).map_err(fault)?;
+                s.dm.memory()
+                    .read(s.base, &mut bounce[..len])
+                    .map_err(fault)?;
                 d.dm.memory().write(d.base, &bounce[..len]).map_err(fault)?;
             }
             // Local to local is no grant copy.
@@ -147,7 +168,9 @@ impl SimGntTable {
     pub(super) fn new(dm: Arc<DomainMem>) -> SimGntTable {
         let c = dm.config;
         // Lowest references first; the first ones stay reserved for the toolstack.
-        let free = (GNTTAB_NR_RESERVED_ENTRIES..c.grant_entries()).rev().collect();
+        let free = (GNTTAB_NR_RESERVED_ENTRIES..c.grant_entries())
+            .rev()
+            .collect();
         let free_pages = (c.grant_frames..c.pages).rev().collect();
         SimGntTable {
             dm,
@@ -170,7 +193,12 @@ impl SimGntTable {
     /// One frame of the guest's memory.
     pub fn page(&self, frame: u32) -> Option<SharedMem<'_>> {
         (frame < self.dm.config.pages)
-            .then(|| self.dm.memory().sub(frame as usize * PAGE_SIZE, PAGE_SIZE).ok())
+            .then(|| {
+                self.dm
+                    .memory()
+                    .sub(frame as usize * PAGE_SIZE, PAGE_SIZE)
+                    .ok()
+            })
             .flatten()
     }
 
@@ -203,13 +231,10 @@ impl SimGntTable {
                 true
             })
             && mem.store_u32(base + GRANT_ENTRY_FRAME, frame).is_ok();
-        ok && self
-            .dm
-            .entry_flags(gref)
-            .is_some_and(|f| {
-                f.store(flags, Ordering::Release);
-                true
-            })
+        ok && self.dm.entry_flags(gref).is_some_and(|f| {
+            f.store(flags, Ordering::Release);
+            true
+        })
     }
 
     /// The current flags of an entry (to observe GTF_reading/GTF_writing).
@@ -238,11 +263,17 @@ impl GrantTable for SimGntTable {
     }
 
     fn end_access(&self, gref: GrantRef) -> Result<(), GrantError> {
-        let mut granted = self.granted.lock().map_err(|_| GrantError::NotGranted(gref))?;
+        let mut granted = self
+            .granted
+            .lock()
+            .map_err(|_| GrantError::NotGranted(gref))?;
         if !granted.contains(&gref) {
             return Err(GrantError::NotGranted(gref));
         }
-        let flags = self.dm.entry_flags(gref).ok_or(GrantError::NotGranted(gref))?;
+        let flags = self
+            .dm
+            .entry_flags(gref)
+            .ok_or(GrantError::NotGranted(gref))?;
         // As a guest kernel does: clear the entry only if the grantee is not
         // using it, atomically with that check.
         let mut f = flags.load(Ordering::Acquire);

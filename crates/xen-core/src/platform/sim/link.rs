@@ -20,7 +20,12 @@ pub trait Link: Send + Sync {
     /// A domain's shared memory.
     fn domain_fds(&self, domid: DomId) -> io::Result<DomainFds>;
     /// Allocates an unbound port of `domid` for `remote`.
-    fn alloc_unbound(&self, handle: HandleId, domid: DomId, remote: DomId) -> Result<(Port, OwnedFd), Errno>;
+    fn alloc_unbound(
+        &self,
+        handle: HandleId,
+        domid: DomId,
+        remote: DomId,
+    ) -> Result<(Port, OwnedFd), Errno>;
     /// Binds a port of `domid` to `remote_port` of `remote`.
     fn bind_interdomain(
         &self,
@@ -36,7 +41,8 @@ pub trait Link: Send + Sync {
 }
 
 fn dup(fd: &EventFd) -> Result<OwnedFd, Errno> {
-    fd.try_clone().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    fd.try_clone()
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// The hypervisor in this process.
@@ -61,7 +67,12 @@ impl Link for LocalLink {
         self.core().domain_fds(domid)
     }
 
-    fn alloc_unbound(&self, handle: HandleId, domid: DomId, remote: DomId) -> Result<(Port, OwnedFd), Errno> {
+    fn alloc_unbound(
+        &self,
+        handle: HandleId,
+        domid: DomId,
+        remote: DomId,
+    ) -> Result<(Port, OwnedFd), Errno> {
         let (port, fd) = self.core().alloc_unbound(handle, domid, remote)?;
         Ok((port, dup(&fd)?))
     }

@@ -100,7 +100,9 @@ impl SimHost {
 
     /// Connects to a hypervisor's control socket (from another process).
     pub fn connect(path: &Path) -> io::Result<SimHost> {
-        Ok(SimHost::with_link(Arc::new(rpc::RemoteLink::connect(path)?)))
+        Ok(SimHost::with_link(Arc::new(rpc::RemoteLink::connect(
+            path,
+        )?)))
     }
 
     pub(crate) fn link(&self) -> &dyn Link {

@@ -134,7 +134,12 @@ impl Epoll {
         loop {
             // SAFETY: the buffer holds 64 events, as told; result checked.
             let n = unsafe {
-                libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout_ms)
+                libc::epoll_wait(
+                    self.0.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout_ms,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();

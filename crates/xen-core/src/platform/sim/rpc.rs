@@ -67,7 +67,11 @@ fn send_record(sock: RawFd, record: &[u8; RECORD], fds: &[RawFd]) -> io::Result<
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
             (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
         }
     }
     // SAFETY: msg and everything it points to live across the call.
@@ -76,7 +80,10 @@ fn send_record(sock: RawFd, record: &[u8; RECORD], fds: &[RawFd]) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     if n as usize != RECORD {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "short control write"));
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short control write",
+        ));
     }
     Ok(())
 }
@@ -134,7 +141,10 @@ fn recv_record(sock: RawFd) -> io::Result<Option<([u8; RECORD], Vec<OwnedFd>)>> 
         got += n as usize;
     }
     if fds.len() > MAX_FDS {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "too many descriptors"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many descriptors",
+        ));
     }
     Ok(Some((record, fds)))
 }
@@ -220,16 +230,25 @@ fn serve_client(core: Arc<Mutex<Core>>, mut stream: UnixStream) {
                 .domain_fds(domid)
                 .map(|f| {
                     let c = f.config;
-                    ([c.pages, c.grant_frames, c.max_ports, 0], vec![f.memory, f.active, f.portgen])
+                    (
+                        [c.pages, c.grant_frames, c.max_ports, 0],
+                        vec![f.memory, f.active, f.portgen],
+                    )
                 })
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
             OP_ALLOC_UNBOUND if handles.contains(&handle) => core
                 .alloc_unbound(handle, domid, a as DomId)
-                .and_then(|(p, fd)| Ok(([p, 0, 0, 0], vec![fd.try_clone().map_err(|_| libc::EIO)?]))),
+                .and_then(|(p, fd)| {
+                    Ok(([p, 0, 0, 0], vec![fd.try_clone().map_err(|_| libc::EIO)?]))
+                }),
             OP_BIND if handles.contains(&handle) => core
                 .bind_interdomain(handle, domid, a as DomId, b)
-                .and_then(|(p, fd)| Ok(([p, 0, 0, 0], vec![fd.try_clone().map_err(|_| libc::EIO)?]))),
-            OP_UNBIND if handles.contains(&handle) => core.unbind(handle, domid, a).map(|()| ([0; 4], vec![])),
+                .and_then(|(p, fd)| {
+                    Ok(([p, 0, 0, 0], vec![fd.try_clone().map_err(|_| libc::EIO)?]))
+                }),
+            OP_UNBIND if handles.contains(&handle) => {
+                core.unbind(handle, domid, a).map(|()| ([0; 4], vec![]))
+            }
             OP_PEER => core.peer(domid, a).and_then(|peer| match peer {
                 Some((g, fd)) => Ok(([1, g, 0, 0], vec![fd.try_clone().map_err(|_| libc::EIO)?])),
                 None => Ok(([0; 4], vec![])),
@@ -243,7 +262,14 @@ fn serve_client(core: Arc<Mutex<Core>>, mut stream: UnixStream) {
             Err(e) => (e as u32, [0; 4], vec![]),
         };
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let out = encode([status, values[0], values[1], values[2], values[3], raw.len() as u32]);
+        let out = encode([
+            status,
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            raw.len() as u32,
+        ]);
         if send_record(sock, &out, &raw).is_err() {
             break;
         }
@@ -272,10 +298,18 @@ impl RemoteLink {
         })
     }
 
-    fn call(&self, op: u32, handle: HandleId, domid: DomId, a: u32, b: u32) -> Result<([u32; 4], Vec<OwnedFd>), Errno> {
+    fn call(
+        &self,
+        op: u32,
+        handle: HandleId,
+        domid: DomId,
+        a: u32,
+        b: u32,
+    ) -> Result<([u32; 4], Vec<OwnedFd>), Errno> {
         let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         let sock = stream.as_raw_fd();
-        send_record(sock, &encode([op, handle, u32::from(domid), a, b, 0]), &[]).map_err(|_| libc::EIO)?;
+        send_record(sock, &encode([op, handle, u32::from(domid), a, b, 0]), &[])
+            .map_err(|_| libc::EIO)?;
         let (record, fds) = recv_record(sock).map_err(|_| libc::EIO)?.ok_or(libc::EIO)?;
         let [status, v0, v1, v2, v3, _] = decode(&record);
         if status != 0 {
@@ -304,9 +338,12 @@ impl Link for RemoteLink {
         let (v, fds) = self
             .call(OP_DOMAIN, 0, domid, 0, 0)
             .map_err(io::Error::from_raw_os_error)?;
-        let [memory, active, portgen]: [OwnedFd; 3] = fds
-            .try_into()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "domain reply without its descriptors"))?;
+        let [memory, active, portgen]: [OwnedFd; 3] = fds.try_into().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "domain reply without its descriptors",
+            )
+        })?;
         Ok(DomainFds {
             config: DomainConfig {
                 domid,
@@ -320,7 +357,12 @@ impl Link for RemoteLink {
         })
     }
 
-    fn alloc_unbound(&self, handle: HandleId, domid: DomId, remote: DomId) -> Result<(Port, OwnedFd), Errno> {
+    fn alloc_unbound(
+        &self,
+        handle: HandleId,
+        domid: DomId,
+        remote: DomId,
+    ) -> Result<(Port, OwnedFd), Errno> {
         let (v, fds) = self.call(OP_ALLOC_UNBOUND, handle, domid, u32::from(remote), 0)?;
         Ok((v[0], one_fd(fds)?))
     }

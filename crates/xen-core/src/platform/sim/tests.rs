@@ -52,7 +52,10 @@ fn a_mapping_shares_memory_both_ways_and_sets_in_use_flags() {
     let gt = host.gnttab(FRONT).unwrap();
     let (f1, r1) = granted_page(&gt, BACK, 0x11, false);
     let (_f2, r2) = granted_page(&gt, BACK, 0x22, false);
-    assert!(r1 >= GNTTAB_NR_RESERVED_ENTRIES, "reserved entries are not handed out");
+    assert!(
+        r1 >= GNTTAB_NR_RESERVED_ENTRIES,
+        "reserved entries are not handed out"
+    );
     let gntdev = host.gntdev(BACK);
     let map = gntdev.map(FRONT, &[r1, r2], true).unwrap();
     assert_eq!(map.len(), 2 * PAGE_SIZE);
@@ -64,7 +67,10 @@ fn a_mapping_shares_memory_both_ways_and_sets_in_use_flags() {
     gt.page(f1).unwrap().read(0, &mut seen).unwrap();
     assert_eq!(&seen, b"hello");
     let flags = gt.entry_flags(r1).unwrap();
-    assert_eq!(flags & (GTF_READING | GTF_WRITING), GTF_READING | GTF_WRITING);
+    assert_eq!(
+        flags & (GTF_READING | GTF_WRITING),
+        GTF_READING | GTF_WRITING
+    );
     // Ending access while mapped fails, as on Xen.
     assert!(matches!(gt.end_access(r1), Err(GrantError::InUse(r)) if r == r1));
     drop(map);
@@ -84,9 +90,16 @@ fn read_only_maps_set_only_the_reading_flag_and_pins_count() {
     let a = gntdev.map(FRONT, &[r], false).unwrap();
     let b = gntdev.map(FRONT, &[r], false).unwrap();
     assert!(!a.writable());
-    assert_eq!(gt.entry_flags(r).unwrap() & (GTF_READING | GTF_WRITING), GTF_READING);
+    assert_eq!(
+        gt.entry_flags(r).unwrap() & (GTF_READING | GTF_WRITING),
+        GTF_READING
+    );
     drop(a);
-    assert_eq!(gt.entry_flags(r).unwrap() & GTF_READING, GTF_READING, "still mapped once");
+    assert_eq!(
+        gt.entry_flags(r).unwrap() & GTF_READING,
+        GTF_READING,
+        "still mapped once"
+    );
     drop(b);
     assert_eq!(gt.entry_flags(r).unwrap() & GTF_READING, 0);
 }
@@ -102,22 +115,40 @@ fn bad_grants_fail_with_xen_status_and_leave_other_mappings_intact() {
 
     let entries = DomainConfig::new(FRONT).grant_entries();
     let err = gntdev.map(FRONT, &[entries], false).unwrap_err();
-    assert_eq!(err.gntst(), Some(GntSt::BadGntref), "ref out of the table's range");
+    assert_eq!(
+        err.gntst(),
+        Some(GntSt::BadGntref),
+        "ref out of the table's range"
+    );
 
     let (_, to_other) = granted_page(&gt, OTHER, 1, false);
     let err = gntdev.map(FRONT, &[to_other], false).unwrap_err();
-    assert_eq!(err.gntst(), Some(GntSt::GeneralError), "ref granted to another domain");
+    assert_eq!(
+        err.gntst(),
+        Some(GntSt::GeneralError),
+        "ref granted to another domain"
+    );
 
     let (_, ro) = granted_page(&gt, BACK, 2, true);
     let err = gntdev.map(FRONT, &[ro], true).unwrap_err();
-    assert_eq!(err.gntst(), Some(GntSt::GeneralError), "writable map of a read-only grant");
+    assert_eq!(
+        err.gntst(),
+        Some(GntSt::GeneralError),
+        "writable map of a read-only grant"
+    );
     assert_eq!(gt.entry_flags(ro).unwrap() & (GTF_READING | GTF_WRITING), 0);
 
     let err = gntdev.map(42, &[good], false).unwrap_err();
     assert_eq!(err.gntst(), Some(GntSt::BadDomain), "no such domain");
 
-    let err = gntdev.map(FRONT, &[GNTTAB_NR_RESERVED_ENTRIES + 500], false).unwrap_err();
-    assert_eq!(err.gntst(), Some(GntSt::GeneralError), "an entry never granted");
+    let err = gntdev
+        .map(FRONT, &[GNTTAB_NR_RESERVED_ENTRIES + 500], false)
+        .unwrap_err();
+    assert_eq!(
+        err.gntst(),
+        Some(GntSt::GeneralError),
+        "an entry never granted"
+    );
 
     // The mapping made before is untouched.
     let mut b = [0u8; 1];
@@ -134,10 +165,23 @@ fn a_failed_batch_undoes_its_partial_successes() {
     let (_, a) = granted_page(&gt, BACK, 1, false);
     let (_, b) = granted_page(&gt, BACK, 2, false);
     let (_, bad) = granted_page(&gt, OTHER, 3, false);
-    let err = host.gntdev(BACK).map(FRONT, &[a, b, bad], true).unwrap_err();
-    assert!(matches!(err, GrantError::Status { index: 2, status: GntSt::GeneralError }));
+    let err = host
+        .gntdev(BACK)
+        .map(FRONT, &[a, b, bad], true)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        GrantError::Status {
+            index: 2,
+            status: GntSt::GeneralError
+        }
+    ));
     for r in [a, b] {
-        assert_eq!(gt.entry_flags(r).unwrap() & (GTF_READING | GTF_WRITING), 0, "ref {r}");
+        assert_eq!(
+            gt.entry_flags(r).unwrap() & (GTF_READING | GTF_WRITING),
+            0,
+            "ref {r}"
+        );
         gt.end_access(r).unwrap();
     }
 }
@@ -151,13 +195,26 @@ fn a_guest_changing_its_entry_is_checked_at_map_time() {
     // A hostile guest points an entry at its grant table, or past its memory.
     let r = GNTTAB_NR_RESERVED_ENTRIES + 1000;
     assert!(gt.write_entry(r, GTF_PERMIT_ACCESS, BACK, 0));
-    assert_eq!(gntdev.map(FRONT, &[r], false).unwrap_err().gntst(), Some(GntSt::GeneralError));
+    assert_eq!(
+        gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
+        Some(GntSt::GeneralError)
+    );
     assert!(gt.write_entry(r, GTF_PERMIT_ACCESS, BACK, 1_000_000));
-    assert_eq!(gntdev.map(FRONT, &[r], false).unwrap_err().gntst(), Some(GntSt::GeneralError));
-    assert_eq!(gt.entry_flags(r).unwrap(), GTF_PERMIT_ACCESS, "no flag left set by a failed map");
+    assert_eq!(
+        gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
+        Some(GntSt::GeneralError)
+    );
+    assert_eq!(
+        gt.entry_flags(r).unwrap(),
+        GTF_PERMIT_ACCESS,
+        "no flag left set by a failed map"
+    );
     // Or a type that is not permit_access.
     assert!(gt.write_entry(r, 2, BACK, 10));
-    assert_eq!(gntdev.map(FRONT, &[r], false).unwrap_err().gntst(), Some(GntSt::GeneralError));
+    assert_eq!(
+        gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
+        Some(GntSt::GeneralError)
+    );
 }
 
 #[test]
@@ -172,12 +229,60 @@ fn grant_copy_checks_each_segment() {
     let mut back = vec![0u8; 512];
     let mut ro_out = vec![0u8; 8];
     let mut segs = vec![
-        CopySegment::new(CopySide::From(&data), CopySide::Grant { domid: FRONT, gref: rw, offset: 1024 }, 512),
-        CopySegment::new(CopySide::Grant { domid: FRONT, gref: ro, offset: 0 }, CopySide::Into(&mut ro_out), 8),
-        CopySegment::new(CopySide::From(&data), CopySide::Grant { domid: FRONT, gref: ro, offset: 0 }, 8),
-        CopySegment::new(CopySide::From(&data), CopySide::Grant { domid: FRONT, gref: rw, offset: 4000 }, 200),
-        CopySegment::new(CopySide::From(&data), CopySide::Grant { domid: FRONT, gref: 99_999, offset: 0 }, 8),
-        CopySegment::new(CopySide::From(&data), CopySide::Grant { domid: 77, gref: rw, offset: 0 }, 8),
+        CopySegment::new(
+            CopySide::From(&data),
+            CopySide::Grant {
+                domid: FRONT,
+                gref: rw,
+                offset: 1024,
+            },
+            512,
+        ),
+        CopySegment::new(
+            CopySide::Grant {
+                domid: FRONT,
+                gref: ro,
+                offset: 0,
+            },
+            CopySide::Into(&mut ro_out),
+            8,
+        ),
+        CopySegment::new(
+            CopySide::From(&data),
+            CopySide::Grant {
+                domid: FRONT,
+                gref: ro,
+                offset: 0,
+            },
+            8,
+        ),
+        CopySegment::new(
+            CopySide::From(&data),
+            CopySide::Grant {
+                domid: FRONT,
+                gref: rw,
+                offset: 4000,
+            },
+            200,
+        ),
+        CopySegment::new(
+            CopySide::From(&data),
+            CopySide::Grant {
+                domid: FRONT,
+                gref: 99_999,
+                offset: 0,
+            },
+            8,
+        ),
+        CopySegment::new(
+            CopySide::From(&data),
+            CopySide::Grant {
+                domid: 77,
+                gref: rw,
+                offset: 0,
+            },
+            8,
+        ),
     ];
     gntdev.copy(&mut segs).unwrap();
     let statuses: Vec<GntSt> = segs.iter().map(|s| s.status).collect();
@@ -198,7 +303,11 @@ fn grant_copy_checks_each_segment() {
     gt.page(frame).unwrap().read(1024, &mut check).unwrap();
     assert_eq!(check, [0xab; 512]);
     let mut segs = vec![CopySegment::new(
-        CopySide::Grant { domid: FRONT, gref: rw, offset: 1024 },
+        CopySide::Grant {
+            domid: FRONT,
+            gref: rw,
+            offset: 1024,
+        },
         CopySide::Into(&mut back),
         512,
     )];
@@ -206,7 +315,11 @@ fn grant_copy_checks_each_segment() {
     assert_eq!(segs[0].status, GntSt::Okay);
     drop(segs);
     assert_eq!(back, data);
-    assert_eq!(gt.entry_flags(rw).unwrap() & (GTF_READING | GTF_WRITING), 0, "no pin left after a copy");
+    assert_eq!(
+        gt.entry_flags(rw).unwrap() & (GTF_READING | GTF_WRITING),
+        0,
+        "no pin left after a copy"
+    );
 }
 
 #[test]
@@ -220,7 +333,11 @@ fn event_channels_deliver_mask_and_unmask() {
     assert!(pending_now(&back).is_empty());
     front.notify(fport).unwrap();
     front.notify(fport).unwrap();
-    assert_eq!(wait_pending(&back), [bport], "two notifications, one delivery");
+    assert_eq!(
+        wait_pending(&back),
+        [bport],
+        "two notifications, one delivery"
+    );
     // Masked until unmasked: a notification meanwhile is held, not lost.
     front.notify(fport).unwrap();
     std::thread::sleep(Duration::from_millis(10));
@@ -239,12 +356,27 @@ fn event_channel_errors_are_errnos() {
     let host = hv.host();
     let front = host.evtchn(FRONT).unwrap();
     let back = host.evtchn(BACK).unwrap();
-    assert_eq!(back.notify(77).unwrap_err().code(), "ENOTCONN", "notify on an unbound port");
+    assert_eq!(
+        back.notify(77).unwrap_err().code(),
+        "ENOTCONN",
+        "notify on an unbound port"
+    );
     assert_eq!(back.unbind(77).unwrap_err().code(), "ENOTCONN");
-    assert_eq!(back.bind_interdomain(42, 1).unwrap_err().code(), "ESRCH", "no such domain");
+    assert_eq!(
+        back.bind_interdomain(42, 1).unwrap_err().code(),
+        "ESRCH",
+        "no such domain"
+    );
     let for_other = front.alloc_unbound(OTHER).unwrap();
-    assert_eq!(back.bind_interdomain(FRONT, for_other).unwrap_err().code(), "EINVAL", "not allocated for us");
-    assert_eq!(back.bind_interdomain(FRONT, 999).unwrap_err().code(), "EINVAL");
+    assert_eq!(
+        back.bind_interdomain(FRONT, for_other).unwrap_err().code(),
+        "EINVAL",
+        "not allocated for us"
+    );
+    assert_eq!(
+        back.bind_interdomain(FRONT, 999).unwrap_err().code(),
+        "EINVAL"
+    );
     // A port of another handle cannot be used through this one.
     let fport = front.alloc_unbound(BACK).unwrap();
     let bport = back.bind_interdomain(FRONT, fport).unwrap();
@@ -273,7 +405,11 @@ fn closing_one_end_unbinds_the_other_and_rebinding_works() {
     let back2 = host.evtchn(BACK).unwrap();
     let bport2 = back2.bind_interdomain(FRONT, fport).unwrap();
     front.notify(fport).unwrap();
-    assert_eq!(wait_pending(&back2), [bport2], "the frontend found its new peer");
+    assert_eq!(
+        wait_pending(&back2),
+        [bport2],
+        "the frontend found its new peer"
+    );
     // Dropping a handle closes its ports.
     drop(back2);
     let back3 = host.evtchn(BACK).unwrap();
@@ -293,8 +429,14 @@ fn a_destroyed_domain_cannot_be_mapped_but_mappings_stay_valid() {
     let back = host.evtchn(BACK).unwrap();
     let bport = back.bind_interdomain(FRONT, fport).unwrap();
     assert!(hv.destroy_domain(FRONT));
-    assert_eq!(gntdev.map(FRONT, &[r], false).unwrap_err().gntst(), Some(GntSt::BadDomain));
-    assert_eq!(back.bind_interdomain(FRONT, fport).unwrap_err().code(), "ESRCH");
+    assert_eq!(
+        gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
+        Some(GntSt::BadDomain)
+    );
+    assert_eq!(
+        back.bind_interdomain(FRONT, fport).unwrap_err().code(),
+        "ESRCH"
+    );
     let mut b = [0u8; 1];
     map.mem().read(0, &mut b).unwrap();
     assert_eq!(b, [0x77]);
@@ -302,7 +444,10 @@ fn a_destroyed_domain_cannot_be_mapped_but_mappings_stay_valid() {
     back.notify(bport).unwrap();
     // The id can be reused by a new domain, which starts clean.
     hv.create_domain(DomainConfig::new(FRONT)).unwrap();
-    assert_eq!(gntdev.map(FRONT, &[r], false).unwrap_err().gntst(), Some(GntSt::GeneralError));
+    assert_eq!(
+        gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
+        Some(GntSt::GeneralError)
+    );
 }
 
 #[test]
@@ -314,15 +459,19 @@ fn the_event_loop_drains_runs_coalesces_and_unmasks() {
     let fport = front.alloc_unbound(BACK).unwrap();
     let bport = back.bind_interdomain(FRONT, fport).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    let lp = EventLoop::spawn("test-loop", back.clone(), move |ports: &[Port], n: &mut Notifier| {
-        // Three responses for the same port in one pass: one notification.
-        for p in ports {
-            n.notify(*p);
-            n.notify(*p);
-            n.notify(*p);
-        }
-        let _ = tx.send(ports.to_vec());
-    })
+    let lp = EventLoop::spawn(
+        "test-loop",
+        back.clone(),
+        move |ports: &[Port], n: &mut Notifier| {
+            // Three responses for the same port in one pass: one notification.
+            for p in ports {
+                n.notify(*p);
+                n.notify(*p);
+                n.notify(*p);
+            }
+            let _ = tx.send(ports.to_vec());
+        },
+    )
     .unwrap();
     for round in 0..5 {
         front.notify(fport).unwrap();
@@ -346,7 +495,12 @@ fn cross_process_frontend_and_backend() {
     let host = hv.host();
     let back = host.evtchn(BACK).unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "platform::sim::tests::child_frontend", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "platform::sim::tests::child_frontend",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("XENRX_SIM_CONTROL", &socket)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -357,7 +511,10 @@ fn cross_process_frontend_and_backend() {
     let mut reader = std::io::BufReader::new(stdout);
     loop {
         line.clear();
-        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "child ended early");
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "child ended early"
+        );
         if let Some(rest) = line.strip_prefix("READY ") {
             line = rest.trim().to_owned();
             break;

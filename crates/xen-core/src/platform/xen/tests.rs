@@ -1,0 +1,315 @@
+//! The real-hypervisor code with the OS calls faked: what it asks the
+//! kernel, and how it reads the answers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::abi::*;
+use super::ops::DeviceOps;
+use super::*;
+use crate::platform::abi::PAGE_SIZE;
+use crate::platform::memory::Mmap;
+use crate::platform::{CopySegment, CopySide, EventChannels, GntSt, GrantError, GrantMapper};
+
+/// One recorded ioctl: the request and a copy of the argument bytes.
+#[derive(Debug, Clone)]
+struct Call {
+    request: u64,
+    arg: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<Call>>,
+    /// Results for successive ioctls (Ok(value) or Err(errno)).
+    results: Mutex<VecDeque<Result<i32, i32>>>,
+    /// Statuses the fake kernel writes into GRANT_COPY segments.
+    copy_statuses: Mutex<VecDeque<i16>>,
+    reads: Mutex<VecDeque<io::Result<Vec<u8>>>>,
+    writes: Mutex<Vec<Vec<u8>>>,
+    mmaps: Mutex<Vec<(usize, bool, u64)>>,
+    fail_mmap: Mutex<bool>,
+    opened: Mutex<Vec<(String, bool)>>,
+}
+
+fn arg_len(request: u64, arg: *const u8) -> usize {
+    // SAFETY (test): reads the count field of the variable-size structs the
+    // code under test passed.
+    unsafe {
+        match request {
+            IOCTL_GNTDEV_MAP_GRANT_REF => 16 + 8 * (*(arg as *const u32)) as usize,
+            IOCTL_GNTALLOC_ALLOC_GREF => 16 + 4 * (*(arg.add(4) as *const u32)) as usize,
+            _ => ((request >> 16) & 0x3fff) as usize,
+        }
+    }
+}
+
+impl DeviceOps for Fake {
+    fn open(&self, path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
+        self.opened
+            .lock()
+            .unwrap()
+            .push((path.display().to_string(), nonblocking));
+        // Any real descriptor will do.
+        std::fs::File::open("/dev/null").map(OwnedFd::from)
+    }
+
+    unsafe fn ioctl(
+        &self,
+        fd: BorrowedFd<'_>,
+        request: u64,
+        arg: *mut libc::c_void,
+    ) -> io::Result<i32> {
+        assert!(fd.as_raw_fd() >= 0);
+        let p = arg as *mut u8;
+        let len = arg_len(request, p);
+        // SAFETY (test): the code under test passed `len` valid bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+        self.calls.lock().unwrap().push(Call {
+            request,
+            arg: bytes,
+        });
+        let result = self.results.lock().unwrap().pop_front().unwrap_or(Ok(0));
+        match request {
+            IOCTL_GNTDEV_MAP_GRANT_REF | IOCTL_GNTALLOC_ALLOC_GREF if result.is_ok() => {
+                // The kernel's answer: index 0x5000 (and grant ids for gntalloc).
+                // SAFETY (test): index is the u64 at offset 8 of both structs.
+                unsafe { *(p.add(8) as *mut u64) = 0x5000 };
+                if request == IOCTL_GNTALLOC_ALLOC_GREF {
+                    // SAFETY (test): count ids follow the 16-byte header.
+                    let count = unsafe { *(p.add(4) as *const u32) };
+                    for i in 0..count {
+                        unsafe { *(p.add(16 + 4 * i as usize) as *mut u32) = 100 + i };
+                    }
+                }
+            }
+            IOCTL_GNTDEV_GRANT_COPY => {
+                // SAFETY (test): the struct points to `count` segments.
+                let copy = unsafe { &*(p as *const GntdevGrantCopy) };
+                for i in 0..copy.count as usize {
+                    let status = self.copy_statuses.lock().unwrap().pop_front().unwrap_or(0);
+                    unsafe { (*copy.segments.add(i)).status = status };
+                }
+            }
+            _ => {}
+        }
+        result.map_err(io::Error::from_raw_os_error)
+    }
+
+    fn mmap(
+        &self,
+        _fd: BorrowedFd<'_>,
+        len: usize,
+        writable: bool,
+        offset: u64,
+    ) -> io::Result<Mmap> {
+        self.mmaps.lock().unwrap().push((len, writable, offset));
+        if *self.fail_mmap.lock().unwrap() {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        Mmap::anonymous(len)
+    }
+
+    fn read(&self, _fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        match self.reads.lock().unwrap().pop_front() {
+            Some(Ok(data)) => {
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+        }
+    }
+
+    fn write(&self, _fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+        self.writes.lock().unwrap().push(buf.to_vec());
+        Ok(buf.len())
+    }
+}
+
+fn u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn evtchn_packs_its_ioctls_and_maps_errno() {
+    let fake = Arc::new(Fake::default());
+    let ch = XenEvtchn::open(fake.clone(), Path::new(EVTCHN_DEVICE)).unwrap();
+    assert_eq!(
+        fake.opened.lock().unwrap()[0],
+        (EVTCHN_DEVICE.to_string(), true)
+    );
+    fake.results.lock().unwrap().extend([
+        Ok(17),
+        Ok(9),
+        Err(libc::ESRCH),
+        Ok(0),
+        Err(libc::ENOTCONN),
+    ]);
+    assert_eq!(ch.bind_interdomain(5, 3).unwrap(), 17);
+    assert_eq!(ch.alloc_unbound(5).unwrap(), 9);
+    let e = ch.bind_interdomain(42, 1).unwrap_err();
+    assert_eq!(e.code(), "ESRCH");
+    assert!(e.to_string().contains("domain 42"));
+    ch.notify(17).unwrap();
+    assert_eq!(ch.notify(99).unwrap_err().code(), "ENOTCONN");
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(calls[0].request, IOCTL_EVTCHN_BIND_INTERDOMAIN);
+    assert_eq!(u32s(&calls[0].arg), [5, 3]);
+    assert_eq!(calls[1].request, IOCTL_EVTCHN_BIND_UNBOUND_PORT);
+    assert_eq!(u32s(&calls[1].arg), [5]);
+    assert_eq!(calls[3].request, IOCTL_EVTCHN_NOTIFY);
+    assert_eq!(u32s(&calls[3].arg), [17]);
+}
+
+#[test]
+fn evtchn_reads_pending_ports_in_batches_and_unmasks_by_writing() {
+    let fake = Arc::new(Fake::default());
+    let ch = XenEvtchn::open(fake.clone(), Path::new(EVTCHN_DEVICE)).unwrap();
+    let full: Vec<u8> = (0..256u32).flat_map(|p| p.to_ne_bytes()).collect();
+    fake.reads.lock().unwrap().extend([
+        Ok(full),
+        Ok([300u32.to_ne_bytes(), 301u32.to_ne_bytes()].concat()),
+    ]);
+    let mut out = Vec::new();
+    ch.pending(&mut out).unwrap();
+    assert_eq!(out.len(), 258, "a full buffer means: read again");
+    assert_eq!(out[257], 301);
+    out.clear();
+    ch.pending(&mut out).unwrap();
+    assert!(out.is_empty(), "EAGAIN: nothing pending");
+    fake.reads
+        .lock()
+        .unwrap()
+        .push_back(Err(io::Error::from_raw_os_error(libc::EFAULT)));
+    assert_eq!(ch.pending(&mut out).unwrap_err().code(), "EFAULT");
+    ch.unmask(301).unwrap();
+    assert_eq!(fake.writes.lock().unwrap()[0], 301u32.to_ne_bytes());
+}
+
+#[test]
+fn gntdev_maps_a_batch_at_the_returned_index_and_unmaps_on_drop() {
+    let fake = Arc::new(Fake::default());
+    let dev = XenGntdev::open(fake.clone(), Path::new(GNTDEV_DEVICE)).unwrap();
+    let map = dev.map(7, &[10, 11, 12], true).unwrap();
+    assert_eq!(map.len(), 3 * PAGE_SIZE);
+    let call = fake.calls.lock().unwrap()[0].clone();
+    assert_eq!(call.request, IOCTL_GNTDEV_MAP_GRANT_REF);
+    let w = u32s(&call.arg);
+    assert_eq!(w[0], 3, "count");
+    assert_eq!(&w[4..], [7, 10, 7, 11, 7, 12], "(domid, ref) pairs");
+    assert_eq!(fake.mmaps.lock().unwrap()[0], (3 * PAGE_SIZE, true, 0x5000));
+    drop(map);
+    let unmap = fake.calls.lock().unwrap()[1].clone();
+    assert_eq!(unmap.request, IOCTL_GNTDEV_UNMAP_GRANT_REF);
+    assert_eq!(u32s(&unmap.arg), [0x5000, 0, 3, 0], "index then count");
+}
+
+#[test]
+fn gntdev_undoes_the_ioctl_when_the_hypervisor_refuses_the_mapping() {
+    let fake = Arc::new(Fake::default());
+    let dev = XenGntdev::open(fake.clone(), Path::new(GNTDEV_DEVICE)).unwrap();
+    *fake.fail_mmap.lock().unwrap() = true;
+    let err = dev.map(7, &[10, 11], false).unwrap_err();
+    assert!(
+        matches!(err, GrantError::Os(ref e) if e.raw_os_error() == Some(libc::EFAULT)),
+        "{err}"
+    );
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].request, IOCTL_GNTDEV_UNMAP_GRANT_REF);
+    // An ioctl failure maps nothing at all.
+    fake.results.lock().unwrap().push_back(Err(libc::ENOMEM));
+    *fake.fail_mmap.lock().unwrap() = false;
+    assert!(dev.map(7, &[1], false).is_err());
+    assert_eq!(fake.mmaps.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn gntdev_copies_in_batches_and_reports_each_status() {
+    let fake = Arc::new(Fake::default());
+    let dev = XenGntdev::open(fake.clone(), Path::new(GNTDEV_DEVICE)).unwrap();
+    let data = vec![1u8; 4096];
+    let mut segs: Vec<CopySegment<'_>> = (0..COPY_BATCH + 3)
+        .map(|i| {
+            CopySegment::new(
+                CopySide::From(&data),
+                CopySide::Grant {
+                    domid: 7,
+                    gref: i as u32,
+                    offset: 0,
+                },
+                4096,
+            )
+        })
+        .collect();
+    // One malformed segment is answered locally and not sent.
+    segs[1].dest = CopySide::Grant {
+        domid: 7,
+        gref: 1,
+        offset: 100,
+    };
+    let mut statuses: VecDeque<i16> = VecDeque::new();
+    statuses.extend(std::iter::repeat_n(0, COPY_BATCH + 2));
+    statuses[4] = GntSt::BadGntref as i16;
+    *fake.copy_statuses.lock().unwrap() = statuses;
+    dev.copy(&mut segs).unwrap();
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{} segments in two ioctls", segs.len());
+    assert!(calls.iter().all(|c| c.request == IOCTL_GNTDEV_GRANT_COPY));
+    assert_eq!(u32s(&calls[0].arg)[0], (COPY_BATCH - 1) as u32);
+    assert_eq!(u32s(&calls[1].arg)[0], 3);
+    assert_eq!(segs[0].status, GntSt::Okay);
+    assert_eq!(segs[1].status, GntSt::BadCopyArg);
+    assert_eq!(
+        segs[5].status,
+        GntSt::BadGntref,
+        "statuses line up past the skipped segment"
+    );
+    assert_eq!(segs[COPY_BATCH + 2].status, GntSt::Okay);
+}
+
+#[test]
+fn gntalloc_grants_pages_and_ends_the_grants_on_drop() {
+    let fake = Arc::new(Fake::default());
+    let dev = XenGntalloc::open(fake.clone(), Path::new(GNTALLOC_DEVICE)).unwrap();
+    let pages = dev.grant_pages(0, 2, true).unwrap();
+    assert_eq!(pages.refs(), [100, 101]);
+    let call = fake.calls.lock().unwrap()[0].clone();
+    assert_eq!(call.request, IOCTL_GNTALLOC_ALLOC_GREF);
+    assert_eq!(
+        u32s(&call.arg)[0],
+        u32::from(GNTALLOC_FLAG_WRITABLE) << 16,
+        "domid 0, writable"
+    );
+    assert_eq!(u32s(&call.arg)[1], 2);
+    pages.mem().write(0, b"data").unwrap();
+    drop(pages);
+    let dealloc = fake.calls.lock().unwrap()[1].clone();
+    assert_eq!(dealloc.request, IOCTL_GNTALLOC_DEALLOC_GREF);
+    assert_eq!(u32s(&dealloc.arg)[..3], [0x5000, 0, 2]);
+}
+
+#[test]
+fn missing_devices_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = check_devices(dir.path()).unwrap_err();
+    assert!(err.0.contains("/dev/xen/evtchn not found"), "{err}");
+    std::fs::create_dir_all(dir.path().join("dev/xen")).unwrap();
+    std::fs::write(dir.path().join("dev/xen/evtchn"), b"").unwrap();
+    let err = check_devices(dir.path()).unwrap_err();
+    assert!(err.0.contains("xen-gntdev"), "{err}");
+    std::fs::write(dir.path().join("dev/xen/gntdev"), b"").unwrap();
+    check_devices(dir.path()).unwrap();
+    // On this machine the real platform is absent and says so.
+    if !Path::new(EVTCHN_DEVICE).exists() {
+        let err = XenPlatform::open().err().unwrap();
+        assert!(err.0.contains("not found"), "{err}");
+    }
+}
