@@ -14,3 +14,4 @@ export function nativeInfo(): NativeInfo {
 }
 
 export * from './xenstore/index.js';
+export * from './lifecycle/index.js';
