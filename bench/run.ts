@@ -3,6 +3,7 @@
 const benches: Record<string, () => Promise<{ run: () => void | Promise<void> }>> = {
   napi: () => import('./napi.js'),
   xenstore: () => import('./xenstore.js'),
+  platform: () => import('./platform.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -9,6 +9,109 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A running echo peer. */
+export declare class NativeEcho {
+  /** Stops it. */
+  stop(): void
+}
+
+/** Event channels of one domain. */
+export declare class NativeEventChannel {
+  /** Binds a local port to `remotePort` of `remote`. */
+  bindInterdomain(remote: number, remotePort: number): number
+  /** Allocates a port `remote` may bind to. */
+  allocUnbound(remote: number): number
+  /** Closes a port. */
+  unbind(port: number): void
+  /** Signals the other end of a port. */
+  notify(port: number): void
+  /** Ports with a pending event (masked until unmasked), without waiting. */
+  pending(): Array<number>
+  /** Waits up to `timeoutMs` for pending ports. */
+  waitPending(timeoutMs: number): Promise<Array<number>>
+  /** Re-enables delivery for a port. */
+  unmask(port: number): void
+  /**
+   * Answers every event on `port` with a notification back, on a Rust
+   * thread (a simulated peer for tests and benchmarks).
+   */
+  startEcho(port: number): NativeEcho
+}
+
+/** The gntdev of a backend domain. */
+export declare class NativeGrantDevice {
+  /** Maps a batch of grants of `domid` into one contiguous mapping. */
+  map(domid: number, refs: Array<number>, writable: boolean): NativeGrantMapping
+  /** Copies buffers into grants; one GNTST status per segment. */
+  copyIn(spans: Array<GrantSpan>): Array<number>
+  /** Copies out of grants. */
+  copyOut(spans: Array<GrantSpan>): Array<CopyResult>
+}
+
+/** Frames of another domain mapped here. */
+export declare class NativeGrantMapping {
+  /** Size in bytes. */
+  get length(): number
+  /** Whether it is writable. */
+  get writable(): boolean
+  /** Copies bytes out. */
+  read(offset: number, length: number): Buffer
+  /** Copies bytes in (a read-only mapping refuses). */
+  write(offset: number, data: Buffer): void
+  /** Unmaps (also done when garbage-collected). */
+  unmap(): void
+}
+
+/** A guest's grant table and memory. */
+export declare class NativeGuestGrantTable {
+  /** A free frame of guest memory, zeroed. */
+  allocPage(): number
+  /** Returns a frame. */
+  freePage(frame: number): void
+  /** Reads guest memory. */
+  readPage(frame: number, offset: number, length: number): Buffer
+  /** Writes guest memory. */
+  writePage(frame: number, offset: number, data: Buffer): void
+  /** Grants a frame to `to`. */
+  grant(to: number, frame: number, readonly: boolean): number
+  /** Ends a grant (EBUSY while the grantee maps it). */
+  endAccess(gref: number): void
+  /** The flags word of an entry (GTF_reading 8, GTF_writing 16 while used). */
+  entryFlags(gref: number): number | null
+  /** Writes an entry directly, as a hostile guest may. */
+  writeEntry(gref: number, flags: number, to: number, frame: number): boolean
+}
+
+/** A client of the simulated hypervisor. */
+export declare class NativeSimHost {
+  /** Connects to a hypervisor's control socket. */
+  static connect(path: string): NativeSimHost
+  /** Event channels of a domain. */
+  evtchn(domid: number): NativeEventChannel
+  /** The gntdev of a backend in `domid`. */
+  gntdev(domid: number): NativeGrantDevice
+  /** The grant table and memory of guest `domid`. */
+  gnttab(domid: number): NativeGuestGrantTable
+}
+
+/** The simulated hypervisor. */
+export declare class NativeSimHypervisor {
+  /** A hypervisor with no domains. */
+  constructor()
+  /** Creates a domain. */
+  createDomain(options: SimDomainOptions): void
+  /** Destroys a domain; false if there was none. */
+  destroyDomain(domid: number): boolean
+  /** Ids of the domains. */
+  domains(): Array<number>
+  /** Serves the control socket for clients in other processes. */
+  serve(path: string): void
+  /** Stops serving the control socket. */
+  stopServing(): void
+  /** A client in this process. */
+  host(): NativeSimHost
+}
+
 /** The embedded XenStore daemon. */
 export declare class NativeXenstored {
   /** Starts a daemon (binds its socket, loads its state file). */
@@ -84,6 +187,49 @@ export declare class NativeXsClient {
   close(): void
 }
 
+/** Latencies (ns) of the same ping-pong over bare eventfds, two threads. */
+export declare function benchEventfdRoundTrips(count: number): Array<number>
+
+/** Latencies (ns) of event-channel round trips to an echo peer. */
+export declare function benchEvtchnRoundTrips(ch: NativeEventChannel, port: number, count: number): Array<number>
+
+/** Grant-copy bytes per second, 4 KiB segments, `batch` per call. */
+export declare function benchGrantCopyRate(dev: NativeGrantDevice, domid: number, refs: Array<number>, batch: number, millis: number): number
+
+/** Grant map+unmap operations per second for a batch. */
+export declare function benchMapUnmapRate(dev: NativeGrantDevice, domid: number, refs: Array<number>, millis: number): number
+
+/** memcpy bytes per second, 4 KiB blocks, `batch` per round. */
+export declare function benchMemcpyRate(pages: number, batch: number, millis: number): number
+
+/** Plain mmap+munmap operations per second for `pages` pages of a memfd. */
+export declare function benchMmapMunmapRate(pages: number, millis: number): number
+
+/** Notifications per second on one port. */
+export declare function benchNotifyRate(ch: NativeEventChannel, port: number, millis: number): number
+
+/** The result of one copy segment. */
+export interface CopyResult {
+  /** GNTST code (0: okay). */
+  status: number
+  /** The bytes copied out, for a successful copy out. */
+  data?: Buffer
+}
+
+/** A grant to copy to or from. */
+export interface GrantSpan {
+  /** Granting domain. */
+  domid: number
+  /** Grant reference. */
+  gref: number
+  /** Offset in the frame. */
+  offset: number
+  /** Bytes (for copies out of the grant). */
+  length?: number
+  /** Bytes (for copies into the grant). */
+  data?: Buffer
+}
+
 /** Describes the loaded native core. */
 export declare function nativeInfo(): NativeInfo
 
@@ -95,6 +241,18 @@ export interface NativeInfo {
   xenPlatform: boolean
   /** Target triple the addon was built for. */
   target: string
+}
+
+/** How to create a simulated domain. */
+export interface SimDomainOptions {
+  /** Domain id. */
+  domid: number
+  /** Pages of memory (default 1024). */
+  pages?: number
+  /** Grant-table frames (default 4, 512 entries each). */
+  grantFrames?: number
+  /** Event-channel ports (default 1024). */
+  maxPorts?: number
 }
 
 /** Options of the embedded daemon. */

@@ -773,8 +773,22 @@ if (
   }
 }
 
-const { NativeXenstored, NativeXsClient, nativeInfo } = nativeBinding
+const { NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+export { NativeEcho }
+export { NativeEventChannel }
+export { NativeGrantDevice }
+export { NativeGrantMapping }
+export { NativeGuestGrantTable }
+export { NativeSimHost }
+export { NativeSimHypervisor }
 export { NativeXenstored }
 export { NativeXsClient }
+export { benchEventfdRoundTrips }
+export { benchEvtchnRoundTrips }
+export { benchGrantCopyRate }
+export { benchMapUnmapRate }
+export { benchMemcpyRate }
+export { benchMmapMunmapRate }
+export { benchNotifyRate }
 export { nativeInfo }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -14,4 +14,5 @@ export function nativeInfo(): NativeInfo {
 }
 
 export * from './xenstore/index.js';
+export * from './platform/index.js';
 export * from './lifecycle/index.js';

@@ -3,4 +3,15 @@
 // built `native/xenrx.<platform>.node` first, then the per-platform package
 // `xenrx-<platform>` installed as an optional dependency.
 export * as native from '../native/binding.js';
-export type { NativeInfo, NativeXenstored, NativeXsClient, XsWatchEvent } from '../native/binding.js';
+export type {
+  NativeEventChannel,
+  NativeGrantDevice,
+  NativeGrantMapping,
+  NativeGuestGrantTable,
+  NativeInfo,
+  NativeSimHost,
+  NativeSimHypervisor,
+  NativeXenstored,
+  NativeXsClient,
+  XsWatchEvent,
+} from '../native/binding.js';

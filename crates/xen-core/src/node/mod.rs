@@ -26,6 +26,7 @@ pub fn native_info() -> NativeInfo {
     }
 }
 
+mod platform;
 mod xenstore;
 
 /// A native error for JavaScript: the message starts with the error's code

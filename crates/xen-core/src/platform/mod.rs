@@ -4,6 +4,7 @@
 //! above this layer is written once, against the traits.
 
 pub mod abi;
+pub mod bench;
 mod error;
 pub mod memory;
 pub mod poll;

@@ -35,6 +35,11 @@ use self::domain_mem::DomainMem;
 use self::link::{Link, LocalLink};
 use crate::platform::{DomId, EvtchnError, GrantError};
 
+/// A memfd of `pages` pages, for the benchmarks' references.
+pub fn memfd_for_bench(pages: usize) -> io::Result<std::os::fd::OwnedFd> {
+    os::memfd("xen-sim-bench", (pages * crate::platform::abi::PAGE_SIZE) as u64)
+}
+
 /// The simulated hypervisor.
 #[derive(Clone, Default)]
 pub struct SimHypervisor {
