@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod build_info;
+#[cfg(feature = "node")]
 pub mod node;
 pub mod platform;
 pub mod store;

@@ -26,8 +26,8 @@ pub fn native_info() -> NativeInfo {
     }
 }
 
-mod platform;
-mod xenstore;
+pub mod platform;
+pub mod xenstore;
 
 /// A native error for JavaScript: the message starts with the error's code
 /// (`ENOENT: ...`), which the TypeScript layer turns into a typed error.

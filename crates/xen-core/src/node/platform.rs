@@ -11,9 +11,12 @@ use napi_derive::napi;
 use super::coded_error;
 use crate::platform::bench;
 use crate::platform::poll::{EventLoop, Notifier};
-use crate::platform::sim::{ControlServer, DomainConfig, SimEvtchn, SimGntTable, SimGntdev, SimHost, SimHypervisor};
+use crate::platform::sim::{
+    ControlServer, DomainConfig, SimEvtchn, SimGntTable, SimGntdev, SimHost, SimHypervisor,
+};
 use crate::platform::{
-    CopySegment, CopySide, DomId, EventChannels, EvtchnError, GrantError, GrantMapper, GrantMapping, GrantTable, Port,
+    CopySegment, CopySide, DomId, EventChannels, EvtchnError, GrantError, GrantMapper,
+    GrantMapping, GrantTable, Port,
 };
 
 fn grant_error(e: GrantError) -> napi::Error {
@@ -25,7 +28,10 @@ fn evtchn_error(e: EvtchnError) -> napi::Error {
 }
 
 fn io_error(e: std::io::Error) -> napi::Error {
-    coded_error(crate::platform::errno_name(e.raw_os_error().unwrap_or(libc::EIO)), e)
+    coded_error(
+        crate::platform::errno_name(e.raw_os_error().unwrap_or(libc::EIO)),
+        e,
+    )
 }
 
 fn domid(v: u32) -> napi::Result<DomId> {
@@ -88,7 +94,10 @@ impl NativeSimHypervisor {
     /// Serves the control socket for clients in other processes.
     #[napi]
     pub fn serve(&self, path: String) -> napi::Result<()> {
-        let server = self.hv.serve(std::path::Path::new(&path)).map_err(io_error)?;
+        let server = self
+            .hv
+            .serve(std::path::Path::new(&path))
+            .map_err(io_error)?;
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())
     }
@@ -102,7 +111,9 @@ impl NativeSimHypervisor {
     /// A client in this process.
     #[napi]
     pub fn host(&self) -> NativeSimHost {
-        NativeSimHost { host: self.hv.host() }
+        NativeSimHost {
+            host: self.hv.host(),
+        }
     }
 }
 
@@ -132,7 +143,11 @@ impl NativeSimHost {
     #[napi]
     pub fn evtchn(&self, domid: u32) -> napi::Result<NativeEventChannel> {
         Ok(NativeEventChannel {
-            ch: Arc::new(self.host.evtchn(self::domid(domid)?).map_err(evtchn_error)?),
+            ch: Arc::new(
+                self.host
+                    .evtchn(self::domid(domid)?)
+                    .map_err(evtchn_error)?,
+            ),
         })
     }
 
@@ -164,7 +179,9 @@ impl NativeEventChannel {
     /// Binds a local port to `remotePort` of `remote`.
     #[napi]
     pub fn bind_interdomain(&self, remote: u32, remote_port: u32) -> napi::Result<u32> {
-        self.ch.bind_interdomain(domid(remote)?, remote_port).map_err(evtchn_error)
+        self.ch
+            .bind_interdomain(domid(remote)?, remote_port)
+            .map_err(evtchn_error)
     }
 
     /// Allocates a port `remote` may bind to.
@@ -300,8 +317,16 @@ pub struct NativeGrantDevice {
 impl NativeGrantDevice {
     /// Maps a batch of grants of `domid` into one contiguous mapping.
     #[napi]
-    pub fn map(&self, domid: u32, refs: Vec<u32>, writable: bool) -> napi::Result<NativeGrantMapping> {
-        let m = self.dev.map(self::domid(domid)?, &refs, writable).map_err(grant_error)?;
+    pub fn map(
+        &self,
+        domid: u32,
+        refs: Vec<u32>,
+        writable: bool,
+    ) -> napi::Result<NativeGrantMapping> {
+        let m = self
+            .dev
+            .map(self::domid(domid)?, &refs, writable)
+            .map_err(grant_error)?;
         Ok(NativeGrantMapping {
             map: Mutex::new(Some(m)),
         })
@@ -310,7 +335,10 @@ impl NativeGrantDevice {
     /// Copies buffers into grants; one GNTST status per segment.
     #[napi]
     pub fn copy_in(&self, spans: Vec<GrantSpan>) -> napi::Result<Vec<i32>> {
-        let datas: Vec<Vec<u8>> = spans.iter().map(|s| s.data.as_deref().unwrap_or(&[]).to_vec()).collect();
+        let datas: Vec<Vec<u8>> = spans
+            .iter()
+            .map(|s| s.data.as_deref().unwrap_or(&[]).to_vec())
+            .collect();
         let mut segs = Vec::with_capacity(spans.len());
         for (s, data) in spans.iter().zip(&datas) {
             segs.push(CopySegment::new(
@@ -472,7 +500,9 @@ impl NativeGuestGrantTable {
     /// Grants a frame to `to`.
     #[napi]
     pub fn grant(&self, to: u32, frame: u32, readonly: bool) -> napi::Result<u32> {
-        self.gt.grant(domid(to)?, frame, readonly).map_err(grant_error)
+        self.gt
+            .grant(domid(to)?, frame, readonly)
+            .map_err(grant_error)
     }
 
     /// Ends a grant (EBUSY while the grantee maps it).
@@ -490,13 +520,19 @@ impl NativeGuestGrantTable {
     /// Writes an entry directly, as a hostile guest may.
     #[napi]
     pub fn write_entry(&self, gref: u32, flags: u32, to: u32, frame: u32) -> napi::Result<bool> {
-        Ok(self.gt.write_entry(gref, u16_of(flags, "flags")?, domid(to)?, frame))
+        Ok(self
+            .gt
+            .write_entry(gref, u16_of(flags, "flags")?, domid(to)?, frame))
     }
 }
 
 /// Latencies (ns) of event-channel round trips to an echo peer.
 #[napi]
-pub fn bench_evtchn_round_trips(ch: &NativeEventChannel, port: u32, count: u32) -> napi::Result<Vec<f64>> {
+pub fn bench_evtchn_round_trips(
+    ch: &NativeEventChannel,
+    port: u32,
+    count: u32,
+) -> napi::Result<Vec<f64>> {
     let v = bench::evtchn_round_trips(ch.ch.as_ref(), port, count as usize).map_err(io_error)?;
     Ok(v.into_iter().map(|n| n as f64).collect())
 }
@@ -511,25 +547,47 @@ pub fn bench_eventfd_round_trips(count: u32) -> napi::Result<Vec<f64>> {
 /// Notifications per second on one port.
 #[napi]
 pub fn bench_notify_rate(ch: &NativeEventChannel, port: u32, millis: u32) -> napi::Result<f64> {
-    bench::notify_rate(ch.ch.as_ref(), port, Duration::from_millis(u64::from(millis))).map_err(io_error)
+    bench::notify_rate(
+        ch.ch.as_ref(),
+        port,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map_err(io_error)
 }
 
 /// Grant map+unmap operations per second for a batch.
 #[napi]
-pub fn bench_map_unmap_rate(dev: &NativeGrantDevice, domid: u32, refs: Vec<u32>, millis: u32) -> napi::Result<f64> {
-    bench::map_unmap_rate(dev.dev.as_ref(), self::domid(domid)?, &refs, Duration::from_millis(u64::from(millis)))
-        .map_err(io_error)
+pub fn bench_map_unmap_rate(
+    dev: &NativeGrantDevice,
+    domid: u32,
+    refs: Vec<u32>,
+    millis: u32,
+) -> napi::Result<f64> {
+    bench::map_unmap_rate(
+        dev.dev.as_ref(),
+        self::domid(domid)?,
+        &refs,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map_err(io_error)
 }
 
 /// Plain mmap+munmap operations per second for `pages` pages of a memfd.
 #[napi]
 pub fn bench_mmap_munmap_rate(pages: u32, millis: u32) -> napi::Result<f64> {
-    bench::mmap_munmap_rate(pages as usize, Duration::from_millis(u64::from(millis))).map_err(io_error)
+    bench::mmap_munmap_rate(pages as usize, Duration::from_millis(u64::from(millis)))
+        .map_err(io_error)
 }
 
 /// Grant-copy bytes per second, 4 KiB segments, `batch` per call.
 #[napi]
-pub fn bench_grant_copy_rate(dev: &NativeGrantDevice, domid: u32, refs: Vec<u32>, batch: u32, millis: u32) -> napi::Result<f64> {
+pub fn bench_grant_copy_rate(
+    dev: &NativeGrantDevice,
+    domid: u32,
+    refs: Vec<u32>,
+    batch: u32,
+    millis: u32,
+) -> napi::Result<f64> {
     bench::grant_copy_rate(
         dev.dev.as_ref(),
         self::domid(domid)?,
@@ -543,5 +601,10 @@ pub fn bench_grant_copy_rate(dev: &NativeGrantDevice, domid: u32, refs: Vec<u32>
 /// memcpy bytes per second, 4 KiB blocks, `batch` per round.
 #[napi]
 pub fn bench_memcpy_rate(pages: u32, batch: u32, millis: u32) -> napi::Result<f64> {
-    bench::memcpy_rate(pages as usize, batch as usize, Duration::from_millis(u64::from(millis))).map_err(io_error)
+    bench::memcpy_rate(
+        pages as usize,
+        batch as usize,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map_err(io_error)
 }

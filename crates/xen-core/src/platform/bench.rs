@@ -21,7 +21,11 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
 
 /// Round trips through an event channel whose other end notifies back on
 /// every event: nanoseconds per trip, notify to wake-up of the answer.
-pub fn evtchn_round_trips(ch: &dyn EventChannels, port: Port, count: usize) -> std::io::Result<Vec<u64>> {
+pub fn evtchn_round_trips(
+    ch: &dyn EventChannels,
+    port: Port,
+    count: usize,
+) -> std::io::Result<Vec<u64>> {
     let mut out = Vec::with_capacity(count);
     let mut pending = Vec::new();
     for _ in 0..count {
@@ -29,7 +33,10 @@ pub fn evtchn_round_trips(ch: &dyn EventChannels, port: Port, count: usize) -> s
         ch.notify(port).map_err(std::io::Error::other)?;
         loop {
             if !wait_readable(ch.fd(), 5000) {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer",
+                ));
             }
             pending.clear();
             ch.pending(&mut pending).map_err(std::io::Error::other)?;
@@ -63,7 +70,10 @@ pub fn eventfd_round_trips(count: usize) -> std::io::Result<Vec<u64>> {
         let t0 = Instant::now();
         ping.signal()?;
         if !wait_readable(pong.as_fd(), 5000) {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer",
+            ));
         }
         pong.drain()?;
         out.push(t0.elapsed().as_nanos() as u64);
@@ -86,7 +96,12 @@ pub fn notify_rate(ch: &dyn EventChannels, port: Port, duration: Duration) -> st
 }
 
 /// Map-and-unmap operations per second for a batch of `refs`.
-pub fn map_unmap_rate(dev: &dyn GrantMapper, domid: DomId, refs: &[GrantRef], duration: Duration) -> std::io::Result<f64> {
+pub fn map_unmap_rate(
+    dev: &dyn GrantMapper,
+    domid: DomId,
+    refs: &[GrantRef],
+    duration: Duration,
+) -> std::io::Result<f64> {
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed() < duration {
@@ -106,7 +121,13 @@ pub fn mmap_munmap_rate(pages: usize, duration: Duration) -> std::io::Result<f64
     while t0.elapsed() < duration {
         let mut region = Mmap::reserve(pages * PAGE_SIZE)?;
         for i in 0..pages {
-            region.place_fd(i * PAGE_SIZE, fd.as_fd(), (i * PAGE_SIZE) as u64, PAGE_SIZE, true)?;
+            region.place_fd(
+                i * PAGE_SIZE,
+                fd.as_fd(),
+                (i * PAGE_SIZE) as u64,
+                PAGE_SIZE,
+                true,
+            )?;
         }
         drop(region);
         n += 1;
@@ -155,7 +176,9 @@ pub fn grant_copy_rate(
 /// a shared mapping into a local buffer.
 pub fn memcpy_rate(pages: usize, batch: usize, duration: Duration) -> std::io::Result<f64> {
     let src = Mmap::anonymous(pages * PAGE_SIZE)?;
-    src.mem().fill(0, pages * PAGE_SIZE, 7).map_err(std::io::Error::other)?;
+    src.mem()
+        .fill(0, pages * PAGE_SIZE, 7)
+        .map_err(std::io::Error::other)?;
     let mut buf = vec![0u8; batch * PAGE_SIZE];
     let t0 = Instant::now();
     let mut bytes = 0u64;

@@ -9,7 +9,7 @@ mod error;
 pub mod memory;
 pub mod poll;
 pub mod sim;
-#[cfg(feature = "xen")]
+#[cfg(feature = "xen-devices")]
 pub mod xen;
 
 use std::fmt;

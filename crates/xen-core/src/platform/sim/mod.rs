@@ -37,7 +37,10 @@ use crate::platform::{DomId, EvtchnError, GrantError};
 
 /// A memfd of `pages` pages, for the benchmarks' references.
 pub fn memfd_for_bench(pages: usize) -> io::Result<std::os::fd::OwnedFd> {
-    os::memfd("xen-sim-bench", (pages * crate::platform::abi::PAGE_SIZE) as u64)
+    os::memfd(
+        "xen-sim-bench",
+        (pages * crate::platform::abi::PAGE_SIZE) as u64,
+    )
 }
 
 /// The simulated hypervisor.

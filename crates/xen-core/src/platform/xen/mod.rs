@@ -8,6 +8,7 @@ mod evtchn;
 mod gntalloc;
 mod gntdev;
 pub mod ops;
+#[cfg(feature = "xen")]
 pub mod xenctrl;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ pub use self::evtchn::{XenEvtchn, EVTCHN_DEVICE};
 pub use self::gntalloc::{GrantedPages, XenGntalloc, GNTALLOC_DEVICE};
 pub use self::gntdev::{XenGntdev, COPY_BATCH, GNTDEV_DEVICE};
 pub use self::ops::{DeviceOps, LinuxOps};
+#[cfg(feature = "xen")]
 pub use self::xenctrl::{DomainInfo, ShutdownReason, XenCtrl};
 
 /// Why the real platform cannot be used here.
