@@ -104,12 +104,33 @@ export declare class NativeSimHypervisor {
   destroyDomain(domid: number): boolean
   /** Ids of the domains. */
   domains(): Array<number>
+  /** Pauses (true) or unpauses (false) a domain; false if there is none. */
+  setPaused(domid: number, paused: boolean): boolean
+  /**
+   * Shuts a domain down with a reason (poweroff, reboot, suspend, crash,
+   * watchdog, soft-reset), or clears its shutdown with `null`.
+   */
+  setShutdown(domid: number, reason?: string | undefined | null): boolean
+  /** Every domain's state, as the hypervisor would report it. */
+  domainInfo(): Array<DomainInfoJs>
   /** Serves the control socket for clients in other processes. */
   serve(path: string): void
   /** Stops serving the control socket. */
   stopServing(): void
   /** A client in this process. */
   host(): NativeSimHost
+}
+
+/**
+ * Domain information from the real hypervisor (libxenctrl, loaded at run
+ * time). Opening fails with ENODEV in a build without the `xen` feature or
+ * on a host without Xen.
+ */
+export declare class NativeXenCtrl {
+  /** Opens libxenctrl. */
+  static open(): NativeXenCtrl
+  /** Every domain's state. */
+  domainInfo(): Array<DomainInfoJs>
 }
 
 /** The embedded XenStore daemon. */
@@ -214,6 +235,25 @@ export interface CopyResult {
   status: number
   /** The bytes copied out, for a successful copy out. */
   data?: Buffer
+}
+
+/** A domain's state (XEN_DOMINF_* flags and the shutdown reason). */
+export interface DomainInfoJs {
+  /** Domain id. */
+  domid: number
+  /** Running (or runnable). */
+  running: boolean
+  /** Paused. */
+  paused: boolean
+  /** Blocked on an event. */
+  blocked: boolean
+  /** Being destroyed. */
+  dying: boolean
+  /**
+   * Shut down: poweroff, reboot, suspend, crash, watchdog, soft-reset or
+   * `code-<n>`.
+   */
+  shutdown?: string
 }
 
 /** A grant to copy to or from. */

@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+const { NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
 export { NativeEcho }
 export { NativeEventChannel }
 export { NativeGrantDevice }
@@ -781,6 +781,7 @@ export { NativeGrantMapping }
 export { NativeGuestGrantTable }
 export { NativeSimHost }
 export { NativeSimHypervisor }
+export { NativeXenCtrl }
 export { NativeXenstored }
 export { NativeXsClient }
 export { benchEventfdRoundTrips }

@@ -1,6 +1,9 @@
 // The simulated hypervisor: domains with memfd memory and v1 grant tables,
 // event channels over eventfds, usable in one process or, through the
 // control socket, across processes.
+import { Subject } from 'rxjs';
+import type { Observable } from 'rxjs';
+
 import { native } from '../native.js';
 import type {
   NativeEventChannel,
@@ -12,9 +15,25 @@ import type {
 } from '../native.js';
 import { platformCall, platformCallAsync } from './errors.js';
 
+/** Why a domain shut down (`SHUTDOWN_*` in Xen's sched.h). */
+export type ShutdownReason = 'poweroff' | 'reboot' | 'suspend' | 'crash' | 'watchdog' | 'soft-reset';
+
+/** A domain's state as the hypervisor reports it (XEN_DOMINF_* flags). */
+export interface DomainInfo {
+  readonly domid: number;
+  readonly running: boolean;
+  readonly paused: boolean;
+  readonly blocked: boolean;
+  readonly dying: boolean;
+  /** Set once the domain shut down; unknown codes read `code-<n>`. */
+  readonly shutdown?: ShutdownReason | `code-${number}`;
+}
+
 /** How to create a simulated domain. */
 export interface DomainOptions {
   readonly domid: number;
+  /** Create it paused, as a toolstack builds a domain before starting it. */
+  readonly paused?: boolean;
   /** Pages of memory (default 1024, 4 MiB). */
   readonly pages?: number;
   /** Grant-table frames at the start of memory (default 4: 2048 entries). */
@@ -26,15 +45,60 @@ export interface DomainOptions {
 /** The simulated hypervisor. */
 export class SimHypervisor {
   readonly #native: NativeSimHypervisor = new native.NativeSimHypervisor();
+  readonly #changes = new Subject<number>();
 
-  /** Creates a domain. */
+  /** Domain ids whose state changed (created, paused, shut down, destroyed...), as they change. */
+  readonly changes$: Observable<number> = this.#changes.asObservable();
+
+  /** Creates a domain (running unless `paused`). */
   createDomain(options: DomainOptions): void {
     platformCall(() => this.#native.createDomain(options));
+    if (options.paused) this.#native.setPaused(options.domid, true);
+    this.#changes.next(options.domid);
   }
 
   /** Destroys a domain (its channels close; mapping it fails from now on). */
   destroyDomain(domid: number): boolean {
-    return this.#native.destroyDomain(domid);
+    const done = this.#native.destroyDomain(domid);
+    if (done) this.#changes.next(domid);
+    return done;
+  }
+
+  /** Pauses a domain. */
+  pauseDomain(domid: number): boolean {
+    return this.#change(domid, this.#native.setPaused(domid, true));
+  }
+
+  /** Unpauses (starts) a domain. */
+  unpauseDomain(domid: number): boolean {
+    return this.#change(domid, this.#native.setPaused(domid, false));
+  }
+
+  /** The guest shuts down for `reason` (a reboot or crash is a shutdown with that reason, as on Xen). */
+  shutdownDomain(domid: number, reason: ShutdownReason): boolean {
+    return this.#change(domid, platformCall(() => this.#native.setShutdown(domid, reason)));
+  }
+
+  /** Clears a shutdown (a suspended domain resumed). */
+  resumeDomain(domid: number): boolean {
+    return this.#change(domid, platformCall(() => this.#native.setShutdown(domid, null)));
+  }
+
+  /** Every domain's state. */
+  domainInfo(): DomainInfo[] {
+    return this.#native.domainInfo().map((i) => ({
+      domid: i.domid,
+      running: i.running,
+      paused: i.paused,
+      blocked: i.blocked,
+      dying: i.dying,
+      ...(i.shutdown ? { shutdown: i.shutdown as DomainInfo['shutdown'] } : {}),
+    }));
+  }
+
+  #change(domid: number, done: boolean): boolean {
+    if (done) this.#changes.next(domid);
+    return done;
   }
 
   /** Ids of the domains. */

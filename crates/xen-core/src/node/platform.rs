@@ -91,6 +91,43 @@ impl NativeSimHypervisor {
         self.hv.domains().into_iter().map(u32::from).collect()
     }
 
+    /// Pauses (true) or unpauses (false) a domain; false if there is none.
+    #[napi]
+    pub fn set_paused(&self, domid: u32, paused: bool) -> bool {
+        DomId::try_from(domid).is_ok_and(|d| self.hv.set_paused(d, paused))
+    }
+
+    /// Shuts a domain down with a reason (poweroff, reboot, suspend, crash,
+    /// watchdog, soft-reset), or clears its shutdown with `null`.
+    #[napi]
+    pub fn set_shutdown(&self, domid: u32, reason: Option<String>) -> napi::Result<bool> {
+        let code = match reason.as_deref() {
+            None => None,
+            Some(name) => Some(shutdown_code(name).ok_or_else(|| coded_error("EINVAL", format!("unknown shutdown reason {name}")))?),
+        };
+        Ok(DomId::try_from(domid).is_ok_and(|d| self.hv.set_shutdown(d, code)))
+    }
+
+    /// Every domain's state, as the hypervisor would report it.
+    #[napi]
+    pub fn domain_info(&self) -> Vec<DomainInfoJs> {
+        self.hv
+            .domains()
+            .into_iter()
+            .filter_map(|d| {
+                let run = self.hv.run_state(d)?;
+                Some(DomainInfoJs {
+                    domid: u32::from(d),
+                    running: !run.paused && run.shutdown.is_none(),
+                    paused: run.paused,
+                    blocked: false,
+                    dying: false,
+                    shutdown: run.shutdown.map(shutdown_name),
+                })
+            })
+            .collect()
+    }
+
     /// Serves the control socket for clients in other processes.
     #[napi]
     pub fn serve(&self, path: String) -> napi::Result<()> {
@@ -120,6 +157,103 @@ impl NativeSimHypervisor {
 impl Default for NativeSimHypervisor {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A domain's state (XEN_DOMINF_* flags and the shutdown reason).
+#[napi(object)]
+pub struct DomainInfoJs {
+    /// Domain id.
+    pub domid: u32,
+    /// Running (or runnable).
+    pub running: bool,
+    /// Paused.
+    pub paused: bool,
+    /// Blocked on an event.
+    pub blocked: bool,
+    /// Being destroyed.
+    pub dying: bool,
+    /// Shut down: poweroff, reboot, suspend, crash, watchdog, soft-reset or
+    /// `code-<n>`.
+    pub shutdown: Option<String>,
+}
+
+const SHUTDOWN_NAMES: [&str; 6] = ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft-reset"];
+
+fn shutdown_code(name: &str) -> Option<u32> {
+    SHUTDOWN_NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+fn shutdown_name(code: u32) -> String {
+    SHUTDOWN_NAMES
+        .get(code as usize)
+        .map_or_else(|| format!("code-{code}"), |n| (*n).to_owned())
+}
+
+/// Domain information from the real hypervisor (libxenctrl, loaded at run
+/// time). Opening fails with ENODEV in a build without the `xen` feature or
+/// on a host without Xen.
+#[napi]
+pub struct NativeXenCtrl {
+    #[cfg(feature = "xen")]
+    ctrl: Mutex<crate::platform::xen::XenCtrl>,
+}
+
+#[napi]
+impl NativeXenCtrl {
+    /// Opens libxenctrl.
+    #[napi(factory)]
+    pub fn open() -> napi::Result<NativeXenCtrl> {
+        #[cfg(feature = "xen")]
+        {
+            let ctrl = crate::platform::xen::XenCtrl::open().map_err(|e| coded_error("ENODEV", e))?;
+            Ok(NativeXenCtrl { ctrl: Mutex::new(ctrl) })
+        }
+        #[cfg(not(feature = "xen"))]
+        {
+            Err(coded_error(
+                "ENODEV",
+                "this build of xenrx has no real-hypervisor support (cargo feature xen)",
+            ))
+        }
+    }
+
+    /// Every domain's state.
+    #[napi]
+    pub fn domain_info(&self) -> napi::Result<Vec<DomainInfoJs>> {
+        #[cfg(feature = "xen")]
+        {
+            use crate::platform::xen::ShutdownReason as R;
+            let list = self
+                .ctrl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .domains()
+                .map_err(io_error)?;
+            Ok(list
+                .into_iter()
+                .map(|i| DomainInfoJs {
+                    domid: u32::from(i.domid),
+                    running: i.running,
+                    paused: i.paused,
+                    blocked: i.blocked,
+                    dying: i.dying,
+                    shutdown: i.shutdown.map(|r| match r {
+                        R::Poweroff => shutdown_name(0),
+                        R::Reboot => shutdown_name(1),
+                        R::Suspend => shutdown_name(2),
+                        R::Crash => shutdown_name(3),
+                        R::Watchdog => shutdown_name(4),
+                        R::SoftReset => shutdown_name(5),
+                        R::Other(c) => shutdown_name(c),
+                    }),
+                })
+                .collect())
+        }
+        #[cfg(not(feature = "xen"))]
+        {
+            Err(coded_error("ENODEV", "no real-hypervisor support in this build"))
+        }
     }
 }
 

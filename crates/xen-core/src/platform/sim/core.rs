@@ -77,8 +77,34 @@ enum PortState {
     },
 }
 
+/// A simulated domain's run state, as `XEN_DOMINF_*` flags describe it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainRunState {
+    /// Paused (by the toolstack).
+    pub paused: bool,
+    /// Shut down, with its `SHUTDOWN_*` reason code.
+    pub shutdown: Option<u32>,
+}
+
+/// `SHUTDOWN_*` codes of sched.h.
+pub mod shutdown {
+    /// Powered off.
+    pub const POWEROFF: u32 = 0;
+    /// Reboot requested.
+    pub const REBOOT: u32 = 1;
+    /// Suspended.
+    pub const SUSPEND: u32 = 2;
+    /// Crashed.
+    pub const CRASH: u32 = 3;
+    /// Watchdog fired.
+    pub const WATCHDOG: u32 = 4;
+    /// Soft reset requested.
+    pub const SOFT_RESET: u32 = 5;
+}
+
 struct Domain {
     config: DomainConfig,
+    run: DomainRunState,
     memory: Arc<OwnedFd>,
     active: Arc<OwnedFd>,
     active_map: Mmap,
@@ -153,6 +179,7 @@ impl Core {
                 portgen_fd: Arc::new(portgen_fd),
                 portgen,
                 ports: vec![PortState::Free; config.max_ports as usize],
+                run: DomainRunState::default(),
             },
         );
         Ok(())
@@ -177,6 +204,28 @@ impl Core {
             }
         }
         true
+    }
+
+    /// A domain's run state.
+    pub fn run_state(&self, domid: DomId) -> Option<DomainRunState> {
+        self.domains.get(&domid).map(|d| d.run)
+    }
+
+    /// Pauses or unpauses a domain; false if there is none.
+    pub fn set_paused(&mut self, domid: DomId, paused: bool) -> bool {
+        self.domains
+            .get_mut(&domid)
+            .map(|d| d.run.paused = paused)
+            .is_some()
+    }
+
+    /// Records a domain's shutdown (SCHEDOP_shutdown) with its reason code;
+    /// `None` clears it (a resumed suspend). False if there is no domain.
+    pub fn set_shutdown(&mut self, domid: DomId, reason: Option<u32>) -> bool {
+        self.domains
+            .get_mut(&domid)
+            .map(|d| d.run.shutdown = reason)
+            .is_some()
     }
 
     /// Whether a domain exists.

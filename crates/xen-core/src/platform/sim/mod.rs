@@ -24,7 +24,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use self::core::DomainConfig;
+pub use self::core::{shutdown, DomainConfig, DomainRunState};
 pub use self::evtchn::SimEvtchn;
 pub use self::grant::{SimGntTable, SimGntdev};
 pub use self::os::EventFd as EventDoorbell;
@@ -78,6 +78,21 @@ impl SimHypervisor {
     /// Whether a domain exists.
     pub fn exists(&self, domid: DomId) -> bool {
         self.core().exists(domid)
+    }
+
+    /// A domain's run state.
+    pub fn run_state(&self, domid: DomId) -> Option<DomainRunState> {
+        self.core().run_state(domid)
+    }
+
+    /// Pauses or unpauses a domain.
+    pub fn set_paused(&self, domid: DomId, paused: bool) -> bool {
+        self.core().set_paused(domid, paused)
+    }
+
+    /// Shuts a domain down with a `SHUTDOWN_*` reason, or clears it.
+    pub fn set_shutdown(&self, domid: DomId, reason: Option<u32>) -> bool {
+        self.core().set_shutdown(domid, reason)
     }
 
     /// A client in this process.

@@ -562,3 +562,16 @@ fn child_frontend() {
     }
     panic!("access could not be ended");
 }
+
+#[test]
+fn domains_have_run_states() {
+    let hv = hv();
+    assert_eq!(hv.run_state(FRONT), Some(DomainRunState::default()));
+    assert!(hv.set_paused(FRONT, true));
+    assert!(hv.run_state(FRONT).unwrap().paused);
+    assert!(hv.set_shutdown(FRONT, Some(shutdown::CRASH)));
+    assert_eq!(hv.run_state(FRONT).unwrap().shutdown, Some(shutdown::CRASH));
+    assert!(!hv.set_paused(99, true));
+    hv.destroy_domain(FRONT);
+    assert_eq!(hv.run_state(FRONT), None);
+}
