@@ -16,3 +16,5 @@ export function nativeInfo(): NativeInfo {
 export * from './xenstore/index.js';
 export * from './platform/index.js';
 export * from './lifecycle/index.js';
+export * from './xenbus/index.js';
+export * from './simhost/index.js';
