@@ -16,8 +16,11 @@ export interface Figure {
 export function report(figure: Figure): void {
   const ratio = figure.reference ? round(figure.value / figure.reference.value) : undefined;
   const peakRssMiB = round(process.resourceUsage().maxRSS / 1024);
+  const rounded = Object.fromEntries(
+    Object.entries(figure).map(([k, v]) => [k, typeof v === 'number' ? round(v) : v]),
+  );
   const reference = figure.reference && { ...figure.reference, value: round(figure.reference.value) };
-  console.log(JSON.stringify({ ...figure, value: round(figure.value), reference, ratio, peak_rss_mib: peakRssMiB }));
+  console.log(JSON.stringify({ ...rounded, reference, ratio, peak_rss_mib: peakRssMiB }));
 }
 
 /** Rounds to 4 significant digits, enough for any figure we print. */

@@ -4,6 +4,7 @@ const benches: Record<string, () => Promise<{ run: () => void | Promise<void> }>
   napi: () => import('./napi.js'),
   xenstore: () => import('./xenstore.js'),
   platform: () => import('./platform.js'),
+  xenbus: () => import('./xenbus.js'),
 };
 
 const wanted = process.argv.slice(2);
