@@ -6,9 +6,11 @@
 #![deny(missing_docs)]
 
 pub mod build_info;
+pub mod console;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod platform;
+pub mod ring;
 pub mod store;
 #[cfg(test)]
 mod testutil;

@@ -26,6 +26,7 @@ pub fn native_info() -> NativeInfo {
     }
 }
 
+pub mod console;
 pub mod platform;
 pub mod xenstore;
 

@@ -101,10 +101,13 @@ impl NativeSimHypervisor {
     /// watchdog, soft-reset), or clears its shutdown with `null`.
     #[napi]
     pub fn set_shutdown(&self, domid: u32, reason: Option<String>) -> napi::Result<bool> {
-        let code = match reason.as_deref() {
-            None => None,
-            Some(name) => Some(shutdown_code(name).ok_or_else(|| coded_error("EINVAL", format!("unknown shutdown reason {name}")))?),
-        };
+        let code =
+            match reason.as_deref() {
+                None => None,
+                Some(name) => Some(shutdown_code(name).ok_or_else(|| {
+                    coded_error("EINVAL", format!("unknown shutdown reason {name}"))
+                })?),
+            };
         Ok(DomId::try_from(domid).is_ok_and(|d| self.hv.set_shutdown(d, code)))
     }
 
@@ -178,10 +181,20 @@ pub struct DomainInfoJs {
     pub shutdown: Option<String>,
 }
 
-const SHUTDOWN_NAMES: [&str; 6] = ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft-reset"];
+const SHUTDOWN_NAMES: [&str; 6] = [
+    "poweroff",
+    "reboot",
+    "suspend",
+    "crash",
+    "watchdog",
+    "soft-reset",
+];
 
 fn shutdown_code(name: &str) -> Option<u32> {
-    SHUTDOWN_NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+    SHUTDOWN_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u32)
 }
 
 fn shutdown_name(code: u32) -> String {
@@ -206,8 +219,11 @@ impl NativeXenCtrl {
     pub fn open() -> napi::Result<NativeXenCtrl> {
         #[cfg(feature = "xen")]
         {
-            let ctrl = crate::platform::xen::XenCtrl::open().map_err(|e| coded_error("ENODEV", e))?;
-            Ok(NativeXenCtrl { ctrl: Mutex::new(ctrl) })
+            let ctrl =
+                crate::platform::xen::XenCtrl::open().map_err(|e| coded_error("ENODEV", e))?;
+            Ok(NativeXenCtrl {
+                ctrl: Mutex::new(ctrl),
+            })
         }
         #[cfg(not(feature = "xen"))]
         {
@@ -252,7 +268,10 @@ impl NativeXenCtrl {
         }
         #[cfg(not(feature = "xen"))]
         {
-            Err(coded_error("ENODEV", "no real-hypervisor support in this build"))
+            Err(coded_error(
+                "ENODEV",
+                "no real-hypervisor support in this build",
+            ))
         }
     }
 }
@@ -261,6 +280,13 @@ impl NativeXenCtrl {
 #[napi]
 pub struct NativeSimHost {
     host: SimHost,
+}
+
+impl NativeSimHost {
+    /// The client, for other native classes that act on the simulated host.
+    pub(crate) fn sim_host(&self) -> &SimHost {
+        &self.host
+    }
 }
 
 #[napi]
@@ -297,7 +323,7 @@ impl NativeSimHost {
     #[napi]
     pub fn gnttab(&self, domid: u32) -> napi::Result<NativeGuestGrantTable> {
         Ok(NativeGuestGrantTable {
-            gt: Arc::new(self.host.gnttab(self::domid(domid)?).map_err(grant_error)?),
+            gt: self.host.gnttab(self::domid(domid)?).map_err(grant_error)?,
         })
     }
 }

@@ -185,6 +185,11 @@ impl SimGntTable {
         self.dm.domid()
     }
 
+    /// Whether the guest still exists.
+    pub fn alive(&self) -> bool {
+        self.dm.alive()
+    }
+
     /// The guest's whole memory.
     pub fn memory(&self) -> SharedMem<'_> {
         self.dm.memory()

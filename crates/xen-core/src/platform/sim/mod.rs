@@ -111,6 +111,7 @@ impl SimHypervisor {
 pub struct SimHost {
     link: Arc<dyn Link>,
     domains: Arc<Mutex<HashMap<DomId, Arc<DomainMem>>>>,
+    gnttabs: Arc<Mutex<HashMap<DomId, Arc<SimGntTable>>>>,
 }
 
 impl SimHost {
@@ -118,6 +119,7 @@ impl SimHost {
         SimHost {
             link,
             domains: Arc::new(Mutex::new(HashMap::new())),
+            gnttabs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -161,12 +163,22 @@ impl SimHost {
     }
 
     /// The grant table and memory of the guest `domid` (its frontend side).
-    /// One per guest: it owns the guest's grant-entry and page allocation.
-    pub fn gnttab(&self, domid: DomId) -> Result<SimGntTable, GrantError> {
+    /// One per guest and client: it owns the guest's grant-entry and page
+    /// allocation, so every caller shares it.
+    pub fn gnttab(&self, domid: DomId) -> Result<Arc<SimGntTable>, GrantError> {
+        let mut tables = self.gnttabs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(gt) = tables.get(&domid) {
+            if gt.alive() {
+                return Ok(gt.clone());
+            }
+            tables.remove(&domid);
+        }
         let dm = self
             .domain_mem(domid)
             .map_err(|_| GrantError::status(0, crate::platform::GntSt::BadDomain))?;
-        Ok(SimGntTable::new(dm))
+        let gt = Arc::new(SimGntTable::new(dm));
+        tables.insert(domid, gt.clone());
+        Ok(gt)
     }
 }
 
