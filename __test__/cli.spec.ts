@@ -1,6 +1,6 @@
 import test from 'ava';
 
-import { runXenrx as runCli } from './helpers/process.js';
+import { runXenrx as runCli, startXenrx } from './helpers/process.js';
 
 test('--help lists every subcommand on one line', async (t) => {
   const { code, stdout } = await runCli(['--help']);
@@ -8,15 +8,29 @@ test('--help lists every subcommand on one line', async (t) => {
   const commands = stdout.slice(stdout.indexOf('Commands:')).split('\n').slice(1).filter((l) => l.trim() !== '');
   t.deepEqual(
     commands.map((l) => /^ {2}(\S+)/.exec(l)?.[1]),
-    ['demo', 'info', 'build-native', 'xenstored', 'xs', 'help'],
+    ['demo', 'info', 'build-native', 'xenstored', 'xs', 'console', 'help'],
     `continuation lines or missing commands in:\n${stdout}`,
   );
 });
 
-test('demo says what it runs and exits 0', async (t) => {
-  const { code, stdout } = await runCli(['demo']);
-  t.is(code, 0);
-  t.regex(stdout, /native core \d+\.\d+\.\d+ loaded/);
+test('the demo boots two guests with consoles, then shuts down cleanly', async (t) => {
+  const { code, stdout } = await runCli(['demo', '--duration', '6']);
+  t.is(code, 0, stdout);
+  t.regex(stdout, /xenbus console-1-0: backend Connected, frontend Connected/);
+  t.regex(stdout, /xenbus console-2-0: backend Connected, frontend Connected/);
+  t.regex(stdout, /guest1 \| Booting paravirtualized kernel on Xen/);
+  t.regex(stdout, /guest1 \| guest1 received: "uptime\\n"/);
+  t.regex(stdout, /guest2 VM run state: shutdown/);
+  t.regex(stdout, /console-2-0: .*\(removed\)/);
+  t.regex(stdout, /stopped cleanly/);
+});
+
+test('the demo stops cleanly on SIGINT', async (t) => {
+  const demo = startXenrx(['demo', '--duration', '60']);
+  await demo.waitFor(/attach from another terminal/, 20_000);
+  t.is(await demo.stop('SIGINT'), 0);
+  t.regex(demo.output(), /SIGINT: shutting down/);
+  t.regex(demo.output(), /stopped cleanly/);
 });
 
 test('info reports the loaded native core as JSON', async (t) => {

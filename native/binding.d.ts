@@ -9,6 +9,68 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A console backend. */
+export declare class NativeConsoleBackend {
+  /**
+   * Serves a guest's console: on the simulated hypervisor through `host`,
+   * or on the real one when `host` is null (builds with real-hypervisor
+   * support only; ENODEV otherwise). `onOutput` gets the guest's output
+   * in batches of chunks, in order; it does not keep the process alive.
+   */
+  static start(host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void): NativeConsoleBackend
+  /**
+   * Puts input into the guest's ring; returns the bytes accepted (fewer
+   * when the ring is full, 0 once stopped).
+   */
+  write(data: Buffer): number
+  /** The pseudo-terminal's slave path, if the console has one. */
+  get ptyPath(): string | null
+  /**
+   * Why the backend stopped serving on its own (an event-channel
+   * failure), if it did.
+   */
+  get failure(): string | null
+  /** The counters. */
+  stats(): ConsoleBackendStats
+  /**
+   * Stops serving: ends the thread, closes the port, unmaps the page.
+   * Idempotent.
+   */
+  stop(): void
+}
+
+/** The guest's end of a console on the simulated hypervisor. */
+export declare class NativeConsoleFrontend {
+  /**
+   * Sets up a console of guest `domid` for `backendDomid`: a granted
+   * page and an unbound port, from the guest's grant table (shared with
+   * `host.gnttab()`).
+   */
+  static create(host: NativeSimHost, domid: number, backendDomid: number): NativeConsoleFrontend
+  /** Grant reference of the page (`console/ring-ref`). */
+  get ringRef(): number
+  /** The port for the backend (`console/port`). */
+  get port(): number
+  /**
+   * Writes output and notifies the backend; returns the bytes written
+   * (fewer when the ring is full).
+   */
+  write(data: Buffer): number
+  /** The input waiting in the ring (possibly empty). */
+  readInput(): Buffer
+  /** Waits up to `timeoutMs` for input; resolves to it (empty if none). */
+  waitInput(timeoutMs: number): Promise<Buffer>
+  /** Signals the backend without writing (to storm it in tests). */
+  notify(): void
+  /** Overwrites the ring's indexes, as a hostile guest may. */
+  setIndexes(inCons: number, inProd: number, outCons: number, outProd: number): void
+  /**
+   * Ends the backend's access and closes the port; EBUSY while the
+   * backend still maps the page.
+   */
+  close(): void
+}
+
 /** A running echo peer. */
 export declare class NativeEcho {
   /** Stops it. */
@@ -228,6 +290,45 @@ export declare function benchMmapMunmapRate(pages: number, millis: number): numb
 
 /** Notifications per second on one port. */
 export declare function benchNotifyRate(ch: NativeEventChannel, port: number, millis: number): number
+
+/** How to serve a guest's console. */
+export interface ConsoleBackendOptions {
+  /** The domain the backend runs in. */
+  backendDomid: number
+  /** The guest. */
+  frontendDomid: number
+  /** Grant reference of the console page (`console/ring-ref`). */
+  ringRef: number
+  /** The guest's port (`console/port`). */
+  remotePort: number
+  /** Also serve the console on a pseudo-terminal (default false). */
+  pty?: boolean
+  /**
+   * Events served per window before the guest is held (default 30; 0:
+   * no limit).
+   */
+  rateLimitEvents?: number
+  /** Rate-limit window in milliseconds (default 200). */
+  rateLimitWindowMs?: number
+}
+
+/** Counters of a console backend. */
+export interface ConsoleBackendStats {
+  /** Bytes of guest output consumed. */
+  bytesOut: number
+  /** Bytes of input written into the guest's ring. */
+  bytesIn: number
+  /** Events received from the guest. */
+  events: number
+  /** Passes that found bogus indexes (clamped or refused). */
+  clamped: number
+  /** Events held back by the rate limit. */
+  rateLimited: number
+  /** Notifications sent to the guest. */
+  notifications: number
+  /** Output bytes the pseudo-terminal could not take. */
+  ptyDropped: number
+}
 
 /** The result of one copy segment. */
 export interface CopyResult {

@@ -773,7 +773,9 @@ if (
   }
 }
 
-const { NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+export { NativeConsoleBackend }
+export { NativeConsoleFrontend }
 export { NativeEcho }
 export { NativeEventChannel }
 export { NativeGrantDevice }

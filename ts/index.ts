@@ -18,3 +18,4 @@ export * from './platform/index.js';
 export * from './lifecycle/index.js';
 export * from './xenbus/index.js';
 export * from './simhost/index.js';
+export * from './backends/index.js';

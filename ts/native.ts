@@ -4,6 +4,9 @@
 // `xenrx-<platform>` installed as an optional dependency.
 export * as native from '../native/binding.js';
 export type {
+  ConsoleBackendStats,
+  NativeConsoleBackend,
+  NativeConsoleFrontend,
   NativeEventChannel,
   NativeGrantDevice,
   NativeGrantMapping,

@@ -1,64 +1,124 @@
-// `xenrx demo`: the main job, on the embedded simulated host. It grows with
-// the package; today it runs the embedded XenStore daemon and plays a short
-// toolstack-and-guest session against it, narrating what happens.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// `xenrx demo`: the main job, on the embedded simulated host. Two simulated
+// guests boot with PV consoles served by the console backend; the demo
+// prints their xenbus devices walking through the states, their VM run
+// states and their console output, types into one console, destroys the
+// other guest, and keeps running until Ctrl-C (or --duration) shuts
+// everything down cleanly.
+import { distinctUntilChanged, map } from 'rxjs';
+import type { Subscription } from 'rxjs';
 
+import { ConsoleService } from '../backends/index.js';
 import { nativeInfo } from '../index.js';
-import { XenStore, XenStoreError, Xenstored } from '../xenstore/index.js';
+import { SimulatedHost } from '../simhost/index.js';
+import type { Guest, SimConsoleFrontend } from '../simhost/index.js';
+import { XenbusRegistry, xenbusStateName } from '../xenbus/index.js';
+import { untilStopped } from './signals.js';
+
+/** How long the demo runs, in seconds; `undefined`: until Ctrl-C. */
+export interface DemoOptions {
+  readonly duration?: number;
+}
 
 function say(line: string): void {
-  console.log(`xenrx demo: ${line}`);
+  console.log(`demo | ${line}`);
+}
+
+/** A guest's "kernel": boot messages, a heartbeat, and an echo of what is typed at it. */
+function runGuest(guest: Guest, fe: SimConsoleFrontend): () => void {
+  const name = guest.name;
+  void fe.writeAll(
+    `Linux version 6.1.0-xenrx (${name}) #1 SMP PREEMPT_DYNAMIC\r\n` +
+      'Booting paravirtualized kernel on Xen\r\n' +
+      'hvc0: console [hvc0] enabled\r\n',
+  );
+  let ticks = 0;
+  const timer = setInterval(() => {
+    ticks++;
+    fe.write(`[${name}] up ${String(ticks)}s\r\n`);
+  }, 2000);
+  const sub = fe.input$.subscribe((b) => {
+    fe.write(`${name} received: ${JSON.stringify(b.toString())}\r\n`);
+  });
+  return () => {
+    clearInterval(timer);
+    sub.unsubscribe();
+  };
 }
 
 /** Runs the demo and resolves when it is finished. */
-export async function runDemo(): Promise<void> {
+export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const info = nativeInfo();
-  say(`native core ${info.version} loaded (${info.target}, real Xen ${info.xenPlatform ? 'compiled in' : 'not compiled in'})`);
-  const dir = mkdtempSync(join(tmpdir(), 'xenrx-demo-'));
-  const daemon = Xenstored.start({ socket: join(dir, 'xenstored.sock'), log: false });
-  const dom0 = await XenStore.connect({ path: daemon.socket });
-  try {
-    say(`embedded XenStore daemon listening on ${daemon.socket}`);
-    const events: string[] = [];
-    const sub = dom0.watch$('@introduceDomain').subscribe((p) => events.push(p));
+  say(`xenrx ${info.version} (${info.target}); real Xen support ${info.xenPlatform ? 'built in' : 'not built in'}`);
+  const host = await SimulatedHost.start();
+  say(`simulated host: XenStore on ${host.socket}, hypervisor with dom0`);
+  const registry = await XenbusRegistry.create(host.dom0, {
+    deaths$: host.domains.deaths$,
+    logger: (e) => {
+      if (e.level === 0) say(`xenbus error: ${e.device ?? 'core'}: ${e.message}`);
+    },
+  });
+  const consoles = new ConsoleService({ host: host.platform, pty: true });
+  await registry.register('console', consoles.ops);
+  const subs: Subscription[] = [];
+  // Each device's walk through the xenbus states.
+  subs.push(
+    registry.devices$
+      .pipe(
+        map((d) => `${d.name}: backend ${xenbusStateName(d.beState)}, frontend ${xenbusStateName(d.feState)}${d.phase === 'active' ? '' : ` (${d.phase})`}`),
+        distinctUntilChanged(),
+      )
+      .subscribe((line) => say(`xenbus ${line}`)),
+  );
 
-    for (const domid of [1, 2]) {
-      // As libxl does: a home directory readable by the guest, a guest-owned
-      // data directory, then INTRODUCE so the guest gets its connection.
-      await dom0.transaction(async (tx) => {
-        const home = `/local/domain/${String(domid)}`;
-        await tx.write(`${home}/name`, `guest${String(domid)}`);
-        await tx.setPerms(home, ['n0', `r${String(domid)}`]);
-        await tx.setPerms(`${home}/name`, ['n0', `r${String(domid)}`]);
-        await tx.mkdir(`${home}/data`);
-        await tx.setPerms(`${home}/data`, [`n${String(domid)}`]);
-      });
-      await dom0.introduce(domid);
-      say(`dom0 created /local/domain/${String(domid)} and introduced domain ${String(domid)} (socket ${daemon.domainSocket(domid)})`);
-    }
-
-    const guest1 = await XenStore.connect({ path: daemon.domainSocket(1) });
-    const name = await guest1.read('name');
-    await guest1.write('data/greeting', `hello from ${name}`);
-    say(`guest1 read its name "${name}" and wrote data/greeting`);
-    try {
-      await guest1.read('/local/domain/2/name');
-    } catch (err) {
-      if (err instanceof XenStoreError) say(`guest1 reading guest2's name is refused: ${err.code}`);
-      else throw err;
-    }
-    say(`dom0 reads guest1's greeting: "${await dom0.read('/local/domain/1/data/greeting')}"`);
-    await dom0.release(1);
-    say(`dom0 released domain 1: its data directory is gone (exists: ${String(await dom0.exists('/local/domain/1/data'))})`);
-    guest1.close();
-    sub.unsubscribe();
-    say(`@introduceDomain fired ${String(events.length)} times (once on registration, once per guest)`);
-    say(`daemon handled ${String(daemon.stats().requests)} requests; stopping`);
-  } finally {
-    dom0.close();
-    daemon.stop();
-    rmSync(dir, { recursive: true, force: true });
+  const stops: (() => void)[] = [];
+  const frontends = new Map<number, SimConsoleFrontend>();
+  for (const domid of [1, 2]) {
+    const lc = host.domains.lifecycle(domid);
+    subs.push(lc.runState$.subscribe((s) => say(`guest${String(domid)} VM run state: ${s}`)));
+    subs.push(lc.connect());
+    subs.push(consoles.lines$(domid).subscribe((line) => console.log(`guest${String(domid)} | ${line}`)));
+    const guest = await host.createGuest(domid, `guest${String(domid)}`);
+    const fe = await host.addConsole(guest);
+    frontends.set(domid, fe);
+    await fe.handshake.waitState(4);
+    stops.push(runGuest(guest, fe));
+    say(`guest${String(domid)}: console on ${consoles.ptyPath(domid) ?? '(no pty)'}`);
   }
+  say(`attach from another terminal: xenrx console 1 --socket ${host.socket}   (Ctrl-] detaches)`);
+
+  const stopped = new AbortController();
+  const story = (async () => {
+    await sleep(1500, stopped.signal);
+    say('typing "uptime" into guest1\'s console');
+    consoles.write(1, 'uptime\n');
+    await sleep(2500, stopped.signal);
+    say('destroying guest2: its console device goes with it');
+    stops.pop()?.();
+    await host.destroyGuest(2);
+  })().catch(() => undefined);
+
+  const limit = options.duration === undefined ? undefined : setTimeout(() => stopped.abort(), options.duration * 1000);
+  const signal = await untilStopped(stopped.signal);
+  if (limit) clearTimeout(limit);
+  stopped.abort();
+  await story;
+  say(signal ? `${signal}: shutting down` : 'time is up: shutting down');
+  for (const s of stops) s();
+  for (const fe of frontends.values()) await fe.close().catch(() => undefined);
+  await registry.close();
+  for (const s of subs) s.unsubscribe();
+  const requests = host.xenstored.stats().requests;
+  await host.stop();
+  say(`stopped cleanly (${String(requests)} XenStore requests served)`);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new Error('aborted'));
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(new Error('aborted'));
+    });
+  });
 }

@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 
 import { packageInfo } from '../package-info.js';
+import { addConsoleCommand } from './console.js';
 import { addXenstoredCommand } from './xenstored.js';
 import { addXsCommand } from './xs.js';
 
@@ -17,9 +18,12 @@ program
 program
   .command('demo')
   .description('run the demo on the embedded simulated host')
-  .action(async () => {
+  .option('--duration <seconds>', 'stop after this long (default: until Ctrl-C on a terminal, 12 s otherwise)')
+  .action(async (opts: { duration?: string }) => {
     const { runDemo } = await import('./demo.js');
-    await runDemo();
+    const duration = opts.duration !== undefined ? Number(opts.duration) : process.stdin.isTTY ? undefined : 12;
+    if (duration !== undefined && !(duration > 0)) throw new Error(`bad duration ${String(opts.duration)}`);
+    await runDemo({ duration });
   });
 
 program
@@ -44,6 +48,7 @@ program
 
 addXenstoredCommand(program);
 addXsCommand(program);
+addConsoleCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`xenrx: ${err instanceof Error ? err.message : String(err)}`);

@@ -125,7 +125,7 @@ export class SimHypervisor {
 /** A client of the simulated hypervisor: where domains get their handles. */
 export class SimHost {
   /** @internal */
-  constructor(private readonly native: NativeSimHost) {}
+  constructor(readonly native: NativeSimHost) {}
 
   /** Connects to a hypervisor's control socket (from another process). */
   static connect(socket: string): SimHost {

@@ -1,0 +1,171 @@
+// The console device type: a guest's PV console (console.h), served by the
+// Rust data path. connect maps the page named by the frontend's ring-ref
+// and binds its port; guest output becomes Observables (raw and by line);
+// input goes into the guest's ring. Optionally a pseudo-terminal per
+// console, published as `tty` in the frontend directory (read-only to the
+// guest, XSA-57), so that `xenrx console <domid>` can attach to it.
+import { StringDecoder } from 'node:string_decoder';
+
+import { Observable, Subject, filter, map, mergeMap, scan } from 'rxjs';
+
+import { native } from '../native.js';
+import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
+import { PlatformError } from '../platform/errors.js';
+import type { SimHost } from '../platform/index.js';
+import type { DeviceContext, DeviceOps } from '../xenbus/index.js';
+import { parseXenbusInt } from '../xenbus/state.js';
+
+/** How consoles are served. */
+export interface ConsoleOptions {
+  /** The simulated hypervisor's client; real Xen (/dev/xen) when absent. */
+  readonly host?: SimHost;
+  /** The domain the backend runs in (default 0). */
+  readonly backendDomid?: number;
+  /** Serve each console on a pseudo-terminal too (default false). */
+  readonly pty?: boolean;
+  /** Events per window before a chatty guest is held (default 30, as xenconsoled). */
+  readonly rateLimitEvents?: number;
+  /** The rate-limit window in ms (default 200). */
+  readonly rateLimitWindowMs?: number;
+}
+
+/** Guest output, tagged with its console. */
+export interface ConsoleOutput {
+  readonly domid: number;
+  readonly devid: number;
+  readonly data: Buffer;
+}
+
+/** One console, for as long as the device exists. */
+interface ConsoleRecord {
+  readonly domid: number;
+  readonly devid: number;
+  backend: NativeConsoleBackend | null;
+}
+
+function key(domid: number, devid: number): string {
+  return `${String(domid)}/${String(devid)}`;
+}
+
+/** The console device type and its guests' output. */
+export class ConsoleService {
+  readonly #options: ConsoleOptions;
+  readonly #consoles = new Map<string, ConsoleRecord>();
+  readonly #output = new Subject<ConsoleOutput>();
+
+  /** Every console's output, raw, as it arrives. */
+  readonly output$: Observable<ConsoleOutput> = this.#output.asObservable();
+
+  constructor(options: ConsoleOptions = {}) {
+    this.#options = options;
+  }
+
+  /** The device type's operations, for `registry.register('console', service.ops)`. */
+  readonly ops: DeviceOps<ConsoleRecord> = {
+    alloc: (ctx) => {
+      const rec: ConsoleRecord = { domid: ctx.key.domid, devid: ctx.key.devid, backend: null };
+      this.#consoles.set(key(rec.domid, rec.devid), rec);
+      return rec;
+    },
+    connect: (ctx, rec) => this.#connect(ctx, rec),
+    disconnect: (ctx, rec) => {
+      rec.backend?.stop();
+      rec.backend = null;
+      ctx.log(1, 'console stopped');
+    },
+    free: (_ctx, rec) => {
+      rec.backend?.stop();
+      rec.backend = null;
+      this.#consoles.delete(key(rec.domid, rec.devid));
+    },
+  };
+
+  async #connect(ctx: DeviceContext, rec: ConsoleRecord): Promise<void> {
+    const ringRef = parseXenbusInt(await ctx.readFrontend('ring-ref'));
+    const port = parseXenbusInt(await ctx.readFrontend('port'));
+    if (ringRef === undefined || ringRef < 0 || port === undefined || port <= 0) {
+      throw new Error(`the frontend gave no valid ring-ref and port (ring-ref ${String(ringRef)}, port ${String(port)})`);
+    }
+    const o = this.#options;
+    try {
+      rec.backend = native.NativeConsoleBackend.start(
+        o.host?.native ?? null,
+        {
+          backendDomid: o.backendDomid ?? 0,
+          frontendDomid: rec.domid,
+          ringRef,
+          remotePort: port,
+          pty: o.pty ?? false,
+          ...(o.rateLimitEvents !== undefined ? { rateLimitEvents: o.rateLimitEvents } : {}),
+          ...(o.rateLimitWindowMs !== undefined ? { rateLimitWindowMs: o.rateLimitWindowMs } : {}),
+        },
+        (chunks) => {
+          for (const data of chunks) this.#output.next({ domid: rec.domid, devid: rec.devid, data });
+        },
+      );
+    } catch (err) {
+      throw PlatformError.fromNative(err);
+    }
+    const tty = rec.backend.ptyPath;
+    if (tty !== null && ctx.frontendPath !== null) {
+      // The guest may read where its console is, never change it.
+      const node = `${ctx.frontendPath}/tty`;
+      await ctx.xs.transaction(async (tx) => {
+        await tx.write(node, tty);
+        await tx.setPerms(node, ['n0', `r${String(rec.domid)}`]);
+      });
+    }
+    ctx.log(1, `console connected (ring-ref ${String(ringRef)}, port ${String(port)}${tty ? `, ${tty}` : ''})`);
+  }
+
+  /** A console's raw output. */
+  raw$(domid: number, devid = 0): Observable<Buffer> {
+    return this.#output.pipe(
+      filter((o) => o.domid === domid && o.devid === devid),
+      map((o) => o.data),
+    );
+  }
+
+  /** A console's output as text, decoded as UTF-8 across chunk boundaries. */
+  text$(domid: number, devid = 0): Observable<string> {
+    return new Observable<string>((sub) => {
+      const decoder = new StringDecoder('utf8');
+      return this.raw$(domid, devid).subscribe({
+        next: (b) => {
+          const s = decoder.write(b);
+          if (s) sub.next(s);
+        },
+        complete: () => sub.complete(),
+      });
+    });
+  }
+
+  /** A console's output line by line (without the newline; a `\r` before it is dropped too). */
+  lines$(domid: number, devid = 0): Observable<string> {
+    return this.text$(domid, devid).pipe(
+      scan((acc: { rest: string; lines: string[] }, text) => {
+        const parts = (acc.rest + text).split('\n');
+        const rest = parts.pop() ?? '';
+        return { rest, lines: parts.map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)) };
+      }, { rest: '', lines: [] }),
+      mergeMap((acc) => acc.lines),
+    );
+  }
+
+  /** Types input into a guest's console; returns the bytes its ring accepted. */
+  write(domid: number, input: string | Buffer, devid = 0): number {
+    const backend = this.#consoles.get(key(domid, devid))?.backend;
+    if (!backend) throw new PlatformError('ENOTCONN', `console ${key(domid, devid)} is not connected`);
+    return backend.write(typeof input === 'string' ? Buffer.from(input) : input);
+  }
+
+  /** Where a console's pseudo-terminal is, if it has one. */
+  ptyPath(domid: number, devid = 0): string | null {
+    return this.#consoles.get(key(domid, devid))?.backend?.ptyPath ?? null;
+  }
+
+  /** A console's counters. */
+  stats(domid: number, devid = 0): ConsoleBackendStats | undefined {
+    return this.#consoles.get(key(domid, devid))?.backend?.stats();
+  }
+}

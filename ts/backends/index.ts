@@ -1,0 +1,2 @@
+export { ConsoleService } from './console.js';
+export type { ConsoleOptions, ConsoleOutput } from './console.js';

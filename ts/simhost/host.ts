@@ -1,0 +1,128 @@
+// The embedded simulated host: a XenStore daemon and a simulated hypervisor
+// with dom0, and a toolstack that creates and destroys guests as xl would.
+// What the demo, the tests and backend authors' own tests run on.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { DomainWatcher, simDomainSource } from '../lifecycle/index.js';
+import { SimHypervisor } from '../platform/index.js';
+import type { SimHost } from '../platform/index.js';
+import { XenStore, Xenstored } from '../xenstore/index.js';
+import { SimConsoleFrontend } from './console-frontend.js';
+import { addDevice, createDomainHome } from './toolstack.js';
+
+/** How to run the simulated host. */
+export interface SimulatedHostOptions {
+  /** Directory for the sockets (default: a new temporary one, removed on stop). */
+  readonly dir?: string;
+  /** Log the daemon to stderr (default false). */
+  readonly log?: boolean;
+}
+
+/** A running guest. */
+export interface Guest {
+  readonly domid: number;
+  readonly name: string;
+  /** The guest's own XenStore connection (on its domain socket). */
+  readonly xs: XenStore;
+}
+
+/** XenStore, a hypervisor with dom0, and a toolstack. */
+export class SimulatedHost {
+  readonly #guests = new Map<number, Guest>();
+  readonly #consoles = new Map<number, SimConsoleFrontend[]>();
+  readonly #ownDir: boolean;
+
+  /** Domain states, for lifecycles and the xenbus registry's teardown. */
+  readonly domains: DomainWatcher;
+
+  private constructor(
+    readonly dir: string,
+    ownDir: boolean,
+    readonly xenstored: Xenstored,
+    readonly hypervisor: SimHypervisor,
+    readonly platform: SimHost,
+    readonly dom0: XenStore,
+  ) {
+    this.#ownDir = ownDir;
+    this.domains = new DomainWatcher(simDomainSource(hypervisor));
+  }
+
+  /** Starts XenStore and the hypervisor (with dom0). */
+  static async start(options: SimulatedHostOptions = {}): Promise<SimulatedHost> {
+    const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'xenrx-host-'));
+    const xenstored = Xenstored.start({ socket: join(dir, 'xenstored.sock'), log: options.log ?? false });
+    const hypervisor = new SimHypervisor();
+    hypervisor.createDomain({ domid: 0 });
+    const dom0 = await XenStore.connect({ path: xenstored.socket });
+    await dom0.write('/local/domain/0/name', 'Domain-0');
+    return new SimulatedHost(dir, options.dir === undefined, xenstored, hypervisor, hypervisor.host(), dom0);
+  }
+
+  /** The XenStore socket (for XENSTORED_PATH). */
+  get socket(): string {
+    return this.xenstored.socket;
+  }
+
+  /**
+   * Creates a guest as xl does: the domain (paused while it is built), its
+   * XenStore home, INTRODUCE, then unpause. The guest's XenStore connection
+   * uses its own domain socket, so its permissions are a guest's.
+   */
+  async createGuest(domid: number, name: string, options: { readonly pages?: number } = {}): Promise<Guest> {
+    if (domid <= 0) throw new RangeError('guests have domain ids from 1');
+    this.hypervisor.createDomain({ domid, paused: true, ...(options.pages ? { pages: options.pages } : {}) });
+    await createDomainHome(this.dom0, domid, name);
+    await this.dom0.introduce(domid);
+    const xs = await XenStore.connect({ path: this.xenstored.domainSocket(domid), reconnect: false });
+    this.hypervisor.unpauseDomain(domid);
+    const guest = { domid, name, xs };
+    this.#guests.set(domid, guest);
+    return guest;
+  }
+
+  /**
+   * Gives a guest a PV console, as xl does (device `console`, served by
+   * `backendDomid`), and starts the guest's side of it.
+   */
+  async addConsole(guest: Guest, devid = 0, backendDomid = 0): Promise<SimConsoleFrontend> {
+    const { frontendPath } = await addDevice(this.dom0, {
+      type: 'console',
+      frontendDomid: guest.domid,
+      devid,
+      backendDomid,
+      backend: { protocol: 'vt100' },
+    });
+    const fe = await SimConsoleFrontend.attach(this.platform, guest.xs, guest.domid, frontendPath, backendDomid);
+    const list = this.#consoles.get(guest.domid) ?? [];
+    list.push(fe);
+    this.#consoles.set(guest.domid, list);
+    return fe;
+  }
+
+  /** Destroys a guest as `xl destroy` does: domain gone, released from XenStore, home removed. */
+  async destroyGuest(domid: number): Promise<void> {
+    const guest = this.#guests.get(domid);
+    this.#guests.delete(domid);
+    for (const fe of this.#consoles.get(domid) ?? []) fe.detach();
+    this.#consoles.delete(domid);
+    guest?.xs.close();
+    this.hypervisor.destroyDomain(domid);
+    await this.dom0.release(domid).catch(() => undefined);
+    await this.dom0.rm(`/local/domain/${String(domid)}`);
+  }
+
+  /** The guests running now. */
+  guests(): Guest[] {
+    return [...this.#guests.values()];
+  }
+
+  /** Stops everything. */
+  async stop(): Promise<void> {
+    for (const domid of [...this.#guests.keys()]) await this.destroyGuest(domid).catch(() => undefined);
+    this.dom0.close();
+    this.xenstored.stop();
+    if (this.#ownDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
