@@ -84,9 +84,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     stops.push(runGuest(guest, fe));
     say(`guest${String(domid)}: console on ${consoles.ptyPath(domid) ?? '(no pty)'}`);
   }
+  const stopped = new AbortController();
+  // Listen for Ctrl-C before saying we are ready for it.
+  const stoppedBy = untilStopped(stopped.signal);
   say(`attach from another terminal: xenrx console 1 --socket ${host.socket}   (Ctrl-] detaches)`);
 
-  const stopped = new AbortController();
   const story = (async () => {
     await sleep(1500, stopped.signal);
     say('typing "uptime" into guest1\'s console');
@@ -98,7 +100,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   })().catch(() => undefined);
 
   const limit = options.duration === undefined ? undefined : setTimeout(() => stopped.abort(), options.duration * 1000);
-  const signal = await untilStopped(stopped.signal);
+  const signal = await stoppedBy;
   if (limit) clearTimeout(limit);
   stopped.abort();
   await story;

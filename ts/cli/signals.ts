@@ -7,11 +7,19 @@
 export function untilStopped(abort?: AbortSignal): Promise<NodeJS.Signals | undefined> {
   return new Promise((resolve) => {
     const keepalive = setInterval(() => undefined, 2 ** 31 - 1);
+    let done = false;
     const finish = (signal: NodeJS.Signals | undefined): void => {
+      if (done) return;
+      done = true;
       clearInterval(keepalive);
-      process.off('SIGINT', finish);
-      process.off('SIGTERM', finish);
       abort?.removeEventListener('abort', onAbort);
+      // Stay listening until this signal's dispatch is over: a listener that
+      // checks whether anyone handles the signal (as tsx's does) must still
+      // see us, or it re-raises the signal and kills the process.
+      setImmediate(() => {
+        process.off('SIGINT', finish);
+        process.off('SIGTERM', finish);
+      });
       resolve(signal);
     };
     const onAbort = (): void => finish(undefined);

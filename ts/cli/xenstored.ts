@@ -28,8 +28,10 @@ export function addXenstoredCommand(program: Command): void {
         log: !opts.quiet,
       });
       const persisted = opts.stateFile ? `, state in ${opts.stateFile}` : ', in memory';
+      // Listen for signals before saying we are ready for them.
+      const stopped = untilStopped();
       console.log(`xenstored: listening on ${daemon.socket}${persisted}`);
-      const signal = await untilStopped();
+      const signal = await stopped;
       daemon.stop();
       console.log(`xenstored: stopped (${signal ?? 'aborted'})`);
     });
