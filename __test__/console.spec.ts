@@ -3,7 +3,7 @@ import type { ExecutionContext } from 'ava';
 import { firstValueFrom, take, toArray } from 'rxjs';
 
 import { ConsoleService, SimulatedHost, XenbusRegistry, XenbusState } from '../ts/index.js';
-import type { SimConsoleFrontend } from '../ts/index.js';
+import type { LogEntry, SimConsoleFrontend } from '../ts/index.js';
 import type { Guest } from '../ts/index.js';
 import { startXenrx } from './helpers/process.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
@@ -14,9 +14,9 @@ interface Setup {
   readonly consoles: ConsoleService;
 }
 
-async function setup(t: ExecutionContext, pty = false): Promise<Setup> {
+async function setup(t: ExecutionContext, pty = false, logs: LogEntry[] = []): Promise<Setup> {
   const host = await SimulatedHost.start();
-  const registry = await XenbusRegistry.create(host.dom0, { logger: () => undefined, deaths$: host.domains.deaths$ });
+  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), deaths$: host.domains.deaths$ });
   const consoles = new ConsoleService({ host: host.platform, pty });
   await registry.register('console', consoles.ops);
   t.teardown(async () => {
@@ -59,14 +59,17 @@ test('output larger than the ring arrives whole and in order', async (t) => {
   t.true(text.length > 2048, 'more than the out ring holds');
 });
 
-test('a hostile guest gets its indexes clamped; other consoles keep working', async (t) => {
-  const s = await setup(t);
+test('a hostile guest gets its indexes clamped and logged; other consoles keep working', async (t) => {
+  const logs: LogEntry[] = [];
+  const s = await setup(t, false, logs);
   const { fe: bad } = await guestWithConsole(s, 3);
   const { fe: good } = await guestWithConsole(s, 4);
   bad.native.setIndexes(0, 0, 0, 0xdead_beef);
   bad.native.notify();
   for (let i = 0; i < 200 && (s.consoles.stats(3)?.clamped ?? 0) === 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.true((s.consoles.stats(3)?.clamped ?? 0) > 0, 'the distance beyond the buffer was clamped and reported');
+  for (let i = 0; i < 100 && !logs.some((l) => /clamped/.test(l.message)); i++) await new Promise((r) => setTimeout(r, 10));
+  t.true(logs.some((l) => l.level === 0 && l.device === 'console-3-0' && /indexes out of range/.test(l.message)));
   const line = firstValueFrom(s.consoles.lines$(4));
   good.write('still fine\n');
   t.is(await line, 'still fine');

@@ -1,6 +1,9 @@
 import test from 'ava';
 
 import {
+  SimFrontend,
+  SimulatedHost,
+  XenbusRegistry,
   XenbusState,
   addDevice,
   createDomainHome,
@@ -200,4 +203,38 @@ test('1,000 devices across 100 domains all reach Connected', async (t) => {
   const all: Device[] = await Promise.all(specs.map((s) => waitDevice(registry, 'test', s.frontendDomid, s.devid, connected, 100_000)));
   t.is(all.length, 1000);
   t.is(registry.list().filter(connected).length, 1000);
+});
+
+test('a device type with its data path in TypeScript gets its events', async (t) => {
+  const host = await SimulatedHost.start();
+  const registry = await XenbusRegistry.create(host.dom0, { host: host.platform, logger: () => undefined });
+  t.teardown(async () => {
+    await registry.close();
+    await host.stop();
+  });
+  let events = 0;
+  await registry.register<{ port: number }>('echo', {
+    alloc: () => ({ port: 0 }),
+    connect: async (ctx, d) => {
+      const remote = Number(await ctx.readFrontend('event-channel'));
+      d.port = await ctx.bindEventChannel(remote);
+    },
+    event: (ctx) => {
+      events++;
+      ctx.notify();
+    },
+  });
+  const guest = await host.createGuest(12, 'guest12');
+  const ch = host.platform.evtchn(12);
+  const port = ch.allocUnbound(0);
+  const { frontendPath } = await addDevice(host.dom0, spec(12, 0, 'echo'));
+  const fe = await SimFrontend.attach(guest.xs, frontendPath, { prepare: () => ({ 'event-channel': String(port) }) });
+  await fe.waitState(XenbusState.Connected);
+  for (let i = 1; i <= 3; i++) {
+    ch.notify(port);
+    t.deepEqual(await ch.waitPending(5000), [port], `answer ${String(i)}`);
+    ch.unmask(port);
+  }
+  t.is(events, 3);
+  fe.detach();
 });

@@ -15,9 +15,11 @@ export declare class NativeConsoleBackend {
    * Serves a guest's console: on the simulated hypervisor through `host`,
    * or on the real one when `host` is null (builds with real-hypervisor
    * support only; ENODEV otherwise). `onOutput` gets the guest's output
-   * in batches of chunks, in order; it does not keep the process alive.
+   * in batches of chunks, in order; `onNotice` what went wrong on the
+   * way (bogus indexes clamped, the event channel failing). Neither keeps
+   * the process alive.
    */
-  static start(host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void): NativeConsoleBackend
+  static start(host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void): NativeConsoleBackend
   /**
    * Puts input into the guest's ring; returns the bytes accepted (fewer
    * when the ring is full, 0 once stopped).

@@ -41,6 +41,8 @@ interface ConsoleRecord {
   readonly domid: number;
   readonly devid: number;
   backend: NativeConsoleBackend | null;
+  /** Notices from the data path since the last connect. */
+  notices: number;
 }
 
 function key(domid: number, devid: number): string {
@@ -63,7 +65,7 @@ export class ConsoleService {
   /** The device type's operations, for `registry.register('console', service.ops)`. */
   readonly ops: DeviceOps<ConsoleRecord> = {
     alloc: (ctx) => {
-      const rec: ConsoleRecord = { domid: ctx.key.domid, devid: ctx.key.devid, backend: null };
+      const rec: ConsoleRecord = { domid: ctx.key.domid, devid: ctx.key.devid, backend: null, notices: 0 };
       this.#consoles.set(key(rec.domid, rec.devid), rec);
       return rec;
     },
@@ -87,6 +89,7 @@ export class ConsoleService {
       throw new Error(`the frontend gave no valid ring-ref and port (ring-ref ${String(ringRef)}, port ${String(port)})`);
     }
     const o = this.#options;
+    rec.notices = 0;
     try {
       rec.backend = native.NativeConsoleBackend.start(
         o.host?.native ?? null,
@@ -101,6 +104,11 @@ export class ConsoleService {
         },
         (chunks) => {
           for (const data of chunks) this.#output.next({ domid: rec.domid, devid: rec.devid, data });
+        },
+        (notice) => {
+          // A hostile guest could repeat this forever: report the first as
+          // an error, the rest as noise.
+          ctx.log(rec.notices++ === 0 ? 0 : 2, notice);
         },
       );
     } catch (err) {

@@ -24,6 +24,14 @@ export interface DeviceContext {
   readFrontend(node: string): Promise<string | undefined>;
   /** Logs at a level (0 errors ... 3 flood). */
   log(level: LogLevel, message: string): void;
+  /**
+   * Binds the device's event channel to the frontend's `remotePort`; each
+   * event then calls the type's `event` operation, and the channel is
+   * unbound when the connection ends. Returns the local port.
+   */
+  bindEventChannel(remotePort: number): Promise<number>;
+  /** Notifies the frontend through the bound event channel. */
+  notify(): void;
 }
 
 /**

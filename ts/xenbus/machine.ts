@@ -332,7 +332,7 @@ export function reduce(device: Device, event: DeviceEvent, options: MachineOptio
     case 'op-done':
       onOpDone(s, event.op, event.error);
       break;
-    case 'changed-failed':
+    case 'callback-failed':
       if (d.phase === 'active') s.fail(`${event.callback}() failed: ${event.error}`);
       break;
     case 'removed':

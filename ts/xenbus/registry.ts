@@ -7,6 +7,7 @@
 import { BehaviorSubject, Subject, catchError, scan } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
 
+import type { EventChannel, SimHost } from '../platform/index.js';
 import { isXenStoreError } from '../xenstore/index.js';
 import type { XenStore } from '../xenstore/index.js';
 import type { DeviceContext, DeviceOps } from './context.js';
@@ -26,6 +27,11 @@ export interface RegistryOptions {
   readonly debug?: LogLevel;
   /** Domains known dead (e.g. from the lifecycle's DomainWatcher): their devices are torn down. */
   readonly deaths$?: Observable<number>;
+  /**
+   * The simulated hypervisor's client, for device types whose data path is
+   * in TypeScript and use `ctx.bindEventChannel()`.
+   */
+  readonly host?: SimHost;
 }
 
 /** How a device type is served. */
@@ -36,6 +42,8 @@ export interface RegisterOptions extends MachineOptions {
 
 interface Runtime {
   device: Device;
+  /** The device's event channel, when its type bound one. */
+  channel: { readonly ch: EventChannel; readonly port: number; open: boolean } | null;
   readonly events: Subject<DeviceEvent>;
   readonly state$: BehaviorSubject<Device>;
   readonly ctx: DeviceContext;
@@ -76,6 +84,8 @@ export class XenbusRegistry {
   readonly #devices$ = new Subject<Device>();
   readonly #log$ = new Subject<LogEntry>();
   readonly #subscriptions: Subscription[] = [];
+  readonly #host: SimHost | undefined;
+  readonly #backendDomid: number;
   #closed = false;
 
   /** Every device's state changes. */
@@ -88,6 +98,8 @@ export class XenbusRegistry {
     this.#backendDomainPath = backendDomainPath;
     this.#levels = new LogLevels(options.debug ?? 0);
     this.#logger = options.logger ?? stderrLogger;
+    this.#host = options.host;
+    this.#backendDomid = options.backendDomid ?? 0;
     if (options.deaths$) this.#subscriptions.push(options.deaths$.subscribe((d) => this.#domainDied(d)));
     // A released domain's devices go with it. Only domains seen introduced
     // count, so devices of domains never introduced are left alone.
@@ -267,8 +279,18 @@ export class XenbusRegistry {
         return fe ? xs.tryRead(`${fe}/${node}`) : undefined;
       },
       log: (level, message) => this.#log(level, device.name, message),
+      bindEventChannel: (remotePort) =>
+        Promise.resolve().then(() => {
+          if (!rtRef) throw new Error('device not ready');
+          return this.#bindEventChannel(dt, rtRef, remotePort);
+        }),
+      notify: () => {
+        const c = rtRef?.channel;
+        if (!c?.open) throw new Error(`${device.name} has no event channel bound`);
+        c.ch.notify(c.port);
+      },
     };
-    const rt: Runtime = { device, events, state$, ctx, data: undefined, frontendWatch: null, pipeline: null };
+    const rt: Runtime = { device, events, state$, ctx, data: undefined, frontendWatch: null, pipeline: null, channel: null };
     rtRef = rt;
     this.#devices.set(id, rt);
     let domainDevices = this.#byDomain.get(domid);
@@ -375,6 +397,8 @@ export class XenbusRegistry {
           .then(
             (result) => {
               if (e.op === 'alloc') rt.data = result;
+              // A connection's event channel ends with it.
+              if (e.op === 'disconnect' || e.op === 'free') this.#unbindEventChannel(rt);
               events.next({ type: 'op-done', op: e.op });
             },
             (err: unknown) => events.next({ type: 'op-done', op: e.op, error: errorText(err) }),
@@ -389,7 +413,7 @@ export class XenbusRegistry {
               ? ops.backendChanged?.(rt.ctx, rt.data, e.node)
               : ops.frontendChanged?.(rt.ctx, rt.data, e.node),
           )
-          .catch((err: unknown) => events.next({ type: 'changed-failed', callback: e.callback, error: errorText(err) }));
+          .catch((err: unknown) => events.next({ type: 'callback-failed', callback: e.callback, error: errorText(err) }));
         return;
       }
       case 'forget':
@@ -420,7 +444,48 @@ export class XenbusRegistry {
     }
   }
 
+  /**
+   * Binds a device's event channel (as the reference's bind_evtchn) and
+   * calls its type's `event` for each event, unmasking after each call.
+   */
+  #bindEventChannel(dt: DeviceType, rt: Runtime, remotePort: number): number {
+    if (rt.channel?.open) return rt.channel.port;
+    if (!this.#host) throw new Error('no platform: give the registry a host to bind event channels');
+    const ch = this.#host.evtchn(this.#backendDomid);
+    const port = ch.bindInterdomain(rt.device.key.domid, remotePort);
+    const channel = { ch, port, open: true };
+    rt.channel = channel;
+    this.#log(2, rt.device.name, `bind evtchn port ${String(port)}`);
+    void (async () => {
+      while (channel.open) {
+        const ports = await ch.waitPending(250).catch(() => [] as number[]);
+        if (!channel.open || !ports.includes(port)) continue;
+        try {
+          await dt.ops.event?.(rt.ctx, rt.data);
+        } catch (err) {
+          rt.events.next({ type: 'callback-failed', callback: 'event', error: errorText(err) });
+        }
+        if (channel.open) ch.unmask(port);
+      }
+    })();
+    return port;
+  }
+
+  #unbindEventChannel(rt: Runtime): void {
+    const c = rt.channel;
+    if (!c?.open) return;
+    c.open = false;
+    rt.channel = null;
+    try {
+      c.ch.unbind(c.port);
+    } catch {
+      // Already closed on the other side's death.
+    }
+    this.#log(2, rt.device.name, `unbind evtchn port ${String(c.port)}`);
+  }
+
   #forget(rt: Runtime): void {
+    this.#unbindEventChannel(rt);
     const { key, name } = rt.device;
     const id = keyOf(key.type, key.domid, key.devid);
     if (this.#devices.get(id) !== rt) return;

@@ -67,7 +67,8 @@ export type DeviceEvent =
   | { readonly type: 'written'; readonly node: string; readonly error?: string }
   | { readonly type: 'watched'; readonly error?: string }
   | { readonly type: 'op-done'; readonly op: OpName; readonly error?: string }
-  | { readonly type: 'changed-failed'; readonly callback: ChangedName; readonly error: string }
+  /** A callback outside the state machine's steps threw (changed notifications, events). */
+  | { readonly type: 'callback-failed'; readonly callback: ChangedName | 'event'; readonly error: string }
   | { readonly type: 'removed' }
   | { readonly type: 'domain-dead' };
 

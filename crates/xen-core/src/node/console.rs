@@ -69,6 +69,7 @@ pub struct ConsoleBackendStats {
 }
 
 type OutputCallback = ThreadsafeFunction<Vec<Buffer>, (), Vec<Buffer>, Status, false, true>;
+type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
 
 /// A console backend.
 #[napi]
@@ -82,15 +83,18 @@ impl NativeConsoleBackend {
     /// Serves a guest's console: on the simulated hypervisor through `host`,
     /// or on the real one when `host` is null (builds with real-hypervisor
     /// support only; ENODEV otherwise). `onOutput` gets the guest's output
-    /// in batches of chunks, in order; it does not keep the process alive.
+    /// in batches of chunks, in order; `onNotice` what went wrong on the
+    /// way (bogus indexes clamped, the event channel failing). Neither keeps
+    /// the process alive.
     #[napi(
         factory,
-        ts_args_type = "host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void"
+        ts_args_type = "host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void"
     )]
     pub fn start(
         host: Option<&NativeSimHost>,
         options: ConsoleBackendOptions,
         on_output: OutputCallback,
+        on_notice: Option<NoticeCallback>,
     ) -> napi::Result<NativeConsoleBackend> {
         let backend_domid = domid(options.backend_domid)?;
         let frontend = domid(options.frontend_domid)?;
@@ -116,9 +120,27 @@ impl NativeConsoleBackend {
             ConsoleEvent::Output(bytes) => {
                 let _ = tx.send(bytes);
             }
-            // Counted in the stats.
-            ConsoleEvent::BogusIndexes(_) => {}
+            ConsoleEvent::BogusIndexes(b) => {
+                if let Some(n) = &on_notice {
+                    n.call(
+                        format!(
+                            "guest ring indexes out of range (prod {} cons {}: {} bytes in a {}-byte buffer); clamped",
+                            b.prod,
+                            b.cons,
+                            b.distance(),
+                            b.size
+                        ),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }
+            }
             ConsoleEvent::Failed(e) => {
+                if let Some(n) = &on_notice {
+                    n.call(
+                        format!("event channel failed: {e}"),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         });
