@@ -7,7 +7,7 @@ import { ReadStream } from 'node:tty';
 
 import type { Command } from 'commander';
 
-import { XenStore } from '../xenstore/index.js';
+import type { XenStore } from '../xenstore/index.js';
 
 /** The escape that detaches, as in xl console: Ctrl-]. */
 const ESCAPE = 0x1d;
@@ -39,6 +39,8 @@ export function addConsoleCommand(program: Command): void {
     .action(async (domidArg: string, opts: Options) => {
       const domid = Number.parseInt(domidArg, 10);
       if (!Number.isInteger(domid) || domid < 0) throw new Error(`bad domain id ${domidArg}`);
+      // Loaded here: --help must work without the native addon.
+      const { XenStore } = await import('../xenstore/index.js');
       const xs = await XenStore.connect({ path: opts.socket, reconnect: false });
       let tty: string;
       try {

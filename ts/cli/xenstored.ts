@@ -1,7 +1,6 @@
 // `xenrx xenstored`: the embedded XenStore daemon in the foreground.
 import type { Command } from 'commander';
 
-import { Xenstored } from '../xenstore/index.js';
 import { untilStopped } from './signals.js';
 
 interface Options {
@@ -21,6 +20,8 @@ export function addXenstoredCommand(program: Command): void {
     .option('--domain-socket-dir <dir>', 'per-domain sockets (default: <socket>.d)')
     .option('--quiet', 'do not log', false)
     .action(async (opts: Options) => {
+      // Loaded here: --help must work without the native addon.
+      const { Xenstored } = await import('../xenstore/index.js');
       const daemon = Xenstored.start({
         socket: opts.socket,
         stateFile: opts.stateFile,

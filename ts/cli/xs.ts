@@ -1,8 +1,9 @@
 // `xenrx xs ...`: a small XenStore client, like Xen's xenstore-utils.
 import type { Command } from 'commander';
 
-import { XenStore, formatPermission } from '../xenstore/index.js';
-import type { Permission } from '../xenstore/index.js';
+import { formatPermission } from '../xenstore/perms.js';
+import type { Permission } from '../xenstore/perms.js';
+import type { XenStore } from '../xenstore/index.js';
 import { untilStopped } from './signals.js';
 
 interface Global {
@@ -11,6 +12,8 @@ interface Global {
 
 async function withClient<T>(cmd: Command, run: (xs: XenStore) => Promise<T>): Promise<T> {
   const { socket } = cmd.optsWithGlobals<Global>();
+  // Loaded here: --help must work without the native addon.
+  const { XenStore } = await import('../xenstore/index.js');
   const xs = await XenStore.connect({ path: socket, reconnect: false });
   try {
     return await run(xs);
