@@ -5,6 +5,7 @@
 export * as native from '../native/binding.js';
 export type {
   ConsoleBackendStats,
+  DomainInfoJs,
   NativeConsoleBackend,
   NativeConsoleFrontend,
   NativeEventChannel,

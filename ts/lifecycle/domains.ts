@@ -8,6 +8,7 @@ import type { Observable } from 'rxjs';
 import { native } from '../native.js';
 import type { DomainInfo, SimHypervisor } from '../platform/index.js';
 import { platformCall } from '../platform/errors.js';
+import { toDomainInfo } from '../platform/sim.js';
 import type { XenStore } from '../xenstore/index.js';
 import { createLifecycle } from './stream.js';
 import type { Lifecycle, LifecycleOptions } from './stream.js';
@@ -34,15 +35,7 @@ export function simDomainSource(hv: SimHypervisor): DomainInfoSource {
 export function xenDomainSource(xs: XenStore): DomainInfoSource {
   const ctrl = platformCall(() => native.NativeXenCtrl.open());
   return {
-    list: () =>
-      platformCall(() => ctrl.domainInfo()).map((i) => ({
-        domid: i.domid,
-        running: i.running,
-        paused: i.paused,
-        blocked: i.blocked,
-        dying: i.dying,
-        ...(i.shutdown ? { shutdown: i.shutdown as DomainInfo['shutdown'] } : {}),
-      })),
+    list: () => platformCall(() => ctrl.domainInfo()).map(toDomainInfo),
     changes$: merge(xs.watch$('@introduceDomain'), xs.watch$('@releaseDomain')),
   };
 }

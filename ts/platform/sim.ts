@@ -6,6 +6,7 @@ import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
 import type {
+  DomainInfoJs,
   NativeEventChannel,
   NativeGrantDevice,
   NativeGrantMapping,
@@ -27,6 +28,18 @@ export interface DomainInfo {
   readonly dying: boolean;
   /** Set once the domain shut down; unknown codes read `code-<n>`. */
   readonly shutdown?: ShutdownReason | `code-${number}`;
+}
+
+/** A domain's state as the native layer reports it, typed. */
+export function toDomainInfo(i: DomainInfoJs): DomainInfo {
+  return {
+    domid: i.domid,
+    running: i.running,
+    paused: i.paused,
+    blocked: i.blocked,
+    dying: i.dying,
+    ...(i.shutdown ? { shutdown: i.shutdown as DomainInfo['shutdown'] } : {}),
+  };
 }
 
 /** How to create a simulated domain. */
@@ -86,14 +99,7 @@ export class SimHypervisor {
 
   /** Every domain's state. */
   domainInfo(): DomainInfo[] {
-    return this.#native.domainInfo().map((i) => ({
-      domid: i.domid,
-      running: i.running,
-      paused: i.paused,
-      blocked: i.blocked,
-      dying: i.dying,
-      ...(i.shutdown ? { shutdown: i.shutdown as DomainInfo['shutdown'] } : {}),
-    }));
+    return this.#native.domainInfo().map(toDomainInfo);
   }
 
   #change(domid: number, done: boolean): boolean {
