@@ -10,8 +10,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use super::coded_error;
 use super::platform::NativeSimHost;
+use super::{coded_error, domid};
 use crate::console::{
     ConsoleBackend, ConsoleConfig, ConsoleError, ConsoleEvent, SimConsoleFrontend,
 };
@@ -20,10 +20,6 @@ use crate::ring::ConsoleIndexes;
 
 fn console_error(e: ConsoleError) -> napi::Error {
     coded_error(&e.code(), e)
-}
-
-fn domid(v: u32) -> napi::Result<DomId> {
-    DomId::try_from(v).map_err(|_| coded_error("EINVAL", format!("domain id {v} out of range")))
 }
 
 /// Output chunks delivered together, at most this many per call.

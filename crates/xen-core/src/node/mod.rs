@@ -26,7 +26,10 @@ pub fn native_info() -> NativeInfo {
     }
 }
 
+pub mod bench;
 pub mod console;
+pub mod domains;
+pub mod grants;
 pub mod platform;
 pub mod xenstore;
 
@@ -34,4 +37,24 @@ pub mod xenstore;
 /// (`ENOENT: ...`), which the TypeScript layer turns into a typed error.
 pub(crate) fn coded_error(code: &str, message: impl std::fmt::Display) -> napi::Error {
     napi::Error::from_reason(format!("{code}: {message}"))
+}
+
+pub(crate) fn grant_error(e: crate::platform::GrantError) -> napi::Error {
+    coded_error(&e.code(), e)
+}
+
+pub(crate) fn evtchn_error(e: crate::platform::EvtchnError) -> napi::Error {
+    coded_error(e.code(), e)
+}
+
+pub(crate) fn io_error(e: std::io::Error) -> napi::Error {
+    coded_error(
+        crate::platform::errno_name(e.raw_os_error().unwrap_or(libc::EIO)),
+        e,
+    )
+}
+
+pub(crate) fn domid(v: u32) -> napi::Result<crate::platform::DomId> {
+    crate::platform::DomId::try_from(v)
+        .map_err(|_| coded_error("EINVAL", format!("domain id {v} out of range")))
 }

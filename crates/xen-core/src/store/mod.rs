@@ -7,6 +7,7 @@ mod ops;
 pub mod path;
 mod persist;
 pub mod quota;
+mod requests;
 mod tree;
 mod txn;
 mod view;
@@ -523,115 +524,6 @@ impl Store {
         parent(&change.path)
             .and_then(|p| self.tree.get(p))
             .is_some_and(|n| caller.rights(&n.perms).read)
-    }
-
-    fn watch(&mut self, caller: &Caller, p: &[u8]) -> Result<Done, Errno> {
-        let parts = payload::strings(p)?;
-        let (raw, token, depth) = match parts.as_slice() {
-            [raw, token] => (*raw, *token, None),
-            [raw, token, depth] if self.feature_enabled(caller, features::WATCH_DEPTH) => {
-                let d: u32 = depth.parse().map_err(|_| Errno::EINVAL)?;
-                (*raw, *token, Some(d))
-            }
-            _ => return Err(Errno::EINVAL),
-        };
-        let path = self.canon(caller, raw, true)?;
-        if self.watches.find(caller.conn, &path.abs, token).is_some() {
-            return Err(Errno::EEXIST);
-        }
-        if !caller.privileged {
-            let limit = self.quotas.for_domain(caller.domid, QuotaKind::Watches);
-            if limit != 0 && self.watches.count(caller.conn) >= limit as usize {
-                return Err(Errno::ENOSPC);
-            }
-        }
-        let watch = Watch {
-            conn: caller.conn,
-            path: path.abs.clone(),
-            token: token.to_owned(),
-            prefix_len: path.prefix_len,
-            depth,
-        };
-        // The first event comes straight away, after the reply.
-        let first = Message::watch_event(watch.event_path(&path.abs), token.as_bytes());
-        self.watches.add(watch);
-        Ok(Done::ReplyThen(b"OK\0".to_vec(), first))
-    }
-
-    fn transaction_start(&mut self, caller: &Caller, tx_id: u32) -> Result<Done, Errno> {
-        if tx_id != 0 {
-            return Err(Errno::EBUSY);
-        }
-        let limit = self
-            .quotas
-            .for_domain(caller.domid, QuotaKind::Transactions);
-        let conn = self.conns.get_mut(&caller.conn).ok_or(Errno::ENOENT)?;
-        if !caller.privileged && limit != 0 && conn.txns.len() >= limit as usize {
-            return Err(Errno::ENOSPC);
-        }
-        // Ids start at 1, are never 0, and skip ids still in use after a wrap.
-        let mut id = conn.last_tx;
-        loop {
-            id = id.wrapping_add(1);
-            if id != 0 && !conn.txns.contains_key(&id) {
-                break;
-            }
-        }
-        conn.last_tx = id;
-        conn.txns.insert(id, Txn::new());
-        let mut reply = id.to_string().into_bytes();
-        reply.push(0);
-        Ok(Done::Reply(reply))
-    }
-
-    fn transaction_end(
-        &mut self,
-        caller: &Caller,
-        tx: u32,
-        commit: bool,
-        out: &mut Outcome,
-    ) -> Result<(), Errno> {
-        if tx == 0 {
-            return Err(Errno::ENOENT);
-        }
-        let txn = self
-            .conns
-            .get_mut(&caller.conn)
-            .and_then(|c| c.txns.remove(&tx))
-            .ok_or(Errno::ENOENT)?;
-        if !commit {
-            return Ok(());
-        }
-        let changes = txn.commit(&mut self.tree, &mut self.usage)?;
-        if !changes.is_empty() {
-            self.dirty = true;
-        }
-        for c in &changes {
-            self.fire(c, out);
-        }
-        Ok(())
-    }
-
-    fn special_perms(&self, caller: &Caller, name: &str, own: bool) -> Result<Vec<Perm>, Errno> {
-        let perms = self.special.get(name).ok_or(Errno::ENOENT)?;
-        let r = caller.rights(perms);
-        let allowed = if own { r.write && r.owner } else { r.read };
-        if !allowed {
-            return Err(Errno::EACCES);
-        }
-        Ok(perms.clone())
-    }
-
-    fn set_special_perms(
-        &mut self,
-        caller: &Caller,
-        name: &str,
-        perms: Vec<Perm>,
-    ) -> Result<(), Errno> {
-        self.special_perms(caller, name, true)?;
-        self.special.insert(name.to_owned(), perms);
-        self.dirty = true;
-        Ok(())
     }
 }
 
