@@ -19,6 +19,32 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
     unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
 }
 
+/// Waits up to five seconds for the other end's answer on `fd`.
+fn wait_answer(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    if wait_readable(fd, 5000) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer",
+        ))
+    }
+}
+
+/// Repeats `step` for `duration` and returns the units per second it did;
+/// `step` returns the units (operations or bytes) of one repetition.
+fn per_second(
+    duration: Duration,
+    mut step: impl FnMut() -> std::io::Result<u64>,
+) -> std::io::Result<f64> {
+    let t0 = Instant::now();
+    let mut units = 0u64;
+    while t0.elapsed() < duration {
+        units += step()?;
+    }
+    Ok(units as f64 / t0.elapsed().as_secs_f64())
+}
+
 /// Round trips through an event channel whose other end notifies back on
 /// every event: nanoseconds per trip, notify to wake-up of the answer.
 pub fn evtchn_round_trips(
@@ -32,12 +58,7 @@ pub fn evtchn_round_trips(
         let t0 = Instant::now();
         ch.notify(port).map_err(std::io::Error::other)?;
         loop {
-            if !wait_readable(ch.fd(), 5000) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer",
-                ));
-            }
+            wait_answer(ch.fd())?;
             pending.clear();
             ch.pending(&mut pending).map_err(std::io::Error::other)?;
             if pending.contains(&port) {
@@ -69,12 +90,7 @@ pub fn eventfd_round_trips(count: usize) -> std::io::Result<Vec<u64>> {
     for _ in 0..count {
         let t0 = Instant::now();
         ping.signal()?;
-        if !wait_readable(pong.as_fd(), 5000) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer",
-            ));
-        }
+        wait_answer(pong.as_fd())?;
         pong.drain()?;
         out.push(t0.elapsed().as_nanos() as u64);
     }
@@ -84,15 +100,12 @@ pub fn eventfd_round_trips(count: usize) -> std::io::Result<Vec<u64>> {
 
 /// Notifications sent per second on one port, for `duration`.
 pub fn notify_rate(ch: &dyn EventChannels, port: Port, duration: Duration) -> std::io::Result<f64> {
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while t0.elapsed() < duration {
+    per_second(duration, || {
         for _ in 0..256 {
             ch.notify(port).map_err(std::io::Error::other)?;
         }
-        n += 256;
-    }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+        Ok(256)
+    })
 }
 
 /// Map-and-unmap operations per second for a batch of `refs`.
@@ -102,23 +115,18 @@ pub fn map_unmap_rate(
     refs: &[GrantRef],
     duration: Duration,
 ) -> std::io::Result<f64> {
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while t0.elapsed() < duration {
+    per_second(duration, || {
         let m = dev.map(domid, refs, true).map_err(std::io::Error::other)?;
         drop(m);
-        n += 1;
-    }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+        Ok(1)
+    })
 }
 
 /// The reference for [`map_unmap_rate`]: mapping and unmapping the same
 /// number of pages of a memfd with plain mmap.
 pub fn mmap_munmap_rate(pages: usize, duration: Duration) -> std::io::Result<f64> {
     let fd = super::sim::memfd_for_bench(pages)?;
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while t0.elapsed() < duration {
+    per_second(duration, || {
         let mut region = Mmap::reserve(pages * PAGE_SIZE)?;
         for i in 0..pages {
             region.place_fd(
@@ -130,9 +138,8 @@ pub fn mmap_munmap_rate(pages: usize, duration: Duration) -> std::io::Result<f64
             )?;
         }
         drop(region);
-        n += 1;
-    }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+        Ok(1)
+    })
 }
 
 /// Grant-copy throughput in bytes per second: 4 KiB segments from the
@@ -145,9 +152,7 @@ pub fn grant_copy_rate(
     duration: Duration,
 ) -> std::io::Result<f64> {
     let mut buf = vec![0u8; batch * PAGE_SIZE];
-    let t0 = Instant::now();
-    let mut bytes = 0u64;
-    while t0.elapsed() < duration {
+    per_second(duration, || {
         let mut segs: Vec<CopySegment<'_>> = buf
             .chunks_mut(PAGE_SIZE)
             .enumerate()
@@ -167,9 +172,8 @@ pub fn grant_copy_rate(
         if segs.iter().any(|s| s.status != super::GntSt::Okay) {
             return Err(std::io::Error::other("a copy segment failed"));
         }
-        bytes += (batch * PAGE_SIZE) as u64;
-    }
-    Ok(bytes as f64 / t0.elapsed().as_secs_f64())
+        Ok((batch * PAGE_SIZE) as u64)
+    })
 }
 
 /// The reference for [`grant_copy_rate`]: plain memcpy of 4 KiB blocks from
@@ -180,16 +184,13 @@ pub fn memcpy_rate(pages: usize, batch: usize, duration: Duration) -> std::io::R
         .fill(0, pages * PAGE_SIZE, 7)
         .map_err(std::io::Error::other)?;
     let mut buf = vec![0u8; batch * PAGE_SIZE];
-    let t0 = Instant::now();
-    let mut bytes = 0u64;
-    while t0.elapsed() < duration {
+    per_second(duration, || {
         for (i, chunk) in buf.chunks_mut(PAGE_SIZE).enumerate() {
             src.mem()
                 .read((i % pages) * PAGE_SIZE, chunk)
                 .map_err(std::io::Error::other)?;
         }
         std::hint::black_box(&buf);
-        bytes += (batch * PAGE_SIZE) as u64;
-    }
-    Ok(bytes as f64 / t0.elapsed().as_secs_f64())
+        Ok((batch * PAGE_SIZE) as u64)
+    })
 }
