@@ -154,9 +154,6 @@ impl ConsoleError {
     /// A short code for scripts: the GNTST name for grant failures, the
     /// errno name otherwise.
     pub fn code(&self) -> String {
-        let errno = |e: &io::Error| {
-            crate::platform::errno_name(e.raw_os_error().unwrap_or(libc::EIO)).to_owned()
-        };
         match self {
             ConsoleError::MapRing { error, .. } | ConsoleError::Grant(error) => error.code(),
             ConsoleError::Ring(RingError::BogusIndexes(_)) => "EPROTO".into(),
@@ -165,7 +162,9 @@ impl ConsoleError {
                 error.code().to_owned()
             }
             ConsoleError::NoGuestMemory => "ENOMEM".into(),
-            ConsoleError::Pty(e) | ConsoleError::Thread(e) => errno(e),
+            ConsoleError::Pty(e) | ConsoleError::Thread(e) => {
+                crate::platform::io_error_name(e).into()
+            }
         }
     }
 }

@@ -48,10 +48,7 @@ pub(crate) fn evtchn_error(e: crate::platform::EvtchnError) -> napi::Error {
 }
 
 pub(crate) fn io_error(e: std::io::Error) -> napi::Error {
-    coded_error(
-        crate::platform::errno_name(e.raw_os_error().unwrap_or(libc::EIO)),
-        e,
-    )
+    coded_error(crate::platform::io_error_name(&e), e)
 }
 
 pub(crate) fn domid(v: u32) -> napi::Result<crate::platform::DomId> {

@@ -8,7 +8,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use super::coded_error;
+use super::{coded_error, io_error};
 use crate::wire::perms::{self, Perm};
 use crate::xenstored::{Config, Daemon};
 use crate::xsclient::endpoint::Connector;
@@ -16,17 +16,6 @@ use crate::xsclient::{Endpoint, Options, Tx, XsClient, XsError};
 
 fn xs_error(e: XsError) -> napi::Error {
     coded_error(e.code(), e)
-}
-
-fn io_error(e: std::io::Error) -> napi::Error {
-    let code = match e.kind() {
-        std::io::ErrorKind::AddrInUse => "EADDRINUSE",
-        std::io::ErrorKind::NotFound => "ENOENT",
-        std::io::ErrorKind::PermissionDenied => "EACCES",
-        std::io::ErrorKind::InvalidData => "EINVAL",
-        _ => "EIO",
-    };
-    coded_error(code, e)
 }
 
 /// Options of the embedded daemon.

@@ -136,7 +136,7 @@ impl GrantError {
             GrantError::InUse(_) => "EBUSY".into(),
             GrantError::TableFull => "ENOSPC".into(),
             GrantError::NotGranted(_) => "ENOENT".into(),
-            GrantError::Os(e) => errno_name(e.raw_os_error().unwrap_or(libc::EIO)).into(),
+            GrantError::Os(e) => io_error_name(e).into(),
             GrantError::Unavailable(_) => "ENODEV".into(),
         }
     }
@@ -224,7 +224,24 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ENOTCONN => "ENOTCONN",
         libc::EMFILE => "EMFILE",
         libc::ENOTTY => "ENOTTY",
+        libc::EADDRINUSE => "EADDRINUSE",
         _ => "EIO",
+    }
+}
+
+/// Errno name of an I/O error: its OS errno when it carries one, otherwise
+/// the errno its kind stands for (errors built from a kind, such as a
+/// daemon refusing a live socket or a damaged state file, carry none).
+pub fn io_error_name(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(errno) => errno_name(errno),
+        None => match e.kind() {
+            io::ErrorKind::NotFound => "ENOENT",
+            io::ErrorKind::PermissionDenied => "EACCES",
+            io::ErrorKind::AddrInUse => "EADDRINUSE",
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => "EINVAL",
+            _ => "EIO",
+        },
     }
 }
 

@@ -16,7 +16,7 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::os::fd::BorrowedFd;
 
-pub use error::{errno_name, EvtchnError, GntSt, GrantError};
+pub use error::{errno_name, io_error_name, EvtchnError, GntSt, GrantError};
 pub use memory::{Mmap, OutOfRange, SharedMem};
 
 /// A domain id (`domid_t`).
