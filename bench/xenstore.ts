@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 
 import { XenStore, Xenstored, isXenStoreError } from '../ts/index.js';
 import { percentile, report } from './report.js';
@@ -59,7 +60,7 @@ export async function run(): Promise<void> {
         pending.delete(path);
       }
     });
-    await new Promise((r) => setTimeout(r, 50));
+    await delay(50);
     const rtt: number[] = [];
     for (let i = 0; i < 2000; i++) {
       const path = `/lat/n${String(i % 50)}`;

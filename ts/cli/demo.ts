@@ -4,6 +4,8 @@
 // states and their console output, types into one console, destroys the
 // other guest, and keeps running until Ctrl-C (or --duration) shuts
 // everything down cleanly.
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { distinctUntilChanged, map } from 'rxjs';
 import type { Subscription } from 'rxjs';
 
@@ -90,10 +92,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   say(`attach from another terminal: xenrx console 1 --socket ${host.socket}   (Ctrl-] detaches)`);
 
   const story = (async () => {
-    await sleep(1500, stopped.signal);
+    await sleep(1500, undefined, { signal: stopped.signal });
     say('typing "uptime" into guest1\'s console');
     consoles.write(1, 'uptime\n');
-    await sleep(2500, stopped.signal);
+    await sleep(2500, undefined, { signal: stopped.signal });
     say('destroying guest2: its console device goes with it');
     stops.pop()?.();
     await host.destroyGuest(2);
@@ -112,15 +114,4 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const requests = host.xenstored.stats().requests;
   await host.stop();
   say(`stopped cleanly (${String(requests)} XenStore requests served)`);
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new Error('aborted'));
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(new Error('aborted'));
-    });
-  });
 }

@@ -1,5 +1,7 @@
 // A simulated guest's console: the page and port from the Rust side, the
 // xenbus handshake from SimFrontend, input delivered as an Observable.
+import { setTimeout as delay } from 'node:timers/promises';
+
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 
@@ -52,7 +54,7 @@ export class SimConsoleFrontend {
     while (rest.length > 0) {
       const n = this.write(rest);
       rest = rest.subarray(n);
-      if (rest.length > 0) await new Promise((r) => setTimeout(r, 5));
+      if (rest.length > 0) await delay(5);
     }
   }
 
@@ -86,7 +88,7 @@ export class SimConsoleFrontend {
         this.native.close();
         break;
       } catch {
-        await new Promise((r) => setTimeout(r, 10));
+        await delay(10);
       }
     }
     this.#input.complete();

@@ -1,4 +1,6 @@
 // Transactions with retry on EAGAIN.
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import type { NativeXsClient } from '../native.js';
 import { isXenStoreError } from './errors.js';
 import { NodeOps, call } from './ops.js';
@@ -61,8 +63,4 @@ export async function runTransaction<T>(
       await sleep(random() * Math.min(cap, base * 2 ** (attempt - 1)));
     }
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
