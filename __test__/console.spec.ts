@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { firstValueFrom, take, toArray } from 'rxjs';
@@ -5,6 +7,7 @@ import { firstValueFrom, take, toArray } from 'rxjs';
 import { ConsoleService, SimulatedHost, XenbusRegistry, XenbusState } from '../ts/index.js';
 import type { LogEntry, SimConsoleFrontend } from '../ts/index.js';
 import type { Guest } from '../ts/index.js';
+import { pollUntil } from './helpers/poll.js';
 import { startXenrx } from './helpers/process.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
 
@@ -53,7 +56,7 @@ test('output larger than the ring arrives whole and in order', async (t) => {
   const received: string[] = [];
   const sub = s.consoles.text$(2).subscribe((x) => received.push(x));
   await fe.writeAll(text);
-  for (let i = 0; i < 200 && received.join('').length < text.length; i++) await new Promise((r) => setTimeout(r, 10));
+  await pollUntil(() => received.join('').length >= text.length);
   sub.unsubscribe();
   t.is(received.join(''), text);
   t.true(text.length > 2048, 'more than the out ring holds');
@@ -66,9 +69,9 @@ test('a hostile guest gets its indexes clamped and logged; other consoles keep w
   const { fe: good } = await guestWithConsole(s, 4);
   bad.native.setIndexes(0, 0, 0, 0xdead_beef);
   bad.native.notify();
-  for (let i = 0; i < 200 && (s.consoles.stats(3)?.clamped ?? 0) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await pollUntil(() => (s.consoles.stats(3)?.clamped ?? 0) > 0);
   t.true((s.consoles.stats(3)?.clamped ?? 0) > 0, 'the distance beyond the buffer was clamped and reported');
-  for (let i = 0; i < 100 && !logs.some((l) => /clamped/.test(l.message)); i++) await new Promise((r) => setTimeout(r, 10));
+  await pollUntil(() => logs.some((l) => /clamped/.test(l.message)), 1000);
   t.true(logs.some((l) => l.level === 0 && l.device === 'console-3-0' && /indexes out of range/.test(l.message)));
   const line = firstValueFrom(s.consoles.lines$(4));
   good.write('still fine\n');
@@ -101,7 +104,7 @@ test('xenrx console attaches to a guest console and detaches on Ctrl-]', async (
   cli.child.stdin.write('uname -a\n');
   t.is((await typed).toString(), 'uname -a\n');
   // Give the CLI's terminal time to open before the guest speaks.
-  await new Promise((r) => setTimeout(r, 200));
+  await delay(200);
   fe.write('Linux guest6\n');
   await cli.waitFor(/Linux guest6/);
   cli.child.stdin.write(Buffer.from([0x1d]));

@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 import test from 'ava';
 import { firstValueFrom, take, toArray } from 'rxjs';
 
@@ -59,7 +61,7 @@ test('a simulated domain drives its VM lifecycle end to end', async (t) => {
     conn.unsubscribe();
     deathSub.unsubscribe();
   });
-  const settle = () => new Promise((r) => setTimeout(r, 20));
+  const settle = () => delay(20);
 
   hv.createDomain({ domid: 7, paused: true });
   hv.createDomain({ domid: 8 });
@@ -93,7 +95,7 @@ test('changes are read from the source on each signal; a reading sees the state 
   const hv = new SimHypervisor();
   const watcher = new DomainWatcher(simDomainSource(hv));
   const got = firstValueFrom(watcher.changes$.pipe(take(4), toArray()));
-  const tick = () => new Promise((r) => setTimeout(r, 10));
+  const tick = () => delay(10);
   hv.createDomain({ domid: 3 });
   await tick();
   hv.pauseDomain(3);

@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 import test from 'ava';
 
 import {
@@ -111,7 +113,7 @@ test('a backend directory removed mid-handshake removes the device and is not re
   await removeDevice(dom0, spec(5, 0));
   await removed;
   t.deepEqual(rec.calls, ['alloc:test-5-0', 'init:test-5-0', 'disconnect:test-5-0', 'free:test-5-0']);
-  await new Promise((r) => setTimeout(r, 50));
+  await delay(50);
   t.false(await dom0.exists(devicePaths(spec(5, 0)).backendPath), 'no late write brought it back');
 });
 

@@ -2,6 +2,7 @@
 // clients (Debian's xenstore-utils, libxenstore) against our daemon.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -87,7 +88,7 @@ interop("Xen's own C clients work against xenrx xenstored", async (t) => {
 
   const watch = run('xenstore-watch', ['-n', '2', '/local/domain/1'], env);
   // Give the watcher time to register, then change something below it.
-  await new Promise((r) => setTimeout(r, 500));
+  await delay(500);
   t.is((await x('xenstore-write', '/local/domain/1/state', '4')).code, 0);
   const watched = await watch;
   t.is(watched.code, 0);

@@ -1,9 +1,11 @@
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 
 import test from 'ava';
 import { firstValueFrom, take as rxTake, toArray } from 'rxjs';
 
 import { XenStore, XenStoreError, Xenstored, isXenStoreError } from '../ts/index.js';
+import { pollUntil } from './helpers/poll.js';
 import { startDaemon, take, tempDir } from './helpers/xenstore.js';
 
 test('reads and writes text and bytes', async (t) => {
@@ -127,7 +129,7 @@ test('watch$ emits the path first, then changes below it', async (t) => {
   const { dom0 } = await startDaemon(t);
   const events = take(dom0.watch$('/w'), 3);
   // Give the watch time to register before changing things.
-  await new Promise((r) => setTimeout(r, 50));
+  await delay(50);
   await dom0.write('/w/a', '1');
   await dom0.write('/other', '1');
   await dom0.write('/w/b/c', '1');
@@ -163,7 +165,7 @@ test('watches of a guest are relative and filtered by permissions', async (t) =>
   const guest = await XenStore.connect({ daemon, domid: 6 });
   t.teardown(() => guest.close());
   const events = take(guest.watch$('data'), 2);
-  await new Promise((r) => setTimeout(r, 50));
+  await delay(50);
   await dom0.write('/secret', 's');
   await dom0.write('/local/domain/6/data/k', 'v');
   t.deepEqual(await events, ['data', 'data/k']);
@@ -173,7 +175,7 @@ test('introduce and release drive the special watches', async (t) => {
   const { dom0 } = await startDaemon(t);
   const intro = take(dom0.watch$('@introduceDomain'), 2);
   const rel = take(dom0.watch$('@releaseDomain'), 2);
-  await new Promise((r) => setTimeout(r, 50));
+  await delay(50);
   t.false(await dom0.isDomainIntroduced(9));
   await dom0.introduce(9);
   t.true(await dom0.isDomainIntroduced(9));
@@ -197,18 +199,18 @@ test('the client reconnects after a daemon restart and keeps its watches', async
   const seen: string[] = [];
   const sub = xs.watch$('/survives').subscribe((p) => seen.push(p));
   t.teardown(() => sub.unsubscribe());
-  await new Promise((r) => setTimeout(r, 50));
+  await delay(50);
   daemon.stop();
   daemon = Xenstored.start(options);
   // The state file kept the node; the client finds the new daemon.
   let value: string | undefined;
   for (let i = 0; i < 100 && value === undefined; i++) {
     value = await xs.tryRead('/survives').catch(() => undefined);
-    if (value === undefined) await new Promise((r) => setTimeout(r, 20));
+    if (value === undefined) await delay(20);
   }
   t.is(value, 'yes');
   await xs.write('/survives/after', '1');
-  for (let i = 0; i < 100 && !seen.includes('/survives/after'); i++) await new Promise((r) => setTimeout(r, 20));
+  await pollUntil(() => seen.includes('/survives/after'), 2000, 20);
   // The watch fired on registration, again after reconnecting, then on the write.
   t.deepEqual(seen, ['/survives', '/survives', '/survives/after']);
 });
