@@ -1,11 +1,10 @@
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 
 import test from 'ava';
 import { firstValueFrom, take as rxTake, toArray } from 'rxjs';
 
 import { XenStore, XenStoreError, Xenstored, isXenStoreError } from '../ts/index.js';
-import { pollUntil } from './helpers/poll.js';
+import { pollUntil, readUntil } from './helpers/poll.js';
 import { startDaemon, take, tempDir } from './helpers/xenstore.js';
 
 test('reads and writes text and bytes', async (t) => {
@@ -125,15 +124,35 @@ test('a transaction gives up after its attempts with EAGAIN', async (t) => {
   t.false(await dom0.exists('/mine'));
 });
 
+test('by default a transaction is retried until it commits, as libxl retries', async (t) => {
+  const { dom0, daemon } = await startDaemon(t);
+  const other = await XenStore.connect({ daemon });
+  t.teardown(() => other.close());
+  await dom0.write('/hot', '0');
+  let attempts = 0;
+  const result = await dom0.transaction(
+    async (tx) => {
+      attempts++;
+      await tx.read('/hot');
+      // Another writer wins the first 40 rounds.
+      if (attempts <= 40) await other.write('/hot', String(attempts));
+      await tx.write('/mine', String(attempts));
+      return attempts;
+    },
+    { baseDelayMs: 0 },
+  );
+  t.is(result, 41);
+  t.is(await dom0.read('/mine'), '41');
+});
+
 test('watch$ emits the path first, then changes below it', async (t) => {
   const { dom0 } = await startDaemon(t);
   const events = take(dom0.watch$('/w'), 3);
-  // Give the watch time to register before changing things.
-  await delay(50);
+  await events.started;
   await dom0.write('/w/a', '1');
   await dom0.write('/other', '1');
   await dom0.write('/w/b/c', '1');
-  t.deepEqual(await events, ['/w', '/w/a', '/w/b/c']);
+  t.deepEqual(await events.values, ['/w', '/w/a', '/w/b/c']);
 });
 
 test('subscribers of one path share one XenStore watch', async (t) => {
@@ -165,23 +184,23 @@ test('watches of a guest are relative and filtered by permissions', async (t) =>
   const guest = await XenStore.connect({ daemon, domid: 6 });
   t.teardown(() => guest.close());
   const events = take(guest.watch$('data'), 2);
-  await delay(50);
+  await events.started;
   await dom0.write('/secret', 's');
   await dom0.write('/local/domain/6/data/k', 'v');
-  t.deepEqual(await events, ['data', 'data/k']);
+  t.deepEqual(await events.values, ['data', 'data/k']);
 });
 
 test('introduce and release drive the special watches', async (t) => {
   const { dom0 } = await startDaemon(t);
   const intro = take(dom0.watch$('@introduceDomain'), 2);
   const rel = take(dom0.watch$('@releaseDomain'), 2);
-  await delay(50);
+  await Promise.all([intro.started, rel.started]);
   t.false(await dom0.isDomainIntroduced(9));
   await dom0.introduce(9);
   t.true(await dom0.isDomainIntroduced(9));
   await dom0.release(9);
-  t.deepEqual(await intro, ['@introduceDomain', '@introduceDomain']);
-  t.deepEqual(await rel, ['@releaseDomain', '@releaseDomain']);
+  t.deepEqual(await intro.values, ['@introduceDomain', '@introduceDomain']);
+  t.deepEqual(await rel.values, ['@releaseDomain', '@releaseDomain']);
   const err = await t.throwsAsync(dom0.release(9), { instanceOf: XenStoreError });
   t.is(err?.code, 'ENOENT');
 });
@@ -199,18 +218,15 @@ test('the client reconnects after a daemon restart and keeps its watches', async
   const seen: string[] = [];
   const sub = xs.watch$('/survives').subscribe((p) => seen.push(p));
   t.teardown(() => sub.unsubscribe());
-  await delay(50);
+  await pollUntil(() => seen.length === 1);
   daemon.stop();
   daemon = Xenstored.start(options);
   // The state file kept the node; the client finds the new daemon.
-  let value: string | undefined;
-  for (let i = 0; i < 100 && value === undefined; i++) {
-    value = await xs.tryRead('/survives').catch(() => undefined);
-    if (value === undefined) await delay(20);
-  }
-  t.is(value, 'yes');
+  t.is(await readUntil(() => xs.read('/survives'), (v) => v === 'yes'), 'yes');
+  // The watch is set again after reconnecting, before the write below.
+  await pollUntil(() => seen.length === 2);
   await xs.write('/survives/after', '1');
-  await pollUntil(() => seen.includes('/survives/after'), 2000, 20);
+  await pollUntil(() => seen.includes('/survives/after'));
   // The watch fired on registration, again after reconnecting, then on the write.
   t.deepEqual(seen, ['/survives', '/survives', '/survives/after']);
 });

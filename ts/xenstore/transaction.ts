@@ -18,7 +18,12 @@ export class Transaction extends NodeOps {
 
 /** How a transaction is retried when its commit conflicts (EAGAIN). */
 export interface RetryOptions {
-  /** Attempts in all, the first included (default 20). */
+  /**
+   * Attempts in all, the first included (default: unbounded, as libxl
+   * retries a conflicting transaction until it commits). A conflict means
+   * another writer made progress, so retrying cannot livelock the store;
+   * set a bound where giving up is better than waiting.
+   */
   readonly maxAttempts?: number;
   /** Upper bound of the first wait, in ms (default 1); doubles each retry. */
   readonly baseDelayMs?: number;
@@ -32,15 +37,16 @@ export interface RetryOptions {
  * Runs `body` in a transaction and commits it. On EAGAIN (a conflicting
  * change, at commit or anywhere in the body) the whole body runs again after
  * a bounded, jittered wait ("full jitter": uniform between 0 and the doubled
- * bound), up to `maxAttempts`; then the EAGAIN error is thrown. Any other
- * error aborts the transaction and is thrown as is.
+ * bound, at most `maxDelayMs`), until it commits or `maxAttempts` is reached;
+ * then the EAGAIN error is thrown. Any other error aborts the transaction
+ * and is thrown as is.
  */
 export async function runTransaction<T>(
   native: NativeXsClient,
   body: (tx: Transaction) => Promise<T>,
   options: RetryOptions = {},
 ): Promise<T> {
-  const maxAttempts = options.maxAttempts ?? 20;
+  const maxAttempts = options.maxAttempts ?? Number.POSITIVE_INFINITY;
   const base = options.baseDelayMs ?? 1;
   const cap = options.maxDelayMs ?? 200;
   const random = options.random ?? Math.random;
@@ -52,7 +58,7 @@ export async function runTransaction<T>(
     } catch (err) {
       await native.transactionEnd(handle, false).catch(() => undefined);
       if (!isXenStoreError(err, 'EAGAIN') || attempt >= maxAttempts) throw err;
-      await sleep(random() * Math.min(cap, base * 2 ** (attempt - 1)));
+      await sleep(random() * Math.min(cap, base * 2 ** Math.min(attempt - 1, 30)));
       continue;
     }
     try {
@@ -60,7 +66,7 @@ export async function runTransaction<T>(
       return result;
     } catch (err) {
       if (!isXenStoreError(err, 'EAGAIN') || attempt >= maxAttempts) throw err;
-      await sleep(random() * Math.min(cap, base * 2 ** (attempt - 1)));
+      await sleep(random() * Math.min(cap, base * 2 ** Math.min(attempt - 1, 30)));
     }
   }
 }
