@@ -10,7 +10,7 @@ import { SimHypervisor } from '../platform/index.js';
 import type { SimHost } from '../platform/index.js';
 import { XenStore, Xenstored } from '../xenstore/index.js';
 import { SimConsoleFrontend } from './console-frontend.js';
-import { addDevice, createDomainHome } from './toolstack.js';
+import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
 
 /** How to run the simulated host. */
 export interface SimulatedHostOptions {
@@ -84,7 +84,8 @@ export class SimulatedHost {
 
   /**
    * Gives a guest a PV console, as xl does (device `console`, served by
-   * `backendDomid`), and starts the guest's side of it.
+   * `backendDomid`), and starts the guest's side of it. The `tty` node the
+   * backend publishes is pre-created read-only to the guest (XSA-57).
    */
   async addConsole(guest: Guest, devid = 0, backendDomid = 0): Promise<SimConsoleFrontend> {
     const { frontendPath } = await addDevice(this.dom0, {
@@ -93,6 +94,7 @@ export class SimulatedHost {
       devid,
       backendDomid,
       backend: { protocol: 'vt100' },
+      frontendReadOnly: { tty: '' },
     });
     const fe = await SimConsoleFrontend.attach(this.platform, guest.xs, guest.domid, frontendPath, backendDomid);
     const list = this.#consoles.get(guest.domid) ?? [];
@@ -101,16 +103,21 @@ export class SimulatedHost {
     return fe;
   }
 
-  /** Destroys a guest as `xl destroy` does: domain gone, released from XenStore, home removed. */
+  /**
+   * Destroys a guest as `xl destroy` does: its devices' directories
+   * removed (so their backends let go), the domain destroyed, released from
+   * XenStore, its home removed. Its domain id can then be used again.
+   */
   async destroyGuest(domid: number): Promise<void> {
     const guest = this.#guests.get(domid);
     this.#guests.delete(domid);
     for (const fe of this.#consoles.get(domid) ?? []) fe.detach();
     this.#consoles.delete(domid);
     guest?.xs.close();
+    await removeDomainDevices(this.dom0, domid);
     this.hypervisor.destroyDomain(domid);
     await this.dom0.release(domid).catch(() => undefined);
-    await this.dom0.rm(`/local/domain/${String(domid)}`);
+    await this.dom0.rm(`/local/domain/${String(domid)}`).catch(() => undefined);
   }
 
   /** The guests running now. */

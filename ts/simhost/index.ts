@@ -1,4 +1,4 @@
-export { addDevice, createDomainHome, devicePaths, removeDevice, setOnline } from './toolstack.js';
+export { addDevice, createDomainHome, devicePaths, removeDevice, removeDomainDevices, setOnline } from './toolstack.js';
 export type { DevicePaths, DeviceSpec } from './toolstack.js';
 export { SimFrontend } from './frontend.js';
 export type { FrontendHooks } from './frontend.js';
