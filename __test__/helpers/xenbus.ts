@@ -1,7 +1,7 @@
 // A registry over an embedded daemon, with a device type that records what
 // the state machine asks of it.
 import type { ExecutionContext } from 'ava';
-import { filter, firstValueFrom, timeout } from 'rxjs';
+import { ReplaySubject, filter, firstValueFrom, timeout } from 'rxjs';
 
 import { SimFrontend, XenbusRegistry, XenbusState, addDevice } from '../../ts/index.js';
 import type { Device, DeviceOps, DeviceSpec, LogEntry, RegistryOptions, XenStore } from '../../ts/index.js';
@@ -53,14 +53,39 @@ export async function startRegistry(t: ExecutionContext, options: RegistryOption
   return { ...fixture, registry, logs };
 }
 
-/** Resolves with the device once it matches. */
+/**
+ * Records a device's states from now on, so that states it passed through
+ * before the test looked (a device torn down as soon as it appeared) are
+ * not missed.
+ */
+export function recordDevice(
+  registry: XenbusRegistry,
+  type: string,
+  domid: number,
+  devid: number,
+): { until(match: (d: Device) => boolean): Promise<Device>; stop(): void } {
+  const states = new ReplaySubject<Device>();
+  const sub = registry.devices$
+    .pipe(filter((d) => d.key.type === type && d.key.domid === domid && d.key.devid === devid))
+    .subscribe(states);
+  return {
+    until: (match) => firstValueFrom(states.pipe(filter(match))),
+    stop: () => sub.unsubscribe(),
+  };
+}
+
+/**
+ * Resolves with the device once it matches. The bound only keeps a broken
+ * test from hanging: it is far beyond what any step takes, even on a
+ * loaded machine.
+ */
 export function waitDevice(
   registry: XenbusRegistry,
   type: string,
   domid: number,
   devid: number,
   match: (d: Device) => boolean,
-  ms = 10_000,
+  ms = 60_000,
 ): Promise<Device> {
   const now = registry.device(type, domid, devid);
   if (now && match(now)) return Promise.resolve(now);

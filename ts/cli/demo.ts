@@ -54,7 +54,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const host = await SimulatedHost.start();
   say(`simulated host: XenStore on ${host.socket}, hypervisor with dom0`);
   const registry = await XenbusRegistry.create(host.dom0, {
-    deaths$: host.domains.deaths$,
+    domains: host.domains,
     logger: (e) => {
       if (e.level === 0) say(`xenbus error: ${e.device ?? 'core'}: ${e.message}`);
     },

@@ -125,7 +125,10 @@ export class DomainWatcher {
   /** Domains that died (dying or gone), once per life: the registry tears their devices down. */
   readonly deaths$: Observable<number>;
 
+  readonly #source: DomainInfoSource;
+
   constructor(source: DomainInfoSource) {
+    this.#source = source;
     this.changes$ = source.changes$.pipe(
       startWith(undefined),
       concatMap(() => defer(() => Promise.resolve(source.list()))),
@@ -155,6 +158,12 @@ export class DomainWatcher {
       mergeMap((acc) => (acc.emit === null ? EMPTY : [acc.emit])),
       share(),
     );
+  }
+
+  /** Whether a domain exists now and is not dying (asks the hypervisor). */
+  async exists(domid: number): Promise<boolean> {
+    const list = await this.#source.list();
+    return list.some((d) => d.domid === domid && !d.dying);
   }
 
   /** The lifecycle actions of one domain's VM. */

@@ -7,7 +7,7 @@
 // are coalesced to one in flight per node (XSA-349).
 import { XenbusState, parseXenbusInt, xenbusStateName } from './state.js';
 import type { XenbusState as State } from './state.js';
-import type { Busy, Device, DeviceEffect, DeviceEvent, DeviceKey, LogLevel, OpName, Side, Transition } from './types.js';
+import type { Busy, Device, DeviceEffect, DeviceEvent, DeviceKey, LogLevel, OpName, Removal, Side, Transition } from './types.js';
 
 /** How a device type wants the machine to behave. */
 export interface MachineOptions {
@@ -30,6 +30,7 @@ export function newDevice(key: DeviceKey, backendPath: string): Device {
     allocated: false,
     opened: false,
     phase: 'active',
+    removal: null,
     failure: null,
     busy: null,
     reads: {},
@@ -78,6 +79,14 @@ class Step {
     this.effects.push({ kind: 'read', side, node });
   }
 
+  /** Starts removing the device (once): tear down, then forget it. */
+  remove(removal: Removal, message: string): void {
+    const d = this.device;
+    if (d.phase === 'removing' || d.phase === 'removed') return;
+    this.log(1, message);
+    this.set({ phase: 'removing', removal });
+  }
+
   /** A device operation failed: the device fails, alone (logged, Closed, hotplug-error). */
   fail(reason: string): void {
     this.log(0, reason);
@@ -110,6 +119,12 @@ function advance(s: Step): void {
       else if (d.allocated) s.op('free');
       else {
         if (d.frontendPath !== null) s.effects.push({ kind: 'unwatch-frontend' });
+        // The directory is still there: say Closed in it, so a toolstack
+        // waiting for the device to close can remove it.
+        if (d.removal !== 'backend-removed' && d.beState !== XenbusState.Closed) {
+          s.effects.push({ kind: 'write-quiet', node: 'state', value: String(XenbusState.Closed) });
+          s.set({ beState: XenbusState.Closed });
+        }
         s.effects.push({ kind: 'forget' });
         s.set({ phase: 'removed' });
         s.log(1, 'removed');
@@ -197,6 +212,13 @@ function onRead(s: Step, side: Side, node: string, value: string | null): void {
   // A fact of the device, read at setup or after a watch event.
   if (side === 'backend' && node === 'online') {
     s.set({ online: (parseXenbusInt(value) ?? 0) !== 0 });
+  } else if (side === 'frontend' && node === 'state' && value === null) {
+    // No state to read: the frontend is gone (its directory deleted, or
+    // made unreadable). Like Linux's backends, disconnect and remove the
+    // device rather than wait for a frontend that cannot answer. Garbage
+    // in the node is another matter: it reads as Unknown, as in the
+    // reference.
+    s.remove('frontend-gone', `frontend state unreadable (${s.device.frontendPath ?? ''}): the frontend is gone`);
   } else if (side === 'frontend' && node === 'state') {
     const state = parseXenbusInt(value) ?? XenbusState.Unknown;
     if (state !== s.device.feState) {
@@ -213,7 +235,7 @@ function onRead(s: Step, side: Side, node: string, value: string | null): void {
       return;
     }
     s.set({ busy: null, setUp: true });
-  } else if (s.device.setUp) {
+  } else if (s.device.setUp && s.device.phase === 'active') {
     s.effects.push({ kind: 'changed', callback: side === 'backend' ? 'backendChanged' : 'frontendChanged', node });
   }
   advance(s);
@@ -226,7 +248,7 @@ function onWritten(s: Step, node: string, error: string | undefined): void {
   if (error !== undefined) {
     if (error === 'ENOENT') {
       // The backend directory is gone: the device goes with it.
-      s.set({ phase: 'removing' });
+      s.remove('backend-removed', 'backend directory removed');
       advance(s);
       return;
     }
@@ -306,8 +328,13 @@ export function reduce(device: Device, event: DeviceEvent, options: MachineOptio
       advance(s);
       break;
     case 'frontend-changed':
-      // Changes of the directory itself carry no node: nothing to read.
-      if (d.phase !== 'active' || !d.setUp || event.node === '') break;
+      if (d.phase !== 'active' || !d.setUp) break;
+      if (event.node === '') {
+        // The directory itself changed, e.g. it was removed: whether the
+        // frontend is still there shows in its state.
+        s.read('frontend', 'state');
+        break;
+      }
       s.log(2, `frontend update: ${event.node}`);
       if (event.node === 'state' || event.node === 'protocol') s.read('frontend', event.node);
       else s.effects.push({ kind: 'changed', callback: 'frontendChanged', node: event.node });
@@ -336,10 +363,11 @@ export function reduce(device: Device, event: DeviceEvent, options: MachineOptio
       if (d.phase === 'active') s.fail(`${event.callback}() failed: ${event.error}`);
       break;
     case 'removed':
+      s.remove('backend-removed', 'backend directory removed');
+      advance(s);
+      break;
     case 'domain-dead':
-      if (d.phase === 'removing' || d.phase === 'removed') break;
-      s.log(1, event.type === 'removed' ? 'backend directory removed' : 'domain died');
-      s.set({ phase: 'removing' });
+      s.remove('domain-dead', 'domain died');
       advance(s);
       break;
     default: {

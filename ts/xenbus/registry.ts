@@ -12,6 +12,7 @@ import { isXenStoreError } from '../xenstore/index.js';
 import type { XenStore } from '../xenstore/index.js';
 import type { DeviceContext, DeviceOps } from './context.js';
 import { LogLevels, stderrLogger } from './log.js';
+import { XenbusState } from './state.js';
 import type { LogEntry, Logger } from './log.js';
 import { newDevice, reduce } from './machine.js';
 import type { MachineOptions } from './machine.js';
@@ -25,13 +26,26 @@ export interface RegistryOptions {
   readonly logger?: Logger;
   /** Global log level (default 0). */
   readonly debug?: LogLevel;
-  /** Domains known dead (e.g. from the lifecycle's DomainWatcher): their devices are torn down. */
-  readonly deaths$?: Observable<number>;
+  /**
+   * Which domains exist (the lifecycle's `DomainWatcher` is one): a device
+   * of a domain that is gone, or goes, is torn down. Without it the
+   * registry learns of deaths from XenStore's `@releaseDomain`, for the
+   * domains it saw introduced.
+   */
+  readonly domains?: DomainLiveness;
   /**
    * The simulated hypervisor's client, for device types whose data path is
    * in TypeScript and use `ctx.bindEventChannel()`.
    */
   readonly host?: SimHost;
+}
+
+/** What the registry needs to know of domains. */
+export interface DomainLiveness {
+  /** Domains that died (dying or gone), as they die. */
+  readonly deaths$: Observable<number>;
+  /** Whether a domain exists now and is not dying. */
+  exists(domid: number): boolean | Promise<boolean>;
 }
 
 /** How a device type is served. */
@@ -50,6 +64,8 @@ interface Runtime {
   data: unknown;
   frontendWatch: Subscription | null;
   pipeline: Subscription | null;
+  /** The toolstack made the device anew while this one was going: look again once it is gone. */
+  recreate: boolean;
 }
 
 interface DeviceType {
@@ -79,6 +95,15 @@ export class XenbusRegistry {
   readonly #devices = new Map<string, Runtime>();
   readonly #byDomain = new Map<number, Set<string>>();
   readonly #introduced = new Set<number>();
+  /** Domains seen released through XenStore and not introduced since. */
+  readonly #released = new Set<number>();
+  /**
+   * Devices removed while their backend directory stayed (frontend gone,
+   * domain dead): not served again until the toolstack writes the device
+   * anew (backend state Initialising) or removes the directory.
+   */
+  readonly #retired = new Set<string>();
+  readonly #domains: DomainLiveness | undefined;
   readonly #levels: LogLevels;
   readonly #logger: Logger;
   readonly #devices$ = new Subject<Device>();
@@ -100,7 +125,8 @@ export class XenbusRegistry {
     this.#logger = options.logger ?? stderrLogger;
     this.#host = options.host;
     this.#backendDomid = options.backendDomid ?? 0;
-    if (options.deaths$) this.#subscriptions.push(options.deaths$.subscribe((d) => this.#domainDied(d)));
+    this.#domains = options.domains;
+    if (options.domains) this.#subscriptions.push(options.domains.deaths$.subscribe((d) => this.#domainDied(d)));
     // A released domain's devices go with it. Only domains seen introduced
     // count, so devices of domains never introduced are left alone.
     this.#subscriptions.push(
@@ -204,16 +230,21 @@ export class XenbusRegistry {
       if (!DECIMAL.test(devPart)) return this.#log(2, null, `ignoring ${path}: not a device id`);
       const devid = Number(devPart);
       const rt = this.#devices.get(keyOf(dt.type, domid, devid));
+      // A device on its way out does not take changes of a directory the
+      // toolstack may already have written anew.
+      const serving = rt !== undefined && rt.device.phase !== 'removing' && rt.device.phase !== 'removed';
       if (node.length === 0) {
         // The device directory itself changed: created, or removed.
         const exists = await this.#xs.exists(`${dt.base}/${domPart}/${devPart}`);
-        if (!exists) rt?.events.next({ type: 'removed' });
-        else if (rt) rt.events.next({ type: 'backend-changed', node: '' });
-        else this.#create(dt, domid, devid);
+        if (!exists) {
+          this.#retired.delete(keyOf(dt.type, domid, devid));
+          rt?.events.next({ type: 'removed' });
+        } else if (serving) rt.events.next({ type: 'backend-changed', node: '' });
+        else await this.#consider(dt, domid, devid, true);
         return;
       }
-      if (rt) rt.events.next({ type: 'backend-changed', node: node.join('/') });
-      else if (await this.#xs.exists(`${dt.base}/${domPart}/${devPart}`)) this.#create(dt, domid, devid);
+      if (serving) rt.events.next({ type: 'backend-changed', node: node.join('/') });
+      else await this.#consider(dt, domid, devid);
     } catch (err) {
       this.#log(0, null, `handling ${path} failed: ${errorText(err)}`);
     }
@@ -238,9 +269,36 @@ export class XenbusRegistry {
       const rt = this.#devices.get(key);
       if (rt && rt.device.key.type === dt.type && !present.has(rt.device.key.devid)) rt.events.next({ type: 'removed' });
     }
-    for (const devid of ids) {
-      if (!this.#devices.has(keyOf(dt.type, domid, devid))) this.#create(dt, domid, devid);
+    for (const id of [...this.#retired]) {
+      const [type, d, n] = id.split('/');
+      if (type === dt.type && Number(d) === domid && !present.has(Number(n))) this.#retired.delete(id);
     }
+    await Promise.all(ids.map((devid) => this.#consider(dt, domid, devid, true)));
+  }
+
+  /**
+   * A device directory the registry does not serve: serve it if it exists
+   * (`seen`: the caller just saw it), unless it is one the registry retired
+   * and the toolstack has not written anew.
+   */
+  async #consider(dt: DeviceType, domid: number, devid: number, seen = false): Promise<void> {
+    const id = keyOf(dt.type, domid, devid);
+    const rt = this.#devices.get(id);
+    if (rt) {
+      // Still going away: look again once it is gone.
+      if (rt.device.phase === 'removing' || rt.device.phase === 'removed') rt.recreate = true;
+      return;
+    }
+    const dir = `${dt.base}/${String(domid)}/${String(devid)}`;
+    if (this.#retired.has(id)) {
+      const state = await this.#xs.tryRead(`${dir}/state`);
+      if (state !== String(XenbusState.Initialising) || this.#devices.has(id)) return;
+      this.#retired.delete(id);
+      this.#log(1, null, `${dir}: written anew by the toolstack`);
+    } else if (!seen && !(await this.#xs.exists(dir))) {
+      return;
+    }
+    this.#create(dt, domid, devid);
   }
 
   #create(dt: DeviceType, domid: number, devid: number): void {
@@ -290,7 +348,17 @@ export class XenbusRegistry {
         c.ch.notify(c.port);
       },
     };
-    const rt: Runtime = { device, events, state$, ctx, data: undefined, frontendWatch: null, pipeline: null, channel: null };
+    const rt: Runtime = {
+      device,
+      events,
+      state$,
+      ctx,
+      data: undefined,
+      frontendWatch: null,
+      pipeline: null,
+      channel: null,
+      recreate: false,
+    };
     rtRef = rt;
     this.#devices.set(id, rt);
     let domainDevices = this.#byDomain.get(domid);
@@ -315,6 +383,23 @@ export class XenbusRegistry {
       });
     this.#log(1, device.name, 'new device');
     events.next({ type: 'start' });
+    void this.#checkAlive(rt);
+  }
+
+  /** A device of a domain that is already gone is torn down, not left waiting for it. */
+  async #checkAlive(rt: Runtime): Promise<void> {
+    const { domid } = rt.device.key;
+    let alive: boolean;
+    try {
+      if (this.#domains) alive = await this.#domains.exists(domid);
+      else if (this.#released.has(domid)) alive = await this.#xs.isDomainIntroduced(domid);
+      else return;
+    } catch (err) {
+      this.#log(2, rt.device.name, `cannot tell whether domain ${String(domid)} exists: ${errorText(err)}`);
+      return;
+    }
+    if (alive) this.#released.delete(domid);
+    else rt.events.next({ type: 'domain-dead' });
   }
 
   /** Performs an effect; its result comes back later as an event. */
@@ -490,6 +575,13 @@ export class XenbusRegistry {
     const id = keyOf(key.type, key.domid, key.devid);
     if (this.#devices.get(id) !== rt) return;
     this.#devices.delete(id);
+    if (rt.device.removal !== 'backend-removed' && !this.#closed) this.#retired.add(id);
+    const dt = this.#types.get(key.type);
+    if (rt.recreate && dt && !this.#closed) {
+      this.#consider(dt, key.domid, key.devid).catch((err: unknown) => {
+        this.#log(0, name, `looking at the device again failed: ${errorText(err)}`);
+      });
+    }
     const domainDevices = this.#byDomain.get(key.domid);
     domainDevices?.delete(id);
     if (domainDevices?.size === 0) this.#byDomain.delete(key.domid);
@@ -505,7 +597,9 @@ export class XenbusRegistry {
     if (this.#introduced.has(domid)) return;
     this.#xs.isDomainIntroduced(domid).then(
       (yes) => {
-        if (yes) this.#introduced.add(domid);
+        if (!yes) return;
+        this.#introduced.add(domid);
+        this.#released.delete(domid);
       },
       () => undefined,
     );
@@ -514,7 +608,10 @@ export class XenbusRegistry {
   async #checkReleased(): Promise<void> {
     for (const domid of [...this.#introduced]) {
       const still = await this.#xs.isDomainIntroduced(domid).catch(() => true);
-      if (!still) this.#domainDied(domid);
+      if (!still) {
+        this.#released.add(domid);
+        this.#domainDied(domid);
+      }
     }
   }
 

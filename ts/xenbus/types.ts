@@ -30,6 +30,15 @@ export type Busy =
 /** Where the device is in its life. */
 export type Phase = 'active' | 'failed' | 'removing' | 'removed';
 
+/**
+ * Why a device is being removed: its backend directory is gone (the
+ * toolstack removed it), its domain died, or its frontend vanished (the
+ * frontend's state can no longer be read, as when the guest deleted its
+ * directory). In the last two cases the backend directory is still there
+ * and the device ends by writing Closed to it, as Linux's backends do.
+ */
+export type Removal = 'backend-removed' | 'domain-dead' | 'frontend-gone';
+
 /** A device as the state machine sees it. Plain data. */
 export interface Device {
   readonly key: DeviceKey;
@@ -50,6 +59,8 @@ export interface Device {
   /** init ran and disconnect has not: disconnect runs once per connection. */
   readonly opened: boolean;
   readonly phase: Phase;
+  /** Why the device is being removed, once it is. */
+  readonly removal: Removal | null;
   readonly failure: string | null;
   readonly busy: Busy | null;
   /** Reads in flight, by `side:node`; `true` when another read is wanted after it (coalescing). */
