@@ -1,14 +1,23 @@
-import { setTimeout as delay } from 'node:timers/promises';
+import { closeSync } from 'node:fs';
+import { isatty } from 'node:tty';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { firstValueFrom, take, toArray } from 'rxjs';
 
-import { ConsoleService, SimulatedHost, XenbusRegistry, XenbusState } from '../ts/index.js';
+import {
+  ConsoleService,
+  SimulatedHost,
+  XenbusRegistry,
+  XenbusState,
+  addDevice,
+  findConsoleTty,
+  openConsoleTerminal,
+} from '../ts/index.js';
 import type { LogEntry, SimConsoleFrontend } from '../ts/index.js';
 import type { Guest } from '../ts/index.js';
-import { pollUntil } from './helpers/poll.js';
-import { startXenrx } from './helpers/process.js';
+import { pollUntil, readUntil } from './helpers/poll.js';
+import { runXenrx as runXenrxOnce, startXenrx } from './helpers/process.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
 
 interface Setup {
@@ -19,7 +28,7 @@ interface Setup {
 
 async function setup(t: ExecutionContext, pty = false, logs: LogEntry[] = []): Promise<Setup> {
   const host = await SimulatedHost.start();
-  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), deaths$: host.domains.deaths$ });
+  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), domains: host.domains });
   const consoles = new ConsoleService({ host: host.platform, pty });
   await registry.register('console', consoles.ops);
   t.teardown(async () => {
@@ -103,8 +112,8 @@ test('xenrx console attaches to a guest console and detaches on Ctrl-]', async (
   const typed = firstValueFrom(fe.input$);
   cli.child.stdin.write('uname -a\n');
   t.is((await typed).toString(), 'uname -a\n');
-  // Give the CLI's terminal time to open before the guest speaks.
-  await delay(200);
+  // The CLI wrote what it read from its terminal into the console, so it
+  // has the console's terminal open and is reading it.
   fe.write('Linux guest6\n');
   await cli.waitFor(/Linux guest6/);
   cli.child.stdin.write(Buffer.from([0x1d]));
@@ -122,4 +131,108 @@ test('a destroyed guest takes its console device with it; other guests stay', as
   const line = firstValueFrom(s.consoles.lines$(8));
   fe.write('alive\n');
   t.is(await line, 'alive');
+});
+
+test('the toolstack pre-creates tty read-only to the guest, before the console connects', async (t) => {
+  const s = await setup(t, true);
+  const guest = await s.host.createGuest(9, 'guest9');
+  // No frontend: the console never connects, and the guest tries its luck.
+  await addDevice(s.host.dom0, { type: 'console', frontendDomid: 9, devid: 0, frontendReadOnly: { tty: '' } });
+  t.deepEqual(await s.host.dom0.getPerms('/local/domain/9/device/console/0/tty'), [
+    { domid: 0, access: 'none' },
+    { domid: 9, access: 'read' },
+  ]);
+  const err = await t.throwsAsync(guest.xs.write('device/console/0/tty', '/dev/pts/0'));
+  t.regex(err?.message ?? '', /EACCES/);
+  const rm = await t.throwsAsync(guest.xs.rm('device/console/0/tty'));
+  t.regex(rm?.message ?? '', /EACCES/);
+  await t.throwsAsync(findConsoleTty(s.host.dom0, 9), { message: /not connected/ });
+  // The guest may remove its whole device directory, but not make it again.
+  await guest.xs.rm('device/console/0');
+  const again = await t.throwsAsync(guest.xs.write('device/console/0/tty', '/dev/pts/0'));
+  t.regex(again?.message ?? '', /EACCES/);
+  await t.throwsAsync(findConsoleTty(s.host.dom0, 9), { message: /does not exist/ });
+});
+
+test("xenrx console refuses a tty the guest wrote itself, and never opens it (XSA-57)", async (t) => {
+  const s = await setup(t, true);
+  await guestWithConsole(s, 10);
+  const other = await s.host.createGuest(11, 'guest11');
+  // Guest 11's console, whose frontend never connects, added by a
+  // toolstack that did not pre-create tty.
+  await addDevice(s.host.dom0, { type: 'console', frontendDomid: 11, devid: 0 });
+  const tty10 = await s.host.dom0.read('/local/domain/10/device/console/0/tty');
+  // Guest 11 owns its device directory: it writes a tty naming guest 10's terminal.
+  await other.xs.write('device/console/0/tty', tty10);
+  await t.throwsAsync(findConsoleTty(s.host.dom0, 11), { message: /written by the guest itself/ });
+  const cli = startXenrx(['console', '11', '--socket', s.host.socket]);
+  t.teardown(() => {
+    if (cli.child.exitCode === null) cli.child.kill('SIGKILL');
+  });
+  cli.child.stdin.write('rm -rf /\n');
+  t.is(await cli.exited(), 1);
+  t.regex(cli.output(), /no usable console 0: .*written by the guest itself/);
+});
+
+test('a tty the guest may write, of a console not Connected, or naming no pseudo-terminal is refused', async (t) => {
+  const s = await setup(t, true);
+  await guestWithConsole(s, 12);
+  const dom0 = s.host.dom0;
+  const node = '/local/domain/12/device/console/0/tty';
+  const tty = await dom0.read(node);
+  t.is((await findConsoleTty(dom0, 12)).path, tty, 'as published, it is found');
+  await dom0.setPerms(node, ['n0', 'b12']);
+  await t.throwsAsync(findConsoleTty(dom0, 12), { message: /writable by the guest/ });
+  await dom0.setPerms(node, ['w0']);
+  await t.throwsAsync(findConsoleTty(dom0, 12), { message: /writable by the guest/ }, 'everyone may write by default');
+  await dom0.setPerms(node, ['r0']);
+  t.is((await findConsoleTty(dom0, 12)).path, tty, 'everyone may read by default: fine');
+  await dom0.setPerms(node, ['n0', 'r12']);
+  for (const bad of ['/etc/passwd', '/dev/null', '/dev/pts/../null', '/dev/pts/ptmx', 'relative/0']) {
+    await dom0.write(node, bad);
+    await t.throwsAsync(findConsoleTty(dom0, 12), { message: /not a pseudo-terminal/ }, bad);
+  }
+  await dom0.write(node, tty);
+  await dom0.write('/local/domain/0/backend/console/12/0/frontend', '/local/domain/12/device/console/1');
+  await t.throwsAsync(findConsoleTty(dom0, 12), { message: /belongs to no console/ });
+  t.is(await findConsoleTty(dom0, 99).catch((e: unknown) => (e instanceof Error ? e.message : '')), 'domain 99 has no usable console 0: /local/domain/99/device/console/0/tty does not exist; /local/domain/99/console/tty does not exist');
+});
+
+test("a closed console's tty is emptied, so its terminal number cannot lead to the next console", async (t) => {
+  const s = await setup(t, true);
+  const { fe } = await guestWithConsole(s, 13);
+  const node = '/local/domain/13/device/console/0/tty';
+  t.regex(await s.host.dom0.read(node), /^\/dev\/pts\/\d+$/);
+  await fe.handshake.close();
+  await waitDevice(s.registry, 'console', 13, 0, (d) => d.beState === XenbusState.Closed);
+  t.is(await readUntil(() => s.host.dom0.read(node), (v) => v === ''), '');
+  await t.throwsAsync(findConsoleTty(s.host.dom0, 13), { message: /not connected/ });
+  const cli = await runXenrxOnce(['console', '13', '--socket', s.host.socket]);
+  t.is(cli.code, 1);
+  t.regex(cli.stderr, /console 0 is not connected/);
+});
+
+test('openConsoleTerminal opens a console pseudo-terminal and nothing else', async (t) => {
+  const s = await setup(t, true);
+  await guestWithConsole(s, 14);
+  const tty = (await findConsoleTty(s.host.dom0, 14)).path;
+  const fd = openConsoleTerminal(tty);
+  t.true(isatty(fd));
+  closeSync(fd);
+  for (const bad of ['/etc/passwd', '/dev/null', '/dev/zero', '/dev/pts/ptmx', '/dev/pts/999999', '/dev/pts/../../etc/passwd']) {
+    t.throws(() => openConsoleTerminal(bad), undefined, bad);
+  }
+});
+
+test('a domain id used again gets a working console each time', async (t) => {
+  const s = await setup(t);
+  for (let round = 1; round <= 5; round++) {
+    const { fe } = await guestWithConsole(s, 15);
+    const line = firstValueFrom(s.consoles.lines$(15));
+    fe.write(`round ${String(round)}\n`);
+    t.is(await line, `round ${String(round)}`);
+    const gone = new Promise<void>((r) => s.registry.state$('console', 15, 0)?.subscribe({ complete: r }));
+    await s.host.destroyGuest(15);
+    await gone;
+  }
 });

@@ -6,7 +6,8 @@
 // guest, XSA-57), so that `xenrx console <domid>` can attach to it.
 import { StringDecoder } from 'node:string_decoder';
 
-import { Observable, Subject, filter, map, mergeMap, scan } from 'rxjs';
+import { Observable, Subject, filter, map } from 'rxjs';
+import type { OperatorFunction } from 'rxjs';
 
 import { native } from '../native.js';
 import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
@@ -27,6 +28,64 @@ export interface ConsoleOptions {
   readonly rateLimitEvents?: number;
   /** The rate-limit window in ms (default 200). */
   readonly rateLimitWindowMs?: number;
+}
+
+/**
+ * The longest line `lines$` holds back while it waits for the newline, in
+ * UTF-16 code units: a guest that never ends its line gets it emitted in
+ * pieces of this length, so the partial line held in memory stays bounded.
+ */
+export const MAX_CONSOLE_LINE = 4096;
+
+/**
+ * Splits text into lines (without the newline; a `\r` before it is dropped
+ * too). Each chunk is scanned once: what was already split is never looked
+ * at again, and a partial line longer than `maxLine` is emitted as a line of
+ * `maxLine` units. The partial line left when the text ends is emitted.
+ */
+export function splitLines(maxLine = MAX_CONSOLE_LINE): OperatorFunction<string, string> {
+  if (!Number.isInteger(maxLine) || maxLine < 1) throw new RangeError(`maxLine must be a positive integer, got ${String(maxLine)}`);
+  return (source) =>
+    new Observable<string>((sub) => {
+      let held: string[] = [];
+      let heldLength = 0;
+      const take = (): string => {
+        const line = held.join('');
+        held = [];
+        heldLength = 0;
+        return line;
+      };
+      return source.subscribe({
+        next: (text) => {
+          let at = 0;
+          while (at < text.length) {
+            const nl = text.indexOf('\n', at);
+            const end = nl < 0 ? text.length : nl;
+            // Hold what comes before the newline, emitting full-length lines
+            // whenever the held part reaches the bound.
+            while (end - at > maxLine - heldLength) {
+              const cut = at + (maxLine - heldLength);
+              held.push(text.slice(at, cut));
+              sub.next(take());
+              at = cut;
+            }
+            if (end > at) {
+              held.push(text.slice(at, end));
+              heldLength += end - at;
+            }
+            if (nl < 0) break;
+            const line = take();
+            sub.next(line.endsWith('\r') ? line.slice(0, -1) : line);
+            at = nl + 1;
+          }
+        },
+        error: (err: unknown) => sub.error(err),
+        complete: () => {
+          if (heldLength > 0) sub.next(take());
+          sub.complete();
+        },
+      });
+    });
 }
 
 /** Guest output, tagged with its console. */
@@ -70,9 +129,14 @@ export class ConsoleService {
       return rec;
     },
     connect: (ctx, rec) => this.#connect(ctx, rec),
-    disconnect: (ctx, rec) => {
+    disconnect: async (ctx, rec) => {
+      const hadPty = rec.backend?.ptyPath != null;
       rec.backend?.stop();
       rec.backend = null;
+      // The pseudo-terminal is gone and its number will be handed out
+      // again: a `tty` left behind would lead `xenrx console` to whoever
+      // gets it next.
+      if (hadPty) await this.#unpublishTty(ctx);
       ctx.log(1, 'console stopped');
     },
     free: (_ctx, rec) => {
@@ -115,15 +179,41 @@ export class ConsoleService {
       throw PlatformError.fromNative(err);
     }
     const tty = rec.backend.ptyPath;
-    if (tty !== null && ctx.frontendPath !== null) {
-      // The guest may read where its console is, never change it.
-      const node = `${ctx.frontendPath}/tty`;
-      await ctx.xs.transaction(async (tx) => {
-        await tx.write(node, tty);
-        await tx.setPerms(node, ['n0', `r${String(rec.domid)}`]);
-      });
-    }
+    if (tty !== null) await this.#publishTty(ctx, tty);
     ctx.log(1, `console connected (ring-ref ${String(ringRef)}, port ${String(port)}${tty ? `, ${tty}` : ''})`);
+  }
+
+  /**
+   * Publishes the pseudo-terminal as `tty` in the frontend directory, owned
+   * by the backend domain and read-only to the guest (XSA-57). The toolstack
+   * pre-creates the node so; where it did not, or the guest replaced it,
+   * the node is (re)made with those permissions.
+   */
+  async #publishTty(ctx: DeviceContext, tty: string): Promise<void> {
+    const fe = ctx.frontendPath;
+    if (fe === null) return;
+    const node = `${fe}/tty`;
+    const be = this.#options.backendDomid ?? 0;
+    await ctx.xs.transaction(async (tx) => {
+      // Never re-create a frontend directory the guest removed.
+      if (!(await tx.exists(fe))) return;
+      await tx.write(node, tty);
+      await tx.setPerms(node, [`n${String(be)}`, `r${String(ctx.key.domid)}`]);
+    });
+  }
+
+  /** Empties the published `tty`, if it is still there. */
+  async #unpublishTty(ctx: DeviceContext): Promise<void> {
+    const fe = ctx.frontendPath;
+    if (fe === null) return;
+    const node = `${fe}/tty`;
+    try {
+      await ctx.xs.transaction(async (tx) => {
+        if (await tx.exists(node)) await tx.write(node, '');
+      });
+    } catch (err) {
+      ctx.log(0, `clearing ${node} failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** A console's raw output. */
@@ -148,16 +238,13 @@ export class ConsoleService {
     });
   }
 
-  /** A console's output line by line (without the newline; a `\r` before it is dropped too). */
-  lines$(domid: number, devid = 0): Observable<string> {
-    return this.text$(domid, devid).pipe(
-      scan((acc: { rest: string; lines: string[] }, text) => {
-        const parts = (acc.rest + text).split('\n');
-        const rest = parts.pop() ?? '';
-        return { rest, lines: parts.map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)) };
-      }, { rest: '', lines: [] }),
-      mergeMap((acc) => acc.lines),
-    );
+  /**
+   * A console's output line by line (without the newline; a `\r` before it
+   * is dropped too). A line longer than `maxLine` (default
+   * {@link MAX_CONSOLE_LINE}) arrives in pieces of that length.
+   */
+  lines$(domid: number, devid = 0, maxLine = MAX_CONSOLE_LINE): Observable<string> {
+    return this.text$(domid, devid).pipe(splitLines(maxLine));
   }
 
   /** Types input into a guest's console; returns the bytes its ring accepted. */

@@ -1,2 +1,4 @@
-export { ConsoleService } from './console.js';
+export { ConsoleService, MAX_CONSOLE_LINE, splitLines } from './console.js';
 export type { ConsoleOptions, ConsoleOutput } from './console.js';
+export { findConsoleTty, openConsoleTerminal } from './console-tty.js';
+export type { ConsoleTty } from './console-tty.js';

@@ -1,31 +1,23 @@
 // `xenrx console <domid>`: attaches the terminal to a guest's console, as
 // `xl console` does: it finds the console's pseudo-terminal in XenStore
-// (`tty` of the console's frontend directory) and copies both ways until
-// Ctrl-] or until the console goes away.
-import { closeSync, openSync, writeSync } from 'node:fs';
+// (`tty` of the console's frontend directory), checks that the backend
+// published it for a Connected console and that it is a pseudo-terminal
+// (see backends/console-tty.ts), and copies both ways until Ctrl-] or until
+// the console goes away.
+import { closeSync, writeSync } from 'node:fs';
 import { ReadStream } from 'node:tty';
 
 import type { Command } from 'commander';
 
-import type { XenStore } from '../xenstore/index.js';
+import { findConsoleTty, openConsoleTerminal } from '../backends/console-tty.js';
+import { devid as devidArg, domid as domidArg } from './args.js';
 
 /** The escape that detaches, as in xl console: Ctrl-]. */
 const ESCAPE = 0x1d;
 
 interface Options {
   socket?: string;
-  devid: string;
-}
-
-/** Where the console's pseudo-terminal is: a xenbus console device, or the primary console. */
-export async function findConsoleTty(xs: XenStore, domid: number, devid: number): Promise<string> {
-  const home = `/local/domain/${String(domid)}`;
-  const candidates = [`${home}/device/console/${String(devid)}/tty`, ...(devid === 0 ? [`${home}/console/tty`] : [])];
-  for (const node of candidates) {
-    const tty = await xs.tryRead(node);
-    if (tty) return tty;
-  }
-  throw new Error(`domain ${String(domid)} has no console ${String(devid)} with a terminal (looked at ${candidates.join(', ')})`);
+  devid: number;
 }
 
 /** Adds the `console` subcommand. */
@@ -33,23 +25,21 @@ export function addConsoleCommand(program: Command): void {
   program
     .command('console')
     .description("attach to a guest's console (Ctrl-] detaches)")
-    .argument('<domid>', 'the guest')
+    .argument('<domid>', 'the guest', domidArg)
     .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket)')
-    .option('--devid <n>', 'console device id', '0')
-    .action(async (domidArg: string, opts: Options) => {
-      const domid = Number.parseInt(domidArg, 10);
-      if (!Number.isInteger(domid) || domid < 0) throw new Error(`bad domain id ${domidArg}`);
+    .option('--devid <n>', 'console device id', devidArg, 0)
+    .action(async (domid: number, opts: Options) => {
       // Loaded here: --help must work without the native addon.
       const { XenStore } = await import('../xenstore/index.js');
       const xs = await XenStore.connect({ path: opts.socket, reconnect: false });
       let tty: string;
       try {
-        tty = await findConsoleTty(xs, domid, Number.parseInt(opts.devid, 10));
+        tty = (await findConsoleTty(xs, domid, opts.devid)).path;
       } finally {
         xs.close();
       }
       // A pseudo-terminal is a tty: libuv polls it, no thread blocks on it.
-      const fd = openSync(tty, 'r+');
+      const fd = openConsoleTerminal(tty);
       const guest = new ReadStream(fd);
       const stdin = process.stdin;
       const raw = stdin.isTTY;
