@@ -1,3 +1,7 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import test from 'ava';
 
 import { runXenrx as runCli, startXenrx } from './helpers/process.js';
@@ -14,20 +18,30 @@ test('--help lists every subcommand on one line', async (t) => {
 });
 
 test('the demo boots two guests with consoles, then shuts down cleanly', async (t) => {
-  const { code, stdout } = await runCli(['demo', '--duration', '6']);
-  t.is(code, 0, stdout);
-  t.regex(stdout, /xenbus console-1-0: backend Connected, frontend Connected/);
-  t.regex(stdout, /xenbus console-2-0: backend Connected, frontend Connected/);
-  t.regex(stdout, /guest1 \| Booting paravirtualized kernel on Xen/);
-  t.regex(stdout, /guest1 \| guest1 received: "uptime\\n"/);
-  t.regex(stdout, /guest2 VM run state: shutdown/);
-  t.regex(stdout, /console-2-0: .*\(removed\)/);
+  // Long enough never to run out: the test waits for the demo's last step.
+  const demo = startXenrx(['demo', '--duration', '600']);
+  t.teardown(() => {
+    if (demo.child.exitCode === null) demo.child.kill('SIGKILL');
+  });
+  // Each step of the demo's story, waited for in turn.
+  const steps = [
+    /xenbus console-1-0: backend Connected, frontend Connected/,
+    /xenbus console-2-0: backend Connected, frontend Connected/,
+    /guest1 \| Booting paravirtualized kernel on Xen/,
+    /guest1 \| guest1 received: "uptime\\n"/,
+    /guest2 VM run state: shutdown/,
+    /console-2-0: .*\(removed\)/,
+  ];
+  for (const step of steps) await demo.waitFor(step);
+  t.is(await demo.stop('SIGTERM'), 0);
+  const stdout = demo.output();
+  for (const step of steps) t.regex(stdout, step);
   t.regex(stdout, /stopped cleanly/);
 });
 
 test('the demo stops cleanly on SIGINT', async (t) => {
   const demo = startXenrx(['demo', '--duration', '60']);
-  await demo.waitFor(/attach from another terminal/, 20_000);
+  await demo.waitFor(/attach from another terminal/);
   t.is(await demo.stop('SIGINT'), 0);
   t.regex(demo.output(), /SIGINT: shutting down/);
   t.regex(demo.output(), /stopped cleanly/);
@@ -50,4 +64,36 @@ test('build-native without Rust says what is missing', async (t) => {
   const { code, stderr } = await runCli(['build-native'], { ...process.env, PATH: '/nonexistent' });
   t.is(code, 1);
   t.regex(stderr, /cargo was not found on PATH: install Rust/);
+});
+
+test('numbers on the command line are checked, with errors that say what is wrong', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['console', '1', '--devid', 'xyz'], /a device id must be a whole number, got "xyz"/],
+    [['console', 'abc'], /a domain id must be a whole number, got "abc"/],
+    [['console', '1.5'], /a domain id must be a whole number/],
+    [['console', '40000'], /a domain id must be between 0 and 32751, got 40000/],
+    [['console', '-1'], /unknown option '-1'|a domain id must be a whole number/],
+    [['demo', '--duration', '0'], /seconds must be a number greater than 0, got "0"/],
+    [['demo', '--duration', '5s'], /seconds must be a number greater than 0, got "5s"/],
+    [['xs', 'watch', '-n', 'ten', '/a'], /the count must be a whole number, got "ten"/],
+  ];
+  for (const [args, message] of cases) {
+    const { code, stderr } = await runCli(args);
+    t.not(code, 0, args.join(' '));
+    t.regex(stderr, message, args.join(' '));
+    t.notRegex(stderr, /NaN/, args.join(' '));
+  }
+});
+
+test('xenstored refuses a socket in a directory that does not exist, and creates none', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'no', 'such', 'xs.sock');
+  const { code, stderr } = await runCli(['xenstored', '--socket', socket]);
+  t.is(code, 1);
+  t.regex(stderr, /the directory of the socket \(.*\/no\/such\) does not exist/);
+  t.false(existsSync(join(dir, 'no')));
+  const state = await runCli(['xenstored', '--socket', join(dir, 'xs.sock'), '--state-file', join(dir, 'none', 'state')]);
+  t.is(state.code, 1);
+  t.regex(state.stderr, /the directory of the state file \(.*\/none\) does not exist/);
 });

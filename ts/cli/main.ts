@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 
 import { packageInfo } from '../package-info.js';
+import { seconds } from './args.js';
 import { addConsoleCommand } from './console.js';
 import { addXenstoredCommand } from './xenstored.js';
 import { addXsCommand } from './xs.js';
@@ -18,11 +19,10 @@ program
 program
   .command('demo')
   .description('run the demo on the embedded simulated host')
-  .option('--duration <seconds>', 'stop after this long (default: until Ctrl-C on a terminal, 12 s otherwise)')
-  .action(async (opts: { duration?: string }) => {
+  .option('--duration <seconds>', 'stop after this long (default: until Ctrl-C on a terminal, 12 s otherwise)', seconds)
+  .action(async (opts: { duration?: number }) => {
     const { runDemo } = await import('./demo.js');
-    const duration = opts.duration !== undefined ? Number(opts.duration) : process.stdin.isTTY ? undefined : 12;
-    if (duration !== undefined && !(duration > 0)) throw new Error(`bad duration ${String(opts.duration)}`);
+    const duration = opts.duration ?? (process.stdin.isTTY ? undefined : 12);
     await runDemo({ duration });
   });
 

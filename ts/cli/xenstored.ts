@@ -1,6 +1,7 @@
 // `xenrx xenstored`: the embedded XenStore daemon in the foreground.
 import type { Command } from 'commander';
 
+import { inExistingDirectory } from './args.js';
 import { untilStopped } from './signals.js';
 
 interface Options {
@@ -15,9 +16,9 @@ export function addXenstoredCommand(program: Command): void {
   program
     .command('xenstored')
     .description('run a XenStore daemon until SIGINT or SIGTERM')
-    .requiredOption('--socket <path>', 'privileged (dom0) socket')
-    .option('--state-file <file>', 'persist the store here (atomic writes)')
-    .option('--domain-socket-dir <dir>', 'per-domain sockets (default: <socket>.d)')
+    .requiredOption('--socket <path>', 'privileged (dom0) socket, in an existing directory', inExistingDirectory('socket'))
+    .option('--state-file <file>', 'persist the store here (atomic writes), in an existing directory', inExistingDirectory('state file'))
+    .option('--domain-socket-dir <dir>', 'per-domain sockets (default: <socket>.d), in an existing directory', inExistingDirectory('domain socket directory'))
     .option('--quiet', 'do not log', false)
     .action(async (opts: Options) => {
       // Loaded here: --help must work without the native addon.

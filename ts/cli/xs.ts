@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { formatPermission } from '../xenstore/perms.js';
 import type { Permission } from '../xenstore/perms.js';
 import type { XenStore } from '../xenstore/index.js';
+import { integer } from './args.js';
 import { untilStopped } from './signals.js';
 
 interface Global {
@@ -93,7 +94,7 @@ export function addXsCommand(program: Command): void {
   xs.command('watch')
     .description('print changed paths at or below a node until Ctrl-C')
     .argument('<path>')
-    .option('-n, --count <n>', 'exit after this many events', (v) => Number.parseInt(v, 10))
+    .option('-n, --count <n>', 'exit after this many events', integer('the count', 1, Number.MAX_SAFE_INTEGER))
     .action(async (path: string, opts: { count?: number }, cmd: Command) => {
       await withClient(cmd, async (c) => {
         let seen = 0;

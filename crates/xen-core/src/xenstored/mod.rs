@@ -133,8 +133,22 @@ impl Daemon {
             Some(path) => state_file::load(path)?,
             None => Store::new(),
         };
+        require_socket_dir(&config.socket)?;
+        // The daemon's own directory of per-domain sockets, next to the
+        // socket by default; its parent must exist like the socket's.
+        match std::fs::create_dir(config.domain_dir()) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot make the domain socket directory {}: {e}",
+                        config.domain_dir().display()
+                    ),
+                ))
+            }
+            _ => {}
+        }
         let listener = bind(&config.socket, rt)?;
-        std::fs::create_dir_all(config.domain_dir())?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -239,6 +253,22 @@ impl Drop for Daemon {
     }
 }
 
+/// The socket's directory is the operator's to make: a typo in it is an
+/// error, not a new directory tree nobody looks in.
+fn require_socket_dir(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the directory of socket {} does not exist: {}",
+                path.display(),
+                dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Binds a Unix socket, replacing a stale socket file but refusing one a
 /// live daemon still listens on. The socket is for its owner only.
 fn bind(path: &Path, rt: &Handle) -> io::Result<UnixListener> {
@@ -250,9 +280,6 @@ fn bind(path: &Path, rt: &Handle) -> io::Result<UnixListener> {
             ));
         }
         std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
     }
     let std_listener = std::os::unix::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;

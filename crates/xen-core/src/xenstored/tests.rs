@@ -31,6 +31,24 @@ async fn serves_requests_over_the_privileged_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_in_a_missing_directory_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::new(dir.path().join("no/such/dir/xs.sock"));
+    quiet(&mut c);
+    let err = Daemon::start(c, &Handle::current()).err().unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    assert!(err.to_string().contains("no/such/dir"), "{err}");
+    assert!(!dir.path().join("no").exists(), "no directory was made");
+
+    let mut c = Config::new(dir.path().join("xs.sock"));
+    c.domain_socket_dir = Some(dir.path().join("missing/domains"));
+    quiet(&mut c);
+    let err = Daemon::start(c, &Handle::current()).err().unwrap();
+    assert!(err.to_string().contains("missing/domains"), "{err}");
+    assert!(!dir.path().join("missing").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_frame_closes_only_that_connection() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path());
