@@ -1,10 +1,9 @@
-import { setTimeout as delay } from 'node:timers/promises';
-
 import test from 'ava';
 import { firstValueFrom, take, toArray } from 'rxjs';
 
 import { DomainWatcher, SimHypervisor, actionsForChange, diffDomains, simDomainSource } from '../ts/index.js';
 import type { DomainInfo, LifecycleEvent, RunState } from '../ts/index.js';
+import { pollUntil } from './helpers/poll.js';
 
 const running = (domid: number): DomainInfo => ({ domid, running: true, paused: false, blocked: false, dying: false });
 
@@ -49,6 +48,8 @@ test('each domain change maps to the request QEMU would get', (t) => {
 test('a simulated domain drives its VM lifecycle end to end', async (t) => {
   const hv = new SimHypervisor();
   const watcher = new DomainWatcher(simDomainSource(hv));
+  const changes: string[] = [];
+  const changeSub = watcher.changes$.subscribe((c) => changes.push(`${c.kind}:${String(c.domid)}`));
   const states: RunState[] = [];
   const events: LifecycleEvent['type'][] = [];
   const deaths: number[] = [];
@@ -60,46 +61,48 @@ test('a simulated domain drives its VM lifecycle end to end', async (t) => {
   t.teardown(() => {
     conn.unsubscribe();
     deathSub.unsubscribe();
+    changeSub.unsubscribe();
   });
-  const settle = () => delay(20);
 
   hv.createDomain({ domid: 7, paused: true });
   hv.createDomain({ domid: 8 });
-  await settle();
+  await pollUntil(() => changes.includes('appeared:7') && changes.includes('appeared:8'));
   t.deepEqual(states, ['prelaunch'], 'built paused: not started yet');
   hv.unpauseDomain(7);
-  await settle();
+  await pollUntil(() => states.length === 2);
   hv.pauseDomain(7);
-  await settle();
+  await pollUntil(() => states.length === 3);
   hv.unpauseDomain(7);
-  await settle();
+  await pollUntil(() => states.length === 4);
   t.deepEqual(states, ['prelaunch', 'running', 'paused', 'running']);
   hv.shutdownDomain(7, 'reboot');
-  await settle();
+  await pollUntil(() => events.includes('RESET'));
   t.true(events.includes('RESET'), events.join(','));
   hv.resumeDomain(7);
   hv.shutdownDomain(7, 'crash');
-  await settle();
+  await pollUntil(() => events.includes('GUEST_PANICKED') && states.at(-1) === 'guest-panicked');
   t.true(events.includes('GUEST_PANICKED'));
   t.is(states.at(-1), 'guest-panicked', 'panic action pause');
   t.deepEqual(deaths, []);
   hv.destroyDomain(7);
-  await settle();
+  await pollUntil(() => deaths.length === 1);
   t.deepEqual(deaths, [7], 'the registry learns of the death');
   hv.destroyDomain(8);
-  await settle();
+  await pollUntil(() => deaths.length === 2);
   t.deepEqual(deaths, [7, 8]);
 });
 
 test('changes are read from the source on each signal; a reading sees the state of its moment', async (t) => {
   const hv = new SimHypervisor();
   const watcher = new DomainWatcher(simDomainSource(hv));
+  const seen: string[] = [];
+  const sub = watcher.changes$.subscribe((c) => seen.push(c.kind));
+  t.teardown(() => sub.unsubscribe());
   const got = firstValueFrom(watcher.changes$.pipe(take(4), toArray()));
-  const tick = () => delay(10);
   hv.createDomain({ domid: 3 });
-  await tick();
+  await pollUntil(() => seen.length === 1);
   hv.pauseDomain(3);
-  await tick();
+  await pollUntil(() => seen.length === 2);
   // Two changes between readings are seen together, as a poll of Xen would see them.
   hv.unpauseDomain(3);
   hv.shutdownDomain(3, 'poweroff');

@@ -234,7 +234,7 @@ test('a device type with its data path in TypeScript gets its events', async (t)
   await fe.waitState(XenbusState.Connected);
   for (let i = 1; i <= 3; i++) {
     ch.notify(port);
-    t.deepEqual(await ch.waitPending(5000), [port], `answer ${String(i)}`);
+    t.deepEqual(await ch.waitPending(60_000), [port], `answer ${String(i)}`);
     ch.unmask(port);
   }
   t.is(events, 3);

@@ -2,12 +2,11 @@
 // clients (Debian's xenstore-utils, libxenstore) against our daemon.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { run, runXenrx, startXenrx } from './helpers/process.js';
+import { run, runXenrx, startProgram, startXenrx } from './helpers/process.js';
 import type { Background } from './helpers/process.js';
 import { tempDir } from './helpers/xenstore.js';
 
@@ -86,13 +85,15 @@ interop("Xen's own C clients work against xenrx xenstored", async (t) => {
   // Our client sees what the C client set.
   t.is((await runXenrx(['xs', '--socket', socket, 'ls', '-r', '/local/domain/1'])).stdout.split('\n')[0], 'name = "guest1"  (n0 r1)');
 
-  const watch = run('xenstore-watch', ['-n', '2', '/local/domain/1'], env);
-  // Give the watcher time to register, then change something below it.
-  await delay(500);
+  const watch = startProgram('xenstore-watch', ['-n', '2', '/local/domain/1'], env);
+  t.teardown(() => {
+    if (watch.child.exitCode === null) watch.child.kill('SIGKILL');
+  });
+  // The watch fires once when it is set: then change something below it.
+  await watch.waitFor(/^\/local\/domain\/1$/m);
   t.is((await x('xenstore-write', '/local/domain/1/state', '4')).code, 0);
-  const watched = await watch;
-  t.is(watched.code, 0);
-  t.deepEqual(watched.stdout.trim().split('\n'), ['/local/domain/1', '/local/domain/1/state']);
+  t.is(await watch.exited(), 0);
+  t.deepEqual(watch.output().trim().split('\n'), ['/local/domain/1', '/local/domain/1/state']);
 
   t.is((await x('xenstore-rm', '/local/domain/1/memory')).code, 0);
   t.not((await x('xenstore-read', '/local/domain/1/memory/target')).code, 0);

@@ -43,7 +43,15 @@ export interface Background {
 
 /** Starts the xenrx CLI in the background. */
 export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Background {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], { env });
+  return startProgram(process.execPath, ['--import', 'tsx', cliEntry, ...args], env);
+}
+
+/**
+ * Starts a program in the background. `waitFor`'s bound only keeps a broken
+ * test from hanging: it is far beyond what any step takes.
+ */
+export function startProgram(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Background {
+  const child = spawn(command, args, { env });
   let out = '';
   const listeners = new Set<() => void>();
   const onData = (c: string): void => {
@@ -56,7 +64,7 @@ export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = pro
   return {
     child,
     output: () => out,
-    waitFor: (pattern, ms = 10_000) =>
+    waitFor: (pattern, ms = 60_000) =>
       new Promise((resolve, reject) => {
         const check = (): void => {
           if (pattern.test(out)) {

@@ -37,9 +37,22 @@ export async function startDaemon(t: ExecutionContext, stateFile = false): Promi
   return { dir, daemon, dom0 };
 }
 
-/** Collects what an Observable emits until `count` values arrived (or times out). */
-export function take<T>(source: Observable<T>, count: number, ms = 5000): Promise<T[]> {
-  return new Promise((resolve, reject) => {
+/** What a watch collected, and when it started. */
+export interface Collected<T> {
+  /** Resolves with the first value: for `watch$`, once the watch is set. */
+  readonly started: Promise<void>;
+  /** Resolves once `count` values arrived. */
+  readonly values: Promise<T[]>;
+}
+
+/**
+ * Collects what an Observable emits until `count` values arrived. The
+ * bound only keeps a broken test from hanging.
+ */
+export function take<T>(source: Observable<T>, count: number, ms = 60_000): Collected<T> {
+  let started!: () => void;
+  const first = new Promise<void>((resolve) => (started = resolve));
+  const values = new Promise<T[]>((resolve, reject) => {
     const got: T[] = [];
     const timer = setTimeout(() => {
       sub.unsubscribe();
@@ -48,6 +61,7 @@ export function take<T>(source: Observable<T>, count: number, ms = 5000): Promis
     const sub = source.subscribe({
       next: (v) => {
         got.push(v);
+        if (got.length === 1) started();
         if (got.length === count) {
           clearTimeout(timer);
           sub.unsubscribe();
@@ -60,4 +74,5 @@ export function take<T>(source: Observable<T>, count: number, ms = 5000): Promis
       },
     });
   });
+  return { started: first, values };
 }

@@ -97,12 +97,12 @@ export class SimFrontend {
   }
 
   /** Resolves when the backend reaches `state` (or rejects after `ms`). */
-  waitBackend(state: number, ms = 10_000): Promise<number> {
+  waitBackend(state: number, ms = 60_000): Promise<number> {
     return firstValueFrom(this.#backendState.pipe(filter((s) => s === state), timeout(ms)));
   }
 
   /** Resolves when our state is `state`. */
-  waitState(state: number, ms = 10_000): Promise<number> {
+  waitState(state: number, ms = 60_000): Promise<number> {
     return firstValueFrom(this.#state.pipe(filter((s) => s === state), timeout(ms)));
   }
 
