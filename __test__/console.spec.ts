@@ -29,7 +29,7 @@ interface Setup {
 async function setup(t: ExecutionContext, pty = false, logs: LogEntry[] = []): Promise<Setup> {
   const host = await SimulatedHost.start();
   const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), domains: host.domains });
-  const consoles = new ConsoleService({ host: host.platform, pty });
+  const consoles = new ConsoleService({ platform: host.platform, pty });
   await registry.register('console', consoles.ops);
   t.teardown(async () => {
     await registry.close();

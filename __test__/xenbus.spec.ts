@@ -209,7 +209,7 @@ test('1,000 devices across 100 domains all reach Connected', async (t) => {
 
 test('a device type with its data path in TypeScript gets its events', async (t) => {
   const host = await SimulatedHost.start();
-  const registry = await XenbusRegistry.create(host.dom0, { host: host.platform, logger: () => undefined });
+  const registry = await XenbusRegistry.create(host.dom0, { platform: host.platform, logger: () => undefined });
   t.teardown(async () => {
     await registry.close();
     await host.stop();
@@ -227,7 +227,7 @@ test('a device type with its data path in TypeScript gets its events', async (t)
     },
   });
   const guest = await host.createGuest(12, 'guest12');
-  const ch = host.platform.evtchn(12);
+  const ch = host.sim.evtchn(12);
   const port = ch.allocUnbound(0);
   const { frontendPath } = await addDevice(host.dom0, spec(12, 0, 'echo'));
   const fe = await SimFrontend.attach(guest.xs, frontendPath, { prepare: () => ({ 'event-channel': String(port) }) });

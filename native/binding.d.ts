@@ -12,14 +12,12 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** A console backend. */
 export declare class NativeConsoleBackend {
   /**
-   * Serves a guest's console: on the simulated hypervisor through `host`,
-   * or on the real one when `host` is null (builds with real-hypervisor
-   * support only; ENODEV otherwise). `onOutput` gets the guest's output
-   * in batches of chunks, in order; `onNotice` what went wrong on the
-   * way (bogus indexes clamped, the event channel failing). Neither keeps
-   * the process alive.
+   * Serves a guest's console on `platform`'s event loop. `onOutput` gets
+   * the guest's output in batches of chunks, in order; `onNotice` what
+   * went wrong on the way (bogus indexes clamped, the event channel
+   * failing). Neither keeps the process alive.
    */
-  static start(host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void): NativeConsoleBackend
+  static start(platform: NativePlatform, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void): NativeConsoleBackend
   /**
    * Puts input into the guest's ring; returns the bytes accepted (fewer
    * when the ring is full, 0 once stopped).
@@ -35,8 +33,8 @@ export declare class NativeConsoleBackend {
   /** The counters. */
   stats(): ConsoleBackendStats
   /**
-   * Stops serving: ends the thread, closes the port, unmaps the page.
-   * Idempotent.
+   * Stops serving: leaves the event loop, closes the port, unmaps the
+   * page. Idempotent.
    */
   stop(): void
 }
@@ -102,7 +100,7 @@ export declare class NativeEventChannel {
   startEcho(port: number): NativeEcho
 }
 
-/** The gntdev of a backend domain. */
+/** The grant mapper of a backend domain (simulated or real). */
 export declare class NativeGrantDevice {
   /** Maps a batch of grants of `domid` into one contiguous mapping. */
   map(domid: number, refs: Array<number>, writable: boolean): NativeGrantMapping
@@ -144,6 +142,50 @@ export declare class NativeGuestGrantTable {
   entryFlags(gref: number): number | null
   /** Writes an entry directly, as a hostile guest may. */
   writeEntry(gref: number, flags: number, to: number, frame: number): boolean
+}
+
+/** The backend domain's hypervisor interfaces and event loop. */
+export declare class NativePlatform {
+  /** Backend domain `domid` of the simulated hypervisor `host` reaches. */
+  static simulated(host: NativeSimHost, domid: number): NativePlatform
+  /**
+   * The real hypervisor through `/dev/xen`, for domain `domid` (this
+   * process's domain: 0 in dom0). ENODEV where there is no Xen, or in
+   * builds without real-hypervisor support.
+   */
+  static xen(domid: number): NativePlatform
+  /** `"simulated"` or `"xen"`. */
+  get kind(): string
+  /** The backend domain. */
+  get domid(): number
+  /**
+   * Sets the one function told when ports bound with `bindForJs` fire
+   * (it then calls `takeEvents`). It does not keep the process alive.
+   */
+  listen(onEvents: () => void): void
+  /**
+   * The ports that fired since the last call, each once per event. Each
+   * stays masked until `unmask(port)`.
+   */
+  takeEvents(): Array<number>
+  /**
+   * Binds a port to `remotePort` of `remoteDomid` whose events go to
+   * JavaScript (see `listen`). Returns the local port.
+   */
+  bindForJs(remoteDomid: number, remotePort: number): number
+  /** Closes a port bound with `bindForJs` (ENOTCONN if it is not one). */
+  unbind(port: number): void
+  /** Signals the other end of a port. */
+  notify(port: number): void
+  /**
+   * Re-enables delivery for a port after its event was handled; an event
+   * that came meanwhile is delivered at once.
+   */
+  unmask(port: number): void
+  /** The platform's grant mapper (map, copy). */
+  grantDevice(): NativeGrantDevice
+  /** Closes the ports bound for JavaScript and stops the event loop. */
+  stop(): void
 }
 
 /** A client of the simulated hypervisor. */
@@ -295,8 +337,6 @@ export declare function benchNotifyRate(ch: NativeEventChannel, port: number, mi
 
 /** How to serve a guest's console. */
 export interface ConsoleBackendOptions {
-  /** The domain the backend runs in. */
-  backendDomid: number
   /** The guest. */
   frontendDomid: number
   /** Grant reference of the console page (`console/ring-ref`). */

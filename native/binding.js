@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
 export { NativeConsoleBackend }
 export { NativeConsoleFrontend }
 export { NativeEcho }
@@ -781,6 +781,7 @@ export { NativeEventChannel }
 export { NativeGrantDevice }
 export { NativeGrantMapping }
 export { NativeGuestGrantTable }
+export { NativePlatform }
 export { NativeSimHost }
 export { NativeSimHypervisor }
 export { NativeXenCtrl }

@@ -13,6 +13,7 @@ export type {
   NativeGrantMapping,
   NativeGuestGrantTable,
   NativeInfo,
+  NativePlatform,
   NativeSimHost,
   NativeSimHypervisor,
   NativeXenstored,

@@ -12,16 +12,14 @@ import type { OperatorFunction } from 'rxjs';
 import { native } from '../native.js';
 import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
-import type { SimHost } from '../platform/index.js';
+import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceOps } from '../xenbus/index.js';
 import { parseXenbusInt } from '../xenbus/state.js';
 
 /** How consoles are served. */
 export interface ConsoleOptions {
-  /** The simulated hypervisor's client; real Xen (/dev/xen) when absent. */
-  readonly host?: SimHost;
-  /** The domain the backend runs in (default 0). */
-  readonly backendDomid?: number;
+  /** The backend domain's platform (simulated or Xen): the consoles run on its event loop. */
+  readonly platform: Platform;
   /** Serve each console on a pseudo-terminal too (default false). */
   readonly pty?: boolean;
   /** Events per window before a chatty guest is held (default 30, as xenconsoled). */
@@ -117,7 +115,7 @@ export class ConsoleService {
   /** Every console's output, raw, as it arrives. */
   readonly output$: Observable<ConsoleOutput> = this.#output.asObservable();
 
-  constructor(options: ConsoleOptions = {}) {
+  constructor(options: ConsoleOptions) {
     this.#options = options;
   }
 
@@ -156,9 +154,8 @@ export class ConsoleService {
     rec.notices = 0;
     try {
       rec.backend = native.NativeConsoleBackend.start(
-        o.host?.native ?? null,
+        o.platform.native,
         {
-          backendDomid: o.backendDomid ?? 0,
           frontendDomid: rec.domid,
           ringRef,
           remotePort: port,
@@ -193,7 +190,7 @@ export class ConsoleService {
     const fe = ctx.frontendPath;
     if (fe === null) return;
     const node = `${fe}/tty`;
-    const be = this.#options.backendDomid ?? 0;
+    const be = this.#options.platform.domid;
     await ctx.xs.transaction(async (tx) => {
       // Never re-create a frontend directory the guest removed.
       if (!(await tx.exists(fe))) return;

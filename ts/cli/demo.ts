@@ -59,7 +59,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       if (e.level === 0) say(`xenbus error: ${e.device ?? 'core'}: ${e.message}`);
     },
   });
-  const consoles = new ConsoleService({ host: host.platform, pty: true });
+  const consoles = new ConsoleService({ platform: host.platform, pty: true });
   await registry.register('console', consoles.ops);
   const subs: Subscription[] = [];
   // Each device's walk through the xenbus states.

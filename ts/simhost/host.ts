@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { DomainWatcher, simDomainSource } from '../lifecycle/index.js';
-import { SimHypervisor } from '../platform/index.js';
+import { Platform, SimHypervisor } from '../platform/index.js';
 import type { SimHost } from '../platform/index.js';
 import { XenStore, Xenstored } from '../xenstore/index.js';
 import { SimConsoleFrontend } from './console-frontend.js';
@@ -42,7 +42,10 @@ export class SimulatedHost {
     ownDir: boolean,
     readonly xenstored: Xenstored,
     readonly hypervisor: SimHypervisor,
-    readonly platform: SimHost,
+    /** The hypervisor's client: where simulated guests get their grant tables and event channels. */
+    readonly sim: SimHost,
+    /** Dom0's platform, for backends: its event channels, grant mapper and event loop. */
+    readonly platform: Platform,
     readonly dom0: XenStore,
   ) {
     this.#ownDir = ownDir;
@@ -57,7 +60,8 @@ export class SimulatedHost {
     hypervisor.createDomain({ domid: 0 });
     const dom0 = await XenStore.connect({ path: xenstored.socket });
     await dom0.write('/local/domain/0/name', 'Domain-0');
-    return new SimulatedHost(dir, options.dir === undefined, xenstored, hypervisor, hypervisor.host(), dom0);
+    const sim = hypervisor.host();
+    return new SimulatedHost(dir, options.dir === undefined, xenstored, hypervisor, sim, Platform.simulated(sim, 0), dom0);
   }
 
   /** The XenStore socket (for XENSTORED_PATH). */
@@ -96,7 +100,7 @@ export class SimulatedHost {
       backend: { protocol: 'vt100' },
       frontendReadOnly: { tty: '' },
     });
-    const fe = await SimConsoleFrontend.attach(this.platform, guest.xs, guest.domid, frontendPath, backendDomid);
+    const fe = await SimConsoleFrontend.attach(this.sim, guest.xs, guest.domid, frontendPath, backendDomid);
     const list = this.#consoles.get(guest.domid) ?? [];
     list.push(fe);
     this.#consoles.set(guest.domid, list);
@@ -129,6 +133,7 @@ export class SimulatedHost {
   async stop(): Promise<void> {
     for (const domid of [...this.#guests.keys()]) await this.destroyGuest(domid).catch(() => undefined);
     this.dom0.close();
+    this.platform.stop();
     this.xenstored.stop();
     if (this.#ownDir) rmSync(this.dir, { recursive: true, force: true });
   }

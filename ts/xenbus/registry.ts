@@ -7,7 +7,7 @@
 import { BehaviorSubject, Subject, catchError, scan } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
 
-import type { EventChannel, SimHost } from '../platform/index.js';
+import type { EventChannelBinding, Platform } from '../platform/index.js';
 import { isXenStoreError } from '../xenstore/index.js';
 import type { XenStore } from '../xenstore/index.js';
 import type { DeviceContext, DeviceOps } from './context.js';
@@ -34,10 +34,10 @@ export interface RegistryOptions {
    */
   readonly domains?: DomainLiveness;
   /**
-   * The simulated hypervisor's client, for device types whose data path is
-   * in TypeScript and use `ctx.bindEventChannel()`.
+   * The backend domain's platform, for device types whose data path is in
+   * TypeScript and use `ctx.bindEventChannel()`.
    */
-  readonly host?: SimHost;
+  readonly platform?: Platform;
 }
 
 /** What the registry needs to know of domains. */
@@ -57,7 +57,7 @@ export interface RegisterOptions extends MachineOptions {
 interface Runtime {
   device: Device;
   /** The device's event channel, when its type bound one. */
-  channel: { readonly ch: EventChannel; readonly port: number; open: boolean } | null;
+  channel: EventChannelBinding | null;
   readonly events: Subject<DeviceEvent>;
   readonly state$: BehaviorSubject<Device>;
   readonly ctx: DeviceContext;
@@ -109,8 +109,7 @@ export class XenbusRegistry {
   readonly #devices$ = new Subject<Device>();
   readonly #log$ = new Subject<LogEntry>();
   readonly #subscriptions: Subscription[] = [];
-  readonly #host: SimHost | undefined;
-  readonly #backendDomid: number;
+  readonly #platform: Platform | undefined;
   #closed = false;
 
   /** Every device's state changes. */
@@ -123,8 +122,7 @@ export class XenbusRegistry {
     this.#backendDomainPath = backendDomainPath;
     this.#levels = new LogLevels(options.debug ?? 0);
     this.#logger = options.logger ?? stderrLogger;
-    this.#host = options.host;
-    this.#backendDomid = options.backendDomid ?? 0;
+    this.#platform = options.platform;
     this.#domains = options.domains;
     if (options.domains) this.#subscriptions.push(options.domains.deaths$.subscribe((d) => this.#domainDied(d)));
     // A released domain's devices go with it. Only domains seen introduced
@@ -137,9 +135,9 @@ export class XenbusRegistry {
     );
   }
 
-  /** A registry for the backends of `backendDomid` (default dom0). */
+  /** A registry for the backends of `backendDomid` (default: the platform's domain, or dom0). */
   static async create(xs: XenStore, options: RegistryOptions = {}): Promise<XenbusRegistry> {
-    const path = await xs.getDomainPath(options.backendDomid ?? 0);
+    const path = await xs.getDomainPath(options.backendDomid ?? options.platform?.domid ?? 0);
     return new XenbusRegistry(xs, path, options);
   }
 
@@ -344,8 +342,8 @@ export class XenbusRegistry {
         }),
       notify: () => {
         const c = rtRef?.channel;
-        if (!c?.open) throw new Error(`${device.name} has no event channel bound`);
-        c.ch.notify(c.port);
+        if (!c) throw new Error(`${device.name} has no event channel bound`);
+        c.notify();
       },
     };
     const rt: Runtime = {
@@ -530,39 +528,30 @@ export class XenbusRegistry {
   }
 
   /**
-   * Binds a device's event channel (as the reference's bind_evtchn) and
-   * calls its type's `event` for each event, unmasking after each call.
+   * Binds a device's event channel (as the reference's bind_evtchn) on the
+   * platform's event loop; each event calls its type's `event`, one at a
+   * time, the port unmasked after each call.
    */
   #bindEventChannel(dt: DeviceType, rt: Runtime, remotePort: number): number {
-    if (rt.channel?.open) return rt.channel.port;
-    if (!this.#host) throw new Error('no platform: give the registry a host to bind event channels');
-    const ch = this.#host.evtchn(this.#backendDomid);
-    const port = ch.bindInterdomain(rt.device.key.domid, remotePort);
-    const channel = { ch, port, open: true };
+    if (rt.channel) return rt.channel.port;
+    if (!this.#platform) throw new Error('no platform: give the registry a platform to bind event channels');
+    const channel = this.#platform.bindEventChannel(
+      rt.device.key.domid,
+      remotePort,
+      () => dt.ops.event?.(rt.ctx, rt.data),
+      (err: unknown) => rt.events.next({ type: 'callback-failed', callback: 'event', error: errorText(err) }),
+    );
     rt.channel = channel;
-    this.#log(2, rt.device.name, `bind evtchn port ${String(port)}`);
-    void (async () => {
-      while (channel.open) {
-        const ports = await ch.waitPending(250).catch(() => [] as number[]);
-        if (!channel.open || !ports.includes(port)) continue;
-        try {
-          await dt.ops.event?.(rt.ctx, rt.data);
-        } catch (err) {
-          rt.events.next({ type: 'callback-failed', callback: 'event', error: errorText(err) });
-        }
-        if (channel.open) ch.unmask(port);
-      }
-    })();
-    return port;
+    this.#log(2, rt.device.name, `bind evtchn port ${String(channel.port)}`);
+    return channel.port;
   }
 
   #unbindEventChannel(rt: Runtime): void {
     const c = rt.channel;
-    if (!c?.open) return;
-    c.open = false;
+    if (!c) return;
     rt.channel = null;
     try {
-      c.ch.unbind(c.port);
+      c.unbind();
     } catch {
       // Already closed on the other side's death.
     }

@@ -1,28 +1,27 @@
-//! The console backend: one guest's console page, served on its own thread.
+//! The console backend: one guest's console page, served as a source of
+//! the platform's event loop (no thread of its own).
 //!
-//! Each pass of the thread, in order: take the pending events; if the rate
-//! limit allows, consume the guest's output (one copy out of the page, then
-//! publish the consumer index), push waiting input, notify the guest once,
-//! unmask the port; then hand the output to the sink and the
-//! pseudo-terminal, outside the page lock. An event past the limit stays
-//! masked until its window ends, so a guest that signals in a loop costs one
-//! pass per event allowed, not one per signal.
+//! Each run, in order: take the port's event; if the rate limit allows,
+//! consume the guest's output (one copy out of the page, then publish the
+//! consumer index), push waiting input, ask for one notification of the
+//! guest; then hand the output to the sink and the pseudo-terminal, outside
+//! the page lock. An event past the limit leaves the port masked (held)
+//! with a timer at the end of its window, so a guest that signals in a loop
+//! costs one run per event allowed, not one per signal.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::pty::Pty;
 use super::{ConsoleConfig, ConsoleError, ConsoleEvent, ConsoleStats, Counters};
-use crate::platform::poll::Notifier;
-use crate::platform::sim::EventDoorbell;
-use crate::platform::{DomId, EventChannels, GrantMapper, GrantMapping, GrantRef, Port};
+use crate::platform::event_loop::{Control, Source, SourceHandle, Wake};
+use crate::platform::{DomId, EventChannels, EvtchnError, GrantMapping, GrantRef, Platform, Port};
 use crate::ring::console::IN_SIZE;
 use crate::ring::{ConsoleRing, RingError};
 
-/// What the backend handle and its thread share.
+/// What the backend handle and its source share.
 struct Shared {
     evtchn: Arc<dyn EventChannels>,
     frontend: DomId,
@@ -78,44 +77,44 @@ impl RateLimit {
     }
 }
 
-/// A console backend. Stopping it (or dropping it) ends its thread, closes
-/// its port and unmaps the page.
+/// A console backend. Stopping it (or dropping it) takes it off the event
+/// loop, closes its port and unmaps the page.
 pub struct ConsoleBackend {
     shared: Arc<Shared>,
-    worker: Mutex<Option<(Arc<EventDoorbell>, JoinHandle<()>)>>,
+    source: Mutex<Option<SourceHandle>>,
     pty_path: Option<PathBuf>,
+    /// Keeps the event loop running while the console is on it.
+    _platform: Arc<Platform>,
 }
 
 impl ConsoleBackend {
-    /// Serves the console of `frontend`: maps its page `ring_ref` writable,
-    /// binds to its port `remote_port` and starts the thread. `evtchn` must
-    /// be a handle of its own: the thread takes every event it delivers.
-    /// `sink` gets the guest's output, on the backend's thread; it must not
-    /// stop the backend itself (stopping waits for that thread).
+    /// Serves the console of `frontend` on `platform`: maps its page
+    /// `ring_ref` writable, binds to its port `remote_port` and adds the
+    /// console to the platform's event loop. `sink` gets the guest's output,
+    /// on the loop's thread: it must not block, nor stop the backend itself.
     pub fn start(
-        evtchn: Arc<dyn EventChannels>,
-        gntdev: &dyn GrantMapper,
+        platform: &Arc<Platform>,
         frontend: DomId,
         ring_ref: GrantRef,
         remote_port: Port,
         config: ConsoleConfig,
         sink: Box<dyn FnMut(ConsoleEvent) + Send>,
     ) -> Result<ConsoleBackend, ConsoleError> {
-        let page =
-            gntdev
-                .map(frontend, &[ring_ref], true)
-                .map_err(|error| ConsoleError::MapRing {
-                    frontend,
-                    ring_ref,
-                    error,
-                })?;
+        let page = platform
+            .gntdev()
+            .map(frontend, &[ring_ref], true)
+            .map_err(|error| ConsoleError::MapRing {
+                frontend,
+                ring_ref,
+                error,
+            })?;
         ConsoleRing::backend(page.mem()).map_err(ConsoleError::Ring)?;
         let pty = match config.pty {
             true => Some(Pty::open().map_err(ConsoleError::Pty)?),
             false => None,
         };
         let pty_path = pty.as_ref().map(|p| p.path().to_owned());
-        let stop = Arc::new(EventDoorbell::new().map_err(ConsoleError::Thread)?);
+        let evtchn = platform.evtchn().clone();
         // Bound last: everything before it cleans up by being dropped.
         let port = evtchn
             .bind_interdomain(frontend, remote_port)
@@ -131,7 +130,7 @@ impl ConsoleBackend {
             page: Mutex::new(Some(page)),
             counters: Counters::default(),
         });
-        let serve = ServeLoop {
+        let source = ConsoleSource {
             shared: shared.clone(),
             sink,
             pty,
@@ -144,24 +143,26 @@ impl ConsoleBackend {
                 count: 0,
             },
             held: false,
-            notifier: Notifier::default(),
+            notify: false,
             output: Vec::new(),
             reports: Vec::new(),
-            ports: Vec::new(),
         };
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("xenrx-console-d{frontend}"))
-            .spawn(move || serve.run(&stopped));
-        match thread {
-            Ok(thread) => Ok(ConsoleBackend {
+        // The guest may have written, and signalled into the void, before
+        // the port was bound: a new source runs once at once and looks at
+        // the page.
+        match platform
+            .event_loop()
+            .add(Some(port), Box::new(source), false)
+        {
+            Ok(handle) => Ok(ConsoleBackend {
                 shared,
-                worker: Mutex::new(Some((stop, thread))),
+                source: Mutex::new(Some(handle)),
                 pty_path,
+                _platform: platform.clone(),
             }),
             Err(e) => {
                 let _ = shared.evtchn.unbind(port);
-                Err(ConsoleError::Thread(e))
+                Err(ConsoleError::EventLoop(e))
             }
         }
     }
@@ -210,13 +211,13 @@ impl ConsoleBackend {
         self.shared.counters.snapshot()
     }
 
-    /// Stops serving: ends the thread, closes the port, unmaps the page (so
-    /// the guest can end its grant). Idempotent.
+    /// Stops serving: takes the console off the event loop (waiting until
+    /// the loop no longer runs it), closes the port, unmaps the page (so the
+    /// guest can end its grant). Idempotent.
     pub fn stop(&self) {
-        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((stop, thread)) = worker {
-            let _ = stop.signal();
-            let _ = thread.join();
+        let source = self.source.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(source) = source {
+            drop(source.remove());
         }
         let page = self.shared.page().take();
         if let Some(page) = page {
@@ -232,8 +233,8 @@ impl Drop for ConsoleBackend {
     }
 }
 
-/// The backend's thread.
-struct ServeLoop {
+/// The console as a source of the event loop.
+struct ConsoleSource {
     shared: Arc<Shared>,
     sink: Box<dyn FnMut(ConsoleEvent) + Send>,
     pty: Option<Pty>,
@@ -245,75 +246,62 @@ struct ServeLoop {
     limit: RateLimit,
     /// Our port fired past the rate limit and is left masked.
     held: bool,
-    notifier: Notifier,
+    /// The run put output into, or took input out of, the ring.
+    notify: bool,
     output: Vec<u8>,
     reports: Vec<ConsoleEvent>,
-    ports: Vec<Port>,
 }
 
-/// Milliseconds until `end`, rounded up so a poll never wakes early.
-fn poll_timeout(now: Instant, end: Instant) -> i32 {
-    let us = end.saturating_duration_since(now).as_micros();
-    us.div_ceil(1000).min(i32::MAX as u128) as i32
-}
+impl Source for ConsoleSource {
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>) {
+        let now = cx.now();
+        let mut serve = why.kicked;
+        if self.held && now >= self.limit.window_end() {
+            // The window is over: serve the held event, counted against the
+            // new window, and let the port deliver again.
+            self.held = false;
+            self.limit.admit(now);
+            serve = true;
+            cx.unmask_port();
+        }
+        if why.port {
+            Counters::add(&self.shared.counters.events, 1);
+            if self.limit.admit(now) {
+                serve = true;
+            } else {
+                // Past the limit: leave the port masked, so the guest's
+                // further signals cost nothing until the window ends.
+                self.held = true;
+                cx.hold_port();
+                Counters::add(&self.shared.counters.rate_limited, 1);
+            }
+        }
+        if why.fd {
+            self.read_pty();
+        }
+        if serve {
+            self.serve_ring();
+        }
+        if std::mem::take(&mut self.notify) {
+            // One notification for the run, however many steps asked.
+            cx.notify(self.shared.port);
+            Counters::add(&self.shared.counters.notifications, 1);
+        }
+        self.hand_over();
+        cx.set_timer(self.held.then(|| self.limit.window_end()));
+        cx.poll_fd(self.wants_pty_input());
+    }
 
-fn poll_entry(fd: BorrowedFd<'_>) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pty.as_ref().map(|p| p.master())
+    }
+
+    fn failed(&mut self, error: &EvtchnError) {
+        (self.sink)(ConsoleEvent::Failed(error.clone()));
     }
 }
 
-impl ServeLoop {
-    fn run(mut self, stop: &EventDoorbell) {
-        // The guest may have written, and signalled into the void, before
-        // the port was bound: look at the page once before waiting.
-        self.serve_ring();
-        if let Err(e) = self.finish_pass(false) {
-            (self.sink)(ConsoleEvent::Failed(e));
-            return;
-        }
-        let shared = self.shared.clone();
-        loop {
-            let want_pty = self.wants_pty_input();
-            let mut fds = [
-                poll_entry(shared.evtchn.fd()),
-                poll_entry(std::os::fd::AsFd::as_fd(stop)),
-                libc::pollfd {
-                    fd: self.pty.as_ref().map_or(-1, |p| p.master().as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            if !want_pty {
-                // A negative descriptor is skipped by poll.
-                fds[2].fd = -1;
-            }
-            let timeout = match self.held {
-                true => poll_timeout(Instant::now(), self.limit.window_end()),
-                false => -1,
-            };
-            // SAFETY: three valid pollfd entries, as counted.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                (self.sink)(ConsoleEvent::Failed(e.into()));
-                return;
-            }
-            if fds[1].revents != 0 {
-                return;
-            }
-            if let Err(e) = self.pass(fds[0].revents != 0, fds[2].revents != 0) {
-                (self.sink)(ConsoleEvent::Failed(e));
-                return;
-            }
-        }
-    }
-
+impl ConsoleSource {
     fn wants_pty_input(&self) -> bool {
         self.pty.is_some()
             && !self.pty_input_broken
@@ -324,62 +312,9 @@ impl ServeLoop {
                 .unwrap_or(false)
     }
 
-    /// One wake-up: events, then the pty, then the ring.
-    fn pass(
-        &mut self,
-        evtchn_ready: bool,
-        pty_ready: bool,
-    ) -> Result<(), crate::platform::EvtchnError> {
-        let now = Instant::now();
-        let mut serve = false;
-        if self.held && now >= self.limit.window_end() {
-            // The window is over: serve the held event, counted against the
-            // new window.
-            self.held = false;
-            self.limit.admit(now);
-            serve = true;
-        }
-        if evtchn_ready {
-            let shared = self.shared.clone();
-            self.ports.clear();
-            shared.evtchn.pending(&mut self.ports)?;
-            for &p in &self.ports {
-                if p != shared.port {
-                    // Not ours (a handle should serve one console): leave it
-                    // deliverable rather than masked forever.
-                    shared.evtchn.unmask(p)?;
-                    continue;
-                }
-                Counters::add(&shared.counters.events, 1);
-                if self.limit.admit(now) {
-                    serve = true;
-                } else {
-                    // Past the limit: leave the port masked, so the guest's
-                    // further signals cost nothing until the window ends.
-                    self.held = true;
-                    Counters::add(&shared.counters.rate_limited, 1);
-                }
-            }
-        }
-        if pty_ready {
-            self.read_pty();
-        }
-        if serve {
-            self.serve_ring();
-        }
-        self.finish_pass(serve)
-    }
-
-    /// Notifies the guest, unmasks our port if the pass served it, and hands
-    /// what the pass collected to the sink and the pty (outside the page
-    /// lock, so a slow sink never holds up input).
-    fn finish_pass(&mut self, unmask: bool) -> Result<(), crate::platform::EvtchnError> {
-        let shared = self.shared.clone();
-        let sent = self.notifier.flush(shared.evtchn.as_ref())?;
-        Counters::add(&shared.counters.notifications, sent as u64);
-        if unmask {
-            shared.evtchn.unmask(shared.port)?;
-        }
+    /// Hands what the run collected to the sink and the pty (outside the
+    /// page lock, so a slow sink never holds up input).
+    fn hand_over(&mut self) {
         for report in self.reports.drain(..) {
             (self.sink)(report);
         }
@@ -387,11 +322,13 @@ impl ServeLoop {
             let output = std::mem::take(&mut self.output);
             if let Some(pty) = &self.pty {
                 let taken = pty.write(&output);
-                Counters::add(&shared.counters.pty_dropped, (output.len() - taken) as u64);
+                Counters::add(
+                    &self.shared.counters.pty_dropped,
+                    (output.len() - taken) as u64,
+                );
             }
             (self.sink)(ConsoleEvent::Output(output));
         }
-        Ok(())
     }
 
     /// Consumes the guest's output and pushes waiting input, under the page
@@ -409,7 +346,7 @@ impl ServeLoop {
                 if report.bytes > 0 {
                     Counters::add(&shared.counters.bytes_out, report.bytes as u64);
                     // The guest may be waiting for space in `out`.
-                    self.notifier.notify(shared.port);
+                    self.notify = true;
                 }
             }
             self.push_pty_input(ring);
@@ -426,7 +363,7 @@ impl ServeLoop {
                 self.pty_input.drain(..n);
                 if n > 0 {
                     Counters::add(&counters.bytes_in, n as u64);
-                    self.notifier.notify(self.shared.port);
+                    self.notify = true;
                 }
             }
             Err(RingError::BogusIndexes(bogus)) => {

@@ -2,12 +2,12 @@
 //! kernel's console driver does, for tests, demos and benchmarks. It can
 //! also misbehave on purpose (bogus indexes, event storms) to test backends.
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ConsoleError;
+use crate::platform::event_loop::wait_readable;
 use crate::platform::sim::SimGntTable;
 use crate::platform::{DomId, EventChannels, GrantRef, GrantTable, Port, SharedMem};
 use crate::ring::{ConsoleIndexes, ConsoleRing};
@@ -205,14 +205,7 @@ impl SimConsoleFrontend {
             if left.is_zero() || !self.open.load(Ordering::Acquire) {
                 return false;
             }
-            let mut fd = libc::pollfd {
-                fd: self.evtchn.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd, as counted.
-            unsafe { libc::poll(&mut fd, 1, ms) };
+            let _ = wait_readable(self.evtchn.fd(), Some(left));
         }
     }
 

@@ -146,8 +146,8 @@ pub enum ConsoleError {
     NoGuestMemory,
     /// The pseudo-terminal could not be set up.
     Pty(io::Error),
-    /// The backend's thread could not be started.
-    Thread(io::Error),
+    /// The event loop would not take the console (it has ended).
+    EventLoop(io::Error),
 }
 
 impl ConsoleError {
@@ -162,7 +162,7 @@ impl ConsoleError {
                 error.code().to_owned()
             }
             ConsoleError::NoGuestMemory => "ENOMEM".into(),
-            ConsoleError::Pty(e) | ConsoleError::Thread(e) => {
+            ConsoleError::Pty(e) | ConsoleError::EventLoop(e) => {
                 crate::platform::io_error_name(e).into()
             }
         }
@@ -193,7 +193,7 @@ impl fmt::Display for ConsoleError {
             ConsoleError::Grant(e) => write!(f, "console grant: {e}"),
             ConsoleError::NoGuestMemory => f.write_str("no free guest page for the console"),
             ConsoleError::Pty(e) => write!(f, "console pseudo-terminal: {e}"),
-            ConsoleError::Thread(e) => write!(f, "console thread: {e}"),
+            ConsoleError::EventLoop(e) => write!(f, "event loop: {e}"),
         }
     }
 }
@@ -206,7 +206,7 @@ impl std::error::Error for ConsoleError {
                 Some(error)
             }
             ConsoleError::Ring(e) => Some(e),
-            ConsoleError::Pty(e) | ConsoleError::Thread(e) => Some(e),
+            ConsoleError::Pty(e) | ConsoleError::EventLoop(e) => Some(e),
             ConsoleError::NoGuestMemory => None,
         }
     }

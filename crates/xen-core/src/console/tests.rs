@@ -1,21 +1,23 @@
 //! Console backend and simulated guest, end to end over the simulated
 //! hypervisor.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::platform::event_loop::wait_readable;
 use crate::platform::sim::{DomainConfig, SimHost, SimHypervisor};
-use crate::platform::{GntSt, GrantError};
+use crate::platform::{GntSt, GrantError, Platform};
 use crate::ring::console::{IN_SIZE, OUT_SIZE};
 use crate::ring::ConsoleIndexes;
 
 const BACK: DomId = 0;
 const GUEST: DomId = 5;
 const OTHER: DomId = 6;
-const WAIT: Duration = Duration::from_secs(5);
+/// A guard against a hang, far beyond what any step takes.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn host() -> (SimHypervisor, SimHost) {
     let hv = SimHypervisor::new();
@@ -35,6 +37,11 @@ fn guest(host: &SimHost, domid: DomId) -> SimConsoleFrontend {
     .unwrap()
 }
 
+/// The backend domain's platform.
+fn platform(host: &SimHost) -> Arc<Platform> {
+    Arc::new(Platform::simulated(host, BACK).unwrap())
+}
+
 fn serve(
     host: &SimHost,
     guest: &SimConsoleFrontend,
@@ -42,8 +49,7 @@ fn serve(
 ) -> (ConsoleBackend, Receiver<ConsoleEvent>) {
     let (tx, rx) = channel();
     let backend = ConsoleBackend::start(
-        Arc::new(host.evtchn(BACK).unwrap()),
-        &host.gntdev(BACK),
+        &platform(host),
         guest.domid(),
         guest.ring_ref(),
         guest.port(),
@@ -195,8 +201,13 @@ fn an_event_storm_is_held_back_by_the_limit() {
     assert_eq!(guest.write(b"still here"), 10);
     assert_eq!(output(&rx, 10).0, b"still here");
     let stats = backend.stats();
-    // 300 ms of storm (and up to 200 ms more) is at most 3 windows of 30.
-    assert!(stats.events <= 30 * 3 + 1, "{stats:?}");
+    // However long the storm took on this machine, each 200 ms window (a
+    // partial one at each end included) served at most 30 events.
+    let windows = start.elapsed().as_millis() / 200 + 2;
+    assert!(
+        stats.events as u128 <= 30 * windows,
+        "{stats:?} in {windows} windows"
+    );
     assert!(stats.rate_limited >= 1, "{stats:?}");
 }
 
@@ -273,10 +284,21 @@ fn hostile_indexes_are_clamped_and_another_console_keeps_working() {
         let ix = bad.indexes().unwrap();
         ix.out_cons == ix.out_prod
     });
-    while bad_rx.try_recv().is_ok() {}
     assert_eq!(bad.write_all(b"sane", WAIT), 4);
-    let (got, _) = output(&bad_rx, 4);
-    assert_eq!(got, b"sane");
+    // A run that was under way when the storm stopped may still hand over
+    // some of the storm's bytes: what matters is that ours come through.
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while !got.ends_with(b"sane") && Instant::now() < deadline {
+        if let Ok(ConsoleEvent::Output(b)) = bad_rx.recv_timeout(Duration::from_millis(50)) {
+            got.extend(b);
+        }
+    }
+    assert!(
+        got.ends_with(b"sane"),
+        "{} bytes, not ending in ours",
+        got.len()
+    );
 }
 
 #[test]
@@ -315,10 +337,10 @@ fn dropping_the_backend_stops_it() {
 fn start_failures_name_what_went_wrong() {
     let (_hv, host) = host();
     let guest = guest(&host, GUEST);
+    let platform = platform(&host);
     let start = |ring_ref, port| {
         ConsoleBackend::start(
-            Arc::new(host.evtchn(BACK).unwrap()),
-            &host.gntdev(BACK),
+            &platform,
             GUEST,
             ring_ref,
             port,
@@ -343,8 +365,7 @@ fn start_failures_name_what_went_wrong() {
     // A failed start leaves nothing mapped.
     guest.close().unwrap();
     let missing = ConsoleBackend::start(
-        Arc::new(host.evtchn(BACK).unwrap()),
-        &host.gntdev(BACK),
+        &platform,
         77,
         8,
         1,
@@ -357,32 +378,25 @@ fn start_failures_name_what_went_wrong() {
 }
 
 fn open_slave(path: &std::path::Path) -> OwnedFd {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path and plain flags; result checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    assert!(fd >= 0, "open {}", path.display());
-    // SAFETY: open returned a fresh descriptor we now own.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
 fn read_with_timeout(fd: &OwnedFd, len: usize) -> Vec<u8> {
     let deadline = Instant::now() + WAIT;
     let mut got = Vec::new();
     while got.len() < len && Instant::now() < deadline {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+        if !wait_readable(fd.as_fd(), Some(Duration::from_millis(100))).unwrap() {
             continue;
         }
         let mut buf = [0u8; 256];
-        // SAFETY: reads into a valid buffer, its length as told.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            got.extend_from_slice(&buf[..n as usize]);
+        if let Ok(n) = rustix::io::read(fd, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
         }
     }
     got
@@ -403,9 +417,7 @@ fn a_pty_round_trip() {
 
     // Typed on the terminal: into the guest's `in` ring, unchanged.
     let typed = b"root\r\x03";
-    // SAFETY: writes from a valid buffer, its length as told.
-    let n = unsafe { libc::write(tty.as_raw_fd(), typed.as_ptr().cast(), typed.len()) };
-    assert_eq!(n, typed.len() as isize);
+    assert_eq!(rustix::io::write(&tty, typed).unwrap(), typed.len());
     assert_eq!(guest.wait_input(WAIT), typed);
 
     // Written by the guest: on the terminal, and to the sink.
@@ -427,9 +439,7 @@ fn pty_input_larger_than_the_ring_waits_for_room() {
     let (backend, _rx) = serve(&host, &guest, config);
     let tty = open_slave(backend.pty_path().unwrap());
     let typed = pattern(3 * IN_SIZE as usize);
-    // SAFETY: writes from a valid buffer, its length as told.
-    let n = unsafe { libc::write(tty.as_raw_fd(), typed.as_ptr().cast(), typed.len()) };
-    assert_eq!(n, typed.len() as isize);
+    assert_eq!(rustix::io::write(&tty, &typed).unwrap(), typed.len());
     let mut got = Vec::new();
     let deadline = Instant::now() + WAIT;
     while got.len() < typed.len() && Instant::now() < deadline {

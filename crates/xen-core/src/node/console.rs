@@ -11,11 +11,11 @@ use napi::Status;
 use napi_derive::napi;
 
 use super::platform::NativeSimHost;
+use super::platform_handle::NativePlatform;
 use super::{coded_error, domid};
 use crate::console::{
     ConsoleBackend, ConsoleConfig, ConsoleError, ConsoleEvent, SimConsoleFrontend,
 };
-use crate::platform::{DomId, EventChannels, GrantMapper};
 use crate::ring::ConsoleIndexes;
 
 fn console_error(e: ConsoleError) -> napi::Error {
@@ -28,8 +28,6 @@ const OUTPUT_BATCH: usize = 256;
 /// How to serve a guest's console.
 #[napi(object)]
 pub struct ConsoleBackendOptions {
-    /// The domain the backend runs in.
-    pub backend_domid: u32,
     /// The guest.
     pub frontend_domid: u32,
     /// Grant reference of the console page (`console/ring-ref`).
@@ -76,23 +74,20 @@ pub struct NativeConsoleBackend {
 
 #[napi]
 impl NativeConsoleBackend {
-    /// Serves a guest's console: on the simulated hypervisor through `host`,
-    /// or on the real one when `host` is null (builds with real-hypervisor
-    /// support only; ENODEV otherwise). `onOutput` gets the guest's output
-    /// in batches of chunks, in order; `onNotice` what went wrong on the
-    /// way (bogus indexes clamped, the event channel failing). Neither keeps
-    /// the process alive.
+    /// Serves a guest's console on `platform`'s event loop. `onOutput` gets
+    /// the guest's output in batches of chunks, in order; `onNotice` what
+    /// went wrong on the way (bogus indexes clamped, the event channel
+    /// failing). Neither keeps the process alive.
     #[napi(
         factory,
-        ts_args_type = "host: NativeSimHost | null | undefined, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void"
+        ts_args_type = "platform: NativePlatform, options: ConsoleBackendOptions, onOutput: (chunks: Buffer[]) => void, onNotice?: (message: string) => void"
     )]
     pub fn start(
-        host: Option<&NativeSimHost>,
+        platform: &NativePlatform,
         options: ConsoleBackendOptions,
         on_output: OutputCallback,
         on_notice: Option<NoticeCallback>,
     ) -> napi::Result<NativeConsoleBackend> {
-        let backend_domid = domid(options.backend_domid)?;
         let frontend = domid(options.frontend_domid)?;
         let defaults = ConsoleConfig::default();
         let config = ConsoleConfig {
@@ -141,10 +136,8 @@ impl NativeConsoleBackend {
             }
         });
 
-        let (evtchn, gntdev) = platform(host, backend_domid)?;
         let backend = ConsoleBackend::start(
-            evtchn,
-            gntdev.as_ref(),
+            platform.platform(),
             frontend,
             options.ring_ref,
             options.remote_port,
@@ -209,36 +202,11 @@ impl NativeConsoleBackend {
         }
     }
 
-    /// Stops serving: ends the thread, closes the port, unmaps the page.
-    /// Idempotent.
+    /// Stops serving: leaves the event loop, closes the port, unmaps the
+    /// page. Idempotent.
     #[napi]
     pub fn stop(&self) {
         self.backend.stop();
-    }
-}
-
-type Platform = (Arc<dyn EventChannels>, Box<dyn GrantMapper>);
-
-/// The backend's event channels and grant mapper: simulated through `host`,
-/// or the real hypervisor's devices.
-fn platform(host: Option<&NativeSimHost>, backend: DomId) -> napi::Result<Platform> {
-    if let Some(host) = host {
-        let host = host.sim_host();
-        let evtchn = host.evtchn(backend).map_err(|e| coded_error(e.code(), e))?;
-        return Ok((Arc::new(evtchn), Box::new(host.gntdev(backend))));
-    }
-    #[cfg(feature = "xen-devices")]
-    {
-        let xen =
-            crate::platform::xen::XenPlatform::open().map_err(|e| coded_error("ENODEV", e))?;
-        Ok((Arc::new(xen.evtchn), Box::new(xen.gntdev)))
-    }
-    #[cfg(not(feature = "xen-devices"))]
-    {
-        Err(coded_error(
-            "ENODEV",
-            "this build of xenrx has no real-hypervisor support (cargo feature xen-devices); pass a simulated host",
-        ))
     }
 }
 

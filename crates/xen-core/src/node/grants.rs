@@ -7,7 +7,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use super::{coded_error, domid, grant_error};
-use crate::platform::sim::{SimGntTable, SimGntdev};
+use crate::platform::sim::SimGntTable;
 use crate::platform::{CopySegment, CopySide, GrantMapper, GrantMapping, GrantTable};
 
 /// A grant to copy to or from.
@@ -38,10 +38,10 @@ fn u16_of(v: u32, what: &str) -> napi::Result<u16> {
     u16::try_from(v).map_err(|_| coded_error("EINVAL", format!("{what} {v} out of range")))
 }
 
-/// The gntdev of a backend domain.
+/// The grant mapper of a backend domain (simulated or real).
 #[napi]
 pub struct NativeGrantDevice {
-    pub(crate) dev: Arc<SimGntdev>,
+    pub(crate) dev: Arc<dyn GrantMapper>,
 }
 
 #[napi]

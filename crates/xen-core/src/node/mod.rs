@@ -31,6 +31,7 @@ pub mod console;
 pub mod domains;
 pub mod grants;
 pub mod platform;
+pub mod platform_handle;
 pub mod xenstore;
 
 /// A native error for JavaScript: the message starts with the error's code

@@ -10,9 +10,9 @@ use napi_derive::napi;
 use super::domains::{shutdown_code, shutdown_name, DomainInfoJs};
 use super::grants::{NativeGrantDevice, NativeGuestGrantTable};
 use super::{coded_error, domid, evtchn_error, grant_error, io_error};
-use crate::platform::poll::{EventLoop, Notifier};
+use crate::platform::event_loop::{wait_readable, Control, EventLoop, SourceHandle, Wake};
 use crate::platform::sim::{ControlServer, DomainConfig, SimEvtchn, SimHost, SimHypervisor};
-use crate::platform::{DomId, EventChannels, Port};
+use crate::platform::{DomId, EventChannels};
 
 /// How to create a simulated domain.
 #[napi(object)]
@@ -246,13 +246,7 @@ impl NativeEventChannel {
                 if !out.is_empty() || left.is_zero() {
                     return Ok(out);
                 }
-                let mut p = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&ch.fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+                let _ = wait_readable(ch.fd(), Some(left));
             }
         })
         .await
@@ -269,18 +263,17 @@ impl NativeEventChannel {
     /// thread (a simulated peer for tests and benchmarks).
     #[napi]
     pub fn start_echo(&self, port: u32) -> napi::Result<NativeEcho> {
-        let lp = EventLoop::spawn(
-            "xenrx-echo",
-            self.ch.clone(),
-            move |ports: &[Port], n: &mut Notifier| {
-                if ports.contains(&port) {
-                    n.notify(port);
-                }
-            },
-        )
-        .map_err(io_error)?;
+        let lp = EventLoop::spawn("xenrx-echo", self.ch.clone()).map_err(io_error)?;
+        let echo = move |why: Wake, cx: &mut Control<'_>| {
+            if why.port {
+                cx.notify(port);
+            }
+        };
+        let source = lp
+            .add(Some(port), Box::new(echo), false)
+            .map_err(io_error)?;
         Ok(NativeEcho {
-            lp: Mutex::new(Some(lp)),
+            running: Mutex::new(Some((source, lp))),
         })
     }
 }
@@ -288,7 +281,7 @@ impl NativeEventChannel {
 /// A running echo peer.
 #[napi]
 pub struct NativeEcho {
-    lp: Mutex<Option<EventLoop>>,
+    running: Mutex<Option<(SourceHandle, EventLoop)>>,
 }
 
 #[napi]
@@ -296,7 +289,13 @@ impl NativeEcho {
     /// Stops it.
     #[napi]
     pub fn stop(&self) {
-        if let Some(lp) = self.lp.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some((source, lp)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            drop(source.remove());
             lp.stop();
         }
     }

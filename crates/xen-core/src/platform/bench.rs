@@ -1,27 +1,18 @@
 //! Measurements of the platform for `bench/platform`: each function returns
 //! its figure and a reference measured the same way in the same run.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::abi::PAGE_SIZE;
+use super::event_loop::wait_readable;
 use super::memory::Mmap;
 use super::sim::EventDoorbell;
 use super::{CopySegment, CopySide, DomId, EventChannels, GrantMapper, GrantRef, Port};
 
-fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
-}
-
 /// Waits up to five seconds for the other end's answer on `fd`.
 fn wait_answer(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
-    if wait_readable(fd, 5000) {
+    if wait_readable(fd, Some(Duration::from_secs(5))).unwrap_or(false) {
         Ok(())
     } else {
         Err(std::io::Error::new(
@@ -79,7 +70,7 @@ pub fn eventfd_round_trips(count: usize) -> std::io::Result<Vec<u64>> {
     let (p2, q2) = (ping.clone(), pong.clone());
     let echo = std::thread::spawn(move || {
         for _ in 0..count {
-            if !wait_readable(p2.as_fd(), 5000) {
+            if !wait_readable(p2.as_fd(), Some(Duration::from_secs(5))).unwrap_or(false) {
                 return;
             }
             let _ = p2.drain();

@@ -6,8 +6,10 @@
 pub mod abi;
 pub mod bench;
 mod error;
+pub mod event_loop;
+mod handle;
 pub mod memory;
-pub mod poll;
+pub mod port_batch;
 pub mod sim;
 #[cfg(feature = "xen-devices")]
 pub mod xen;
@@ -17,6 +19,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::BorrowedFd;
 
 pub use error::{errno_name, io_error_name, EvtchnError, GntSt, GrantError};
+pub use handle::{Platform, PlatformKind};
 pub use memory::{Mmap, OutOfRange, SharedMem};
 
 /// A domain id (`domid_t`).

@@ -1,11 +1,9 @@
 //! The simulated hypervisor against Xen's rules.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::platform::abi::*;
-use crate::platform::poll::{EventLoop, Notifier};
 use crate::platform::{CopySegment, CopySide, EventChannels, GntSt, GrantMapper, GrantTable, Port};
 
 const BACK: DomId = 0;
@@ -448,42 +446,6 @@ fn a_destroyed_domain_cannot_be_mapped_but_mappings_stay_valid() {
         gntdev.map(FRONT, &[r], false).unwrap_err().gntst(),
         Some(GntSt::GeneralError)
     );
-}
-
-#[test]
-fn the_event_loop_drains_runs_coalesces_and_unmasks() {
-    let hv = hv();
-    let host = hv.host();
-    let front = Arc::new(host.evtchn(FRONT).unwrap());
-    let back: Arc<SimEvtchn> = Arc::new(host.evtchn(BACK).unwrap());
-    let fport = front.alloc_unbound(BACK).unwrap();
-    let bport = back.bind_interdomain(FRONT, fport).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lp = EventLoop::spawn(
-        "test-loop",
-        back.clone(),
-        move |ports: &[Port], n: &mut Notifier| {
-            // Three responses for the same port in one pass: one notification.
-            for p in ports {
-                n.notify(*p);
-                n.notify(*p);
-                n.notify(*p);
-            }
-            let _ = tx.send(ports.to_vec());
-        },
-    )
-    .unwrap();
-    for round in 0..5 {
-        front.notify(fport).unwrap();
-        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(got, [bport], "round {round}");
-        // One notification came back, however many were asked for.
-        assert_eq!(wait_pending(&front), [fport]);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(pending_now(&front).is_empty());
-        front.unmask(fport).unwrap();
-    }
-    lp.stop();
 }
 
 #[test]

@@ -1,0 +1,703 @@
+//! One event loop per platform: a Rust thread waits on the platform's
+//! event-channel handle (and on whatever descriptors and timers its sources
+//! asked for), drains every pending port in one pass, runs the source
+//! registered for each, sends the notifications the pass produced (one per
+//! port, however many requests asked for it), and only then unmasks the
+//! ports, so a port that fires during the work is seen again on the next
+//! pass. No thread or timer per device: thousands of sources share it.
+//!
+//! A source is a data path (a console, a block ring, a batch forwarder to
+//! JavaScript): it owns its port's work, may hold its port masked past the
+//! pass (rate limiting, or a consumer that unmasks it later), may ask for a
+//! timer, and may have one descriptor of its own polled for reading (a
+//! pseudo-terminal). Sources are added and removed from any thread through
+//! a command queue; a removed source is handed back to its owner once the
+//! loop no longer runs it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+
+use super::{EventChannels, EvtchnError, Port};
+
+/// Waits until `fd` is readable or `timeout` passed (`None`: no limit);
+/// whether it is readable. The one blocking wait outside the loop, for
+/// simulated peers and tests that wait on one descriptor.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ts = left.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Notifications requested during a pass, sent once per port at its end.
+#[derive(Default)]
+pub struct Notifier {
+    ports: BTreeSet<Port>,
+}
+
+impl Notifier {
+    /// Asks for `port` to be notified at the end of the pass.
+    pub fn notify(&mut self, port: Port) {
+        self.ports.insert(port);
+    }
+
+    /// Sends the coalesced notifications; returns how many were sent. A
+    /// port that fails (closed meanwhile) does not stop the others.
+    pub fn flush(&mut self, channels: &dyn EventChannels) -> usize {
+        let mut sent = 0;
+        for port in std::mem::take(&mut self.ports) {
+            if channels.notify(port).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
+/// Why a source runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wake {
+    /// Its port fired (and is masked until the pass ends, unless held).
+    pub port: bool,
+    /// Its descriptor is readable.
+    pub fd: bool,
+    /// Its timer expired.
+    pub timer: bool,
+    /// It was just added, or kicked from another thread.
+    pub kicked: bool,
+}
+
+impl Wake {
+    fn any(&self) -> bool {
+        self.port || self.fd || self.timer || self.kicked
+    }
+
+    fn merge(&mut self, other: Wake) {
+        self.port |= other.port;
+        self.fd |= other.fd;
+        self.timer |= other.timer;
+        self.kicked |= other.kicked;
+    }
+}
+
+/// What a source may ask of the loop while it runs.
+pub struct Control<'a> {
+    notifier: &'a mut Notifier,
+    asks: &'a mut Asks,
+    now: Instant,
+}
+
+#[derive(Default)]
+struct Asks {
+    hold: bool,
+    unmask: bool,
+    timer: Option<Option<Instant>>,
+    poll_fd: Option<bool>,
+}
+
+impl Control<'_> {
+    /// Notifies `port` at the end of the pass (once, however often asked).
+    pub fn notify(&mut self, port: Port) {
+        self.notifier.notify(port);
+    }
+
+    /// Leaves the source's port masked after this pass: no further event is
+    /// delivered until [`Control::unmask_port`] in a later run, or until the
+    /// owner unmasks it through the event channels.
+    pub fn hold_port(&mut self) {
+        self.asks.hold = true;
+    }
+
+    /// Unmasks the source's port at the end of this pass (after a hold).
+    pub fn unmask_port(&mut self) {
+        self.asks.unmask = true;
+    }
+
+    /// Runs the source again at `at` (replacing any earlier timer), or
+    /// never (`None`).
+    pub fn set_timer(&mut self, at: Option<Instant>) {
+        self.asks.timer = Some(at);
+    }
+
+    /// Whether to wait for the source's descriptor to be readable.
+    pub fn poll_fd(&mut self, readable: bool) {
+        self.asks.poll_fd = Some(readable);
+    }
+
+    /// When the pass started.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+}
+
+/// A data path run by the loop.
+pub trait Source: Send {
+    /// Does the work for `why`. Runs on the loop's thread: it must not
+    /// block, and must not remove itself synchronously.
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>);
+    /// The descriptor to poll when the source asks for it, if it has one.
+    /// It must stay the same while the source is in the loop.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// The loop stopped because the event channels failed.
+    fn failed(&mut self, error: &EvtchnError) {
+        let _ = error;
+    }
+}
+
+impl<F: FnMut(Wake, &mut Control<'_>) + Send> Source for F {
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>) {
+        self(why, cx)
+    }
+}
+
+/// Identifies a source in its loop.
+pub type SourceId = u64;
+
+enum Command {
+    Add {
+        id: SourceId,
+        port: Option<Port>,
+        source: Box<dyn Source>,
+        poll_fd: bool,
+    },
+    Remove {
+        id: SourceId,
+        reply: Option<mpsc::Sender<Box<dyn Source>>>,
+    },
+    Kick(SourceId),
+    Stop,
+}
+
+/// Commands for the loop; `None` once the loop has ended (nothing would
+/// ever take them, and a waiting remover must not wait for it).
+type Queue = Mutex<Option<Vec<Command>>>;
+
+struct Inner {
+    evtchn: Arc<dyn EventChannels>,
+    doorbell: OwnedFd,
+    commands: Queue,
+    next_id: AtomicU64,
+    thread: OnceLock<ThreadId>,
+}
+
+impl Inner {
+    fn send(&self, command: Command) -> io::Result<()> {
+        match &mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(queue) => queue.push(command),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the event loop has ended",
+                ))
+            }
+        }
+        ring(self.doorbell.as_fd())
+    }
+
+    /// The loop ends: later commands fail, queued ones are dropped (their
+    /// reply channels with them).
+    fn close(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        self.thread.get() == Some(&std::thread::current().id())
+    }
+}
+
+fn ring(fd: BorrowedFd<'_>) -> io::Result<()> {
+    match rustix::io::write(fd, &1u64.to_ne_bytes()) {
+        // A counter at its maximum already says "pending".
+        Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}
+
+/// The loop of one platform; stopping (or dropping) it ends its thread and
+/// drops the sources still in it.
+pub struct EventLoop {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A source in a loop. Dropping it removes the source (waiting for the
+/// loop to let go of it, unless on the loop's own thread).
+pub struct SourceHandle {
+    inner: Arc<Inner>,
+    id: SourceId,
+    removed: bool,
+}
+
+impl SourceHandle {
+    /// The source's id in its loop.
+    pub fn id(&self) -> SourceId {
+        self.id
+    }
+
+    /// Runs the source soon with [`Wake::kicked`], from any thread.
+    pub fn kick(&self) {
+        let _ = self.inner.send(Command::Kick(self.id));
+    }
+
+    /// Removes the source and hands it back once the loop no longer runs it
+    /// (`None` when called on the loop's thread, or if the loop is gone:
+    /// then the loop drops it).
+    pub fn remove(mut self) -> Option<Box<dyn Source>> {
+        self.remove_inner()
+    }
+
+    fn remove_inner(&mut self) -> Option<Box<dyn Source>> {
+        if self.removed {
+            return None;
+        }
+        self.removed = true;
+        if self.inner.on_loop_thread() {
+            let _ = self.inner.send(Command::Remove {
+                id: self.id,
+                reply: None,
+            });
+            return None;
+        }
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .send(Command::Remove {
+                id: self.id,
+                reply: Some(tx),
+            })
+            .ok()?;
+        // The loop answers, or drops the sender when it ends.
+        rx.recv().ok()
+    }
+}
+
+impl Drop for SourceHandle {
+    fn drop(&mut self) {
+        self.remove_inner();
+    }
+}
+
+impl EventLoop {
+    /// Starts the loop of `evtchn` on a new thread named `name`. The loop
+    /// takes every event the handle delivers: ports with no source are
+    /// unmasked and otherwise ignored.
+    pub fn spawn(name: &str, evtchn: Arc<dyn EventChannels>) -> io::Result<EventLoop> {
+        let doorbell = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            evtchn.fd(),
+            epoll::EventData::new_u64(TOKEN_EVTCHN),
+            epoll::EventFlags::IN,
+        )?;
+        epoll::add(
+            &epoll,
+            &doorbell,
+            epoll::EventData::new_u64(TOKEN_DOORBELL),
+            epoll::EventFlags::IN,
+        )?;
+        let inner = Arc::new(Inner {
+            evtchn,
+            doorbell,
+            commands: Mutex::new(Some(Vec::new())),
+            next_id: AtomicU64::new(0),
+            thread: OnceLock::new(),
+        });
+        let state = LoopState {
+            inner: inner.clone(),
+            epoll,
+            sources: HashMap::new(),
+            by_port: HashMap::new(),
+            timers: BTreeSet::new(),
+            notifier: Notifier::default(),
+            woken: Vec::new(),
+            ports: Vec::new(),
+        };
+        let started = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = started.thread.set(std::thread::current().id());
+                state.run();
+                started.close();
+            })?;
+        Ok(EventLoop {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The event channels the loop waits on.
+    pub fn evtchn(&self) -> &Arc<dyn EventChannels> {
+        &self.inner.evtchn
+    }
+
+    /// Adds a source for `port` (a port of this loop's handle, or none for a
+    /// source that runs on its descriptor and timers only). It runs once
+    /// right away ([`Wake::kicked`]): events that came before it was added
+    /// are not lost. `poll_fd`: whether its descriptor is polled from the
+    /// start.
+    pub fn add(
+        &self,
+        port: Option<Port>,
+        source: Box<dyn Source>,
+        poll_fd: bool,
+    ) -> io::Result<SourceHandle> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.send(Command::Add {
+            id,
+            port,
+            source,
+            poll_fd,
+        })?;
+        Ok(SourceHandle {
+            inner: self.inner.clone(),
+            id,
+            removed: false,
+        })
+    }
+
+    /// Stops the loop and waits for its thread. Idempotent.
+    pub fn stop(&self) {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = self.inner.send(Command::Stop);
+            if !self.inner.on_loop_thread() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const TOKEN_EVTCHN: u64 = 0;
+const TOKEN_DOORBELL: u64 = 1;
+/// Source ids are offset by this in epoll tokens.
+const TOKEN_SOURCES: u64 = 2;
+
+struct Entry {
+    source: Box<dyn Source>,
+    port: Option<Port>,
+    /// Why it runs in the current pass (collected before running).
+    wake: Wake,
+    timer: Option<Instant>,
+    /// Its descriptor is in the epoll set, and whether for reading.
+    fd_registered: bool,
+    fd_polled: bool,
+}
+
+struct LoopState {
+    inner: Arc<Inner>,
+    epoll: OwnedFd,
+    sources: HashMap<SourceId, Entry>,
+    by_port: HashMap<Port, SourceId>,
+    timers: BTreeSet<(Instant, SourceId)>,
+    notifier: Notifier,
+    /// Sources to run this pass, in the order they were woken.
+    woken: Vec<SourceId>,
+    ports: Vec<Port>,
+}
+
+impl LoopState {
+    fn run(mut self) {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            let timeout = self.timers.first().map(|(at, _)| {
+                let d = at.saturating_duration_since(Instant::now());
+                // Round up, so a timer never finds itself early.
+                let d = d + Duration::from_nanos(u64::from(d.subsec_nanos() > 0));
+                rustix::event::Timespec {
+                    tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(d.subsec_nanos()),
+                }
+            });
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    self.fail(&EvtchnError::from(io::Error::from(e)));
+                    return;
+                }
+            }
+            // Commands first: a source added before its port fired must be
+            // there when the port's event is taken.
+            if events.iter().any(|ev| ev.data.u64() == TOKEN_DOORBELL) {
+                drain(self.inner.doorbell.as_fd());
+                if !self.commands() {
+                    return;
+                }
+            }
+            for ev in &events {
+                match ev.data.u64() {
+                    TOKEN_EVTCHN => {
+                        if let Err(e) = self.take_ports() {
+                            self.fail(&e);
+                            return;
+                        }
+                    }
+                    TOKEN_DOORBELL => {}
+                    token => self.wake(
+                        token - TOKEN_SOURCES,
+                        Wake {
+                            fd: true,
+                            ..Wake::default()
+                        },
+                    ),
+                }
+            }
+            self.expire_timers();
+            self.pass();
+        }
+    }
+
+    /// Takes the pending ports and wakes their sources. Ports without one
+    /// (a source removed while its port fired) are unmasked and dropped.
+    fn take_ports(&mut self) -> Result<(), EvtchnError> {
+        self.ports.clear();
+        self.inner.evtchn.pending(&mut self.ports)?;
+        let ports = std::mem::take(&mut self.ports);
+        for &port in &ports {
+            match self.by_port.get(&port) {
+                Some(&id) => self.wake(
+                    id,
+                    Wake {
+                        port: true,
+                        ..Wake::default()
+                    },
+                ),
+                None => {
+                    let _ = self.inner.evtchn.unmask(port);
+                }
+            }
+        }
+        self.ports = ports;
+        Ok(())
+    }
+
+    fn wake(&mut self, id: SourceId, why: Wake) {
+        if let Some(e) = self.sources.get_mut(&id) {
+            if !e.wake.any() {
+                self.woken.push(id);
+            }
+            e.wake.merge(why);
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(e) = self.sources.get_mut(&id) {
+                e.timer = None;
+            }
+            self.wake(
+                id,
+                Wake {
+                    timer: true,
+                    ..Wake::default()
+                },
+            );
+        }
+    }
+
+    /// Applies the queued commands; false when the loop is to stop.
+    fn commands(&mut self) -> bool {
+        let commands = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut go_on = true;
+        for command in commands {
+            match command {
+                Command::Add {
+                    id,
+                    port,
+                    source,
+                    poll_fd,
+                } => {
+                    let mut entry = Entry {
+                        source,
+                        port,
+                        wake: Wake::default(),
+                        timer: None,
+                        fd_registered: false,
+                        fd_polled: false,
+                    };
+                    self.set_fd_interest(id, &mut entry, poll_fd);
+                    if let Some(p) = port {
+                        self.by_port.insert(p, id);
+                    }
+                    self.sources.insert(id, entry);
+                    self.wake(
+                        id,
+                        Wake {
+                            kicked: true,
+                            ..Wake::default()
+                        },
+                    );
+                }
+                Command::Remove { id, reply } => {
+                    if let Some(entry) = self.remove(id) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(entry.source);
+                        }
+                    }
+                }
+                Command::Kick(id) => self.wake(
+                    id,
+                    Wake {
+                        kicked: true,
+                        ..Wake::default()
+                    },
+                ),
+                Command::Stop => go_on = false,
+            }
+        }
+        go_on
+    }
+
+    fn remove(&mut self, id: SourceId) -> Option<Entry> {
+        let entry = self.sources.remove(&id)?;
+        if let Some(p) = entry.port {
+            if self.by_port.get(&p) == Some(&id) {
+                self.by_port.remove(&p);
+            }
+        }
+        if let Some(at) = entry.timer {
+            self.timers.remove(&(at, id));
+        }
+        if entry.fd_registered {
+            if let Some(fd) = entry.source.fd() {
+                let _ = epoll::delete(&self.epoll, fd);
+            }
+        }
+        self.woken.retain(|w| *w != id);
+        Some(entry)
+    }
+
+    /// Registers, re-arms or quiets a source's descriptor in the epoll set.
+    fn set_fd_interest(&self, id: SourceId, entry: &mut Entry, readable: bool) {
+        let Some(fd) = entry.source.fd() else {
+            return;
+        };
+        let flags = match readable {
+            true => epoll::EventFlags::IN,
+            false => epoll::EventFlags::empty(),
+        };
+        let data = epoll::EventData::new_u64(id + TOKEN_SOURCES);
+        let done = match entry.fd_registered {
+            true => epoll::modify(&self.epoll, fd, data, flags),
+            false => epoll::add(&self.epoll, fd, data, flags),
+        };
+        if done.is_ok() {
+            entry.fd_registered = true;
+            entry.fd_polled = readable;
+        }
+    }
+
+    /// Runs the woken sources, then sends the notifications and unmasks the
+    /// ports that fired (unless held).
+    fn pass(&mut self) {
+        let now = Instant::now();
+        let woken = std::mem::take(&mut self.woken);
+        let mut unmask: Vec<Port> = Vec::new();
+        for &id in &woken {
+            let Some(mut entry) = self.sources.remove(&id) else {
+                continue;
+            };
+            let why = std::mem::take(&mut entry.wake);
+            let mut asks = Asks::default();
+            entry.source.wake(
+                why,
+                &mut Control {
+                    notifier: &mut self.notifier,
+                    asks: &mut asks,
+                    now,
+                },
+            );
+            if let Some(p) = entry.port {
+                if (why.port && !asks.hold) || asks.unmask {
+                    unmask.push(p);
+                }
+            }
+            if let Some(at) = asks.timer {
+                if let Some(old) = entry.timer.take() {
+                    self.timers.remove(&(old, id));
+                }
+                if let Some(at) = at {
+                    self.timers.insert((at, id));
+                    entry.timer = Some(at);
+                }
+            }
+            if let Some(readable) = asks.poll_fd {
+                if readable != entry.fd_polled || !entry.fd_registered {
+                    self.set_fd_interest(id, &mut entry, readable);
+                }
+            }
+            self.sources.insert(id, entry);
+        }
+        self.notifier.flush(self.inner.evtchn.as_ref());
+        for p in unmask {
+            // A port closed meanwhile has nothing to unmask.
+            let _ = self.inner.evtchn.unmask(p);
+        }
+    }
+
+    fn fail(&mut self, error: &EvtchnError) {
+        for entry in self.sources.values_mut() {
+            entry.source.failed(error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! The event loop over the simulated hypervisor's event channels.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::platform::sim::{DomainConfig, SimEvtchn, SimHypervisor};
+use crate::platform::DomId;
+
+const BACK: DomId = 0;
+const FRONT: DomId = 7;
+/// Far beyond any step here, even on a loaded machine: only a guard against
+/// a hang.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Setup {
+    _hv: SimHypervisor,
+    back: Arc<SimEvtchn>,
+    front: Arc<SimEvtchn>,
+    event_loop: EventLoop,
+}
+
+fn setup() -> Setup {
+    let hv = SimHypervisor::new();
+    hv.create_domain(DomainConfig::new(BACK)).unwrap();
+    hv.create_domain(DomainConfig::new(FRONT)).unwrap();
+    let host = hv.host();
+    let back = Arc::new(host.evtchn(BACK).unwrap());
+    let front = Arc::new(host.evtchn(FRONT).unwrap());
+    let event_loop = EventLoop::spawn("test-loop", back.clone()).unwrap();
+    Setup {
+        _hv: hv,
+        back,
+        front,
+        event_loop,
+    }
+}
+
+/// A channel pair: the front end's port, and the back end's bound to it.
+fn pair(s: &Setup) -> (Port, Port) {
+    let fport = s.front.alloc_unbound(BACK).unwrap();
+    let bport = s.back.bind_interdomain(FRONT, fport).unwrap();
+    (fport, bport)
+}
+
+/// The front end's pending ports, waiting for at least one.
+fn front_pending(s: &Setup) -> Vec<Port> {
+    let end = Instant::now() + PATIENCE;
+    let mut out = Vec::new();
+    while out.is_empty() && Instant::now() < end {
+        s.front.pending(&mut out).unwrap();
+        if out.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn each_port_reaches_its_own_source_and_notifications_are_coalesced() {
+    let s = setup();
+    let (events_tx, events) = mpsc::channel();
+    let mut ports = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..3u32 {
+        let (fport, bport) = pair(&s);
+        let tx = events_tx.clone();
+        let source = move |why: Wake, cx: &mut Control<'_>| {
+            if why.port {
+                tx.send(i).unwrap();
+                // Three requests for one notification.
+                for _ in 0..3 {
+                    cx.notify(bport);
+                }
+            }
+        };
+        handles.push(
+            s.event_loop
+                .add(Some(bport), Box::new(source), false)
+                .unwrap(),
+        );
+        ports.push(fport);
+    }
+    s.front.notify(ports[2]).unwrap();
+    assert_eq!(events.recv_timeout(PATIENCE), Ok(2));
+    assert_eq!(front_pending(&s), vec![ports[2]], "one notification back");
+    s.front.unmask(ports[2]).unwrap();
+    s.front.notify(ports[0]).unwrap();
+    assert_eq!(events.recv_timeout(PATIENCE), Ok(0));
+    assert_eq!(front_pending(&s), vec![ports[0]]);
+    drop(handles);
+}
+
+#[test]
+fn a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet() {
+    let s = setup();
+    let (fport, bport) = pair(&s);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let counted = runs.clone();
+    let source = move |why: Wake, cx: &mut Control<'_>| {
+        if why.port {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            // The second event is held: nothing more until it is released.
+            if n == 2 {
+                cx.hold_port();
+            }
+            tx.send(n).unwrap();
+        }
+    };
+    let _h = s
+        .event_loop
+        .add(Some(bport), Box::new(source), false)
+        .unwrap();
+    s.front.notify(fport).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(1));
+    s.front.notify(fport).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(2));
+    // Held: these are not delivered.
+    for _ in 0..10 {
+        s.front.notify(fport).unwrap();
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    // Its owner unmasks it: the event that came meanwhile is delivered.
+    s.back.unmask(bport).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(3));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn timers_run_a_source_and_can_release_a_held_port() {
+    let s = setup();
+    let (fport, bport) = pair(&s);
+    let (tx, rx) = mpsc::channel();
+    let source = move |why: Wake, cx: &mut Control<'_>| {
+        if why.port {
+            cx.hold_port();
+            cx.set_timer(Some(cx.now() + Duration::from_millis(20)));
+            tx.send("port").unwrap();
+        }
+        if why.timer {
+            cx.unmask_port();
+            tx.send("timer").unwrap();
+        }
+    };
+    let _h = s
+        .event_loop
+        .add(Some(bport), Box::new(source), false)
+        .unwrap();
+    let start = Instant::now();
+    s.front.notify(fport).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok("port"));
+    s.front.notify(fport).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok("timer"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(20),
+        "not before its time"
+    );
+    // Released: the event held back is delivered now.
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok("port"));
+}
+
+struct PipeSource {
+    read: OwnedFd,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Source for PipeSource {
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>) {
+        if why.fd {
+            let mut buf = [0u8; 64];
+            let n = rustix::io::read(&self.read, &mut buf).unwrap();
+            self.tx.send(buf[..n].to_vec()).unwrap();
+        }
+        cx.poll_fd(true);
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.read.as_fd())
+    }
+}
+
+#[test]
+fn a_source_is_woken_by_its_descriptor() {
+    let s = setup();
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let _h = s
+        .event_loop
+        .add(None, Box::new(PipeSource { read, tx }), true)
+        .unwrap();
+    rustix::io::write(&write, b"hello").unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"hello");
+}
+
+#[test]
+fn a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it() {
+    let s = setup();
+    let (fport, bport) = pair(&s);
+    let (tx, rx) = mpsc::channel();
+    let source = move |why: Wake, _cx: &mut Control<'_>| {
+        if why.port {
+            tx.send(()).unwrap();
+        }
+    };
+    let h = s
+        .event_loop
+        .add(Some(bport), Box::new(source), false)
+        .unwrap();
+    s.front.notify(fport).unwrap();
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert!(h.remove().is_some(), "handed back");
+    // An event for the port while it has no source: taken and dropped.
+    s.front.notify(fport).unwrap();
+    // A new source for the port: it starts (kicked), and the port was left
+    // unmasked, so the next event reaches it.
+    let (tx2, rx2) = mpsc::channel();
+    let again = move |why: Wake, _cx: &mut Control<'_>| tx2.send(why).unwrap();
+    let _h2 = s
+        .event_loop
+        .add(Some(bport), Box::new(again), false)
+        .unwrap();
+    let first = rx2.recv_timeout(PATIENCE).unwrap();
+    assert!(first.kicked);
+    if !first.port {
+        s.front.notify(fport).unwrap();
+        assert!(rx2.recv_timeout(PATIENCE).unwrap().port);
+    }
+    assert!(rx.try_recv().is_err(), "the removed source did not run");
+}
+
+#[test]
+fn a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost() {
+    let s = setup();
+    let (tx, rx) = mpsc::channel();
+    let source = move |why: Wake, _cx: &mut Control<'_>| tx.send(why).unwrap();
+    let h = s.event_loop.add(None, Box::new(source), false).unwrap();
+    assert!(rx.recv_timeout(PATIENCE).unwrap().kicked);
+    h.kick();
+    assert!(rx.recv_timeout(PATIENCE).unwrap().kicked);
+}
+
+#[test]
+fn a_thousand_sources_share_one_loop_and_one_thread() {
+    let s = setup();
+    let (tx, rx) = mpsc::channel();
+    let mut fports = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..1000u32 {
+        let (fport, bport) = pair(&s);
+        let tx = tx.clone();
+        let source = move |why: Wake, cx: &mut Control<'_>| {
+            if why.port {
+                tx.send((i, std::thread::current().id())).unwrap();
+                cx.notify(bport);
+            }
+        };
+        handles.push(
+            s.event_loop
+                .add(Some(bport), Box::new(source), false)
+                .unwrap(),
+        );
+        fports.push(fport);
+    }
+    for &p in &fports {
+        s.front.notify(p).unwrap();
+    }
+    let mut seen = vec![false; 1000];
+    let mut threads = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let (i, t) = rx.recv_timeout(PATIENCE).unwrap();
+        seen[i as usize] = true;
+        threads.insert(t);
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert_eq!(threads.len(), 1);
+    let mut answered = 0;
+    let end = Instant::now() + PATIENCE;
+    while answered < 1000 && Instant::now() < end {
+        let mut out = Vec::new();
+        s.front.pending(&mut out).unwrap();
+        answered += out.len();
+    }
+    assert_eq!(answered, 1000, "every guest got its answer");
+}
+
+#[test]
+fn removing_after_the_loop_stopped_does_not_wait_forever() {
+    let s = setup();
+    let source = |_why: Wake, _cx: &mut Control<'_>| {};
+    let h = s.event_loop.add(None, Box::new(source), false).unwrap();
+    s.event_loop.stop();
+    assert!(h.remove().is_none());
+    assert!(s
+        .event_loop
+        .add(None, Box::new(|_: Wake, _: &mut Control<'_>| {}), false)
+        .is_err());
+}
