@@ -55,6 +55,16 @@ tar -tzf "$work/xenrx-$version.tgz" > "$work/main-files.txt"
 grep -qx 'package/native/binding.js' "$work/main-files.txt" || { echo "loader missing from main package" >&2; exit 1; }
 if grep -q '\.node$' "$work/main-files.txt"; then echo "main package must not carry a binary" >&2; exit 1; fi
 
+step "licenses: the main package MIT, the platform package (feature xen, xenctrl-sys) GPL-3.0-only"
+license_of() { tar -xzOf "$1" package/package.json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).license))'; }
+grep -qx 'package/LICENSE' "$work/main-files.txt" || { echo "LICENSE missing from the main package" >&2; exit 1; }
+tar -xzOf "$work/xenrx-$version.tgz" package/LICENSE | grep -q '^MIT License' || { echo "main package LICENSE is not MIT" >&2; exit 1; }
+[ "$(license_of "$work/xenrx-$version.tgz")" = MIT ] || { echo "main package license field is not MIT" >&2; exit 1; }
+platform_tgz="$work/xenrx-$tag-$version.tgz"
+tar -tzf "$platform_tgz" | grep -qx 'package/LICENSE' || { echo "LICENSE missing from the platform package" >&2; exit 1; }
+tar -xzOf "$platform_tgz" package/LICENSE | grep -q 'GNU GENERAL PUBLIC LICENSE' || { echo "platform package LICENSE is not the GPL" >&2; exit 1; }
+[ "$(license_of "$platform_tgz")" = GPL-3.0-only ] || { echo "platform package license field is not GPL-3.0-only" >&2; exit 1; }
+
 # PATH without any Rust toolchain: only node/npm's directory and the base system.
 nodedir=$(dirname "$(command -v node)")
 norust_path="$nodedir:/usr/bin:/bin"
