@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
-import { GNTST, PlatformError, SimHypervisor, gntstName } from '../ts/index.js';
+import { GntSt, PlatformError, SimHypervisor, XENSTORE_ERRNOS, gntstName } from '../ts/index.js';
+import { native } from '../ts/native.js';
 import { tempDir } from './helpers/xenstore.js';
 
 const BACK = 0;
@@ -67,7 +68,9 @@ test('bad grants give the Xen status and leave other mappings intact', (t) => {
   const readOnly = dev.map(FRONT, [ro], false);
   t.false(readOnly.writable);
   t.is(code(() => readOnly.write(0, Buffer.from('x'))), 'EACCES');
-  t.is(gntstName(GNTST.bad_gntref), 'GNTST_bad_gntref');
+  t.is(gntstName(GntSt.BadGntref), 'GNTST_bad_gntref');
+  t.is(GntSt.BadGntref, -3);
+  t.is(gntstName(-99), 'GNTST_-99');
 });
 
 test('grant copy reports a status per segment', (t) => {
@@ -81,9 +84,9 @@ test('grant copy reports a status per segment', (t) => {
     { domid: FRONT, gref: rw, offset: 4095, data: Buffer.from('too long') },
     { domid: FRONT, gref: 99_999, offset: 0, data: Buffer.from('x') },
   ]);
-  t.deepEqual(statuses, [GNTST.okay, GNTST.bad_copy_arg, GNTST.bad_gntref]);
+  t.deepEqual(statuses, [GntSt.Okay, GntSt.BadCopyArg, GntSt.BadGntref]);
   const out = dev.copyOut([{ domid: FRONT, gref: rw, offset: 100, length: 6 }]);
-  t.is(out[0]?.status, GNTST.okay);
+  t.is(out[0]?.status, GntSt.Okay);
   t.is(out[0]?.data?.toString(), 'copied');
 });
 
@@ -154,4 +157,21 @@ test('across processes: a frontend in a child process, the backend here', async 
   map.unmap();
   t.is(await exited, 0, err);
   t.regex(out, /DONE/);
+});
+
+test('shared facts come from the native core: shutdown reasons, XenStore errnos, GNTST names', (t) => {
+  const hv = new SimHypervisor();
+  hv.createDomain({ domid: 4 });
+  const reasons = native.shutdownReasons();
+  t.deepEqual(reasons, ['poweroff', 'reboot', 'suspend', 'crash', 'watchdog', 'soft-reset']);
+  for (const reason of reasons) {
+    t.true(hv.shutdownDomain(4, reason), reason);
+    t.is(hv.domainInfo().find((d) => d.domid === 4)?.shutdown, reason);
+    hv.resumeDomain(4);
+  }
+  t.is(XENSTORE_ERRNOS.length, 16);
+  t.is(XENSTORE_ERRNOS[4], 'ENOENT', "xs_wire.h's order");
+  for (const [name, status] of Object.entries(GntSt)) {
+    if (typeof status === 'number') t.regex(gntstName(status), /^GNTST_[a-z_]+$/, name);
+  }
 });

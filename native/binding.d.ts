@@ -399,6 +399,44 @@ export interface DomainInfoJs {
   shutdown?: string
 }
 
+/**
+ * A grant operation's status (`GNTST_*`). The one definition: JavaScript
+ * gets it as the enum `GntSt`.
+ */
+export declare enum GntSt {
+  /** Success. */
+  Okay = 0,
+  /** Bad flags, wrong domain, write access to a read-only grant... */
+  GeneralError = -1,
+  /** The domain does not exist. */
+  BadDomain = -2,
+  /** The grant reference is out of range. */
+  BadGntref = -3,
+  /** Bad mapping handle. */
+  BadHandle = -4,
+  /** Bad virtual address. */
+  BadVirtAddr = -5,
+  /** Bad device address. */
+  BadDevAddr = -6,
+  /** No space for a device mapping. */
+  NoDeviceSpace = -7,
+  /** Not permitted. */
+  PermissionDenied = -8,
+  /** Bad page (frame). */
+  BadPage = -9,
+  /** A copy argument is out of range. */
+  BadCopyArg = -10,
+  /** Address too big. */
+  AddressTooBig = -11,
+  /** Try again. */
+  Eagain = -12,
+  /** Out of space. */
+  NoSpace = -13,
+}
+
+/** The name of a GNTST status (`GNTST_bad_gntref`), `GNTST_<n>` if unknown. */
+export declare function gntstName(status: number): string
+
 /** A grant to copy to or from. */
 export interface GrantSpan {
   /** Granting domain. */
@@ -425,6 +463,16 @@ export interface NativeInfo {
   /** Target triple the addon was built for. */
   target: string
 }
+
+/**
+ * Why a domain shut down (`SHUTDOWN_*` of Xen's sched.h, in code order).
+ * The one definition: JavaScript gets the names as the type
+ * `ShutdownReason`.
+ */
+export type ShutdownReason = 'poweroff' | 'reboot' | 'suspend' | 'crash' | 'watchdog' | 'soft-reset'
+
+/** The shutdown reasons, in code order (SHUTDOWN_poweroff first). */
+export declare function shutdownReasons(): Array<ShutdownReason>
 
 /** How to create a simulated domain. */
 export interface SimDomainOptions {
@@ -461,6 +509,15 @@ export interface XenstoredStats {
   /** State-file writes. */
   persists: number
 }
+
+/**
+ * An error a XenStore daemon can answer, in xs_wire.h's table order. The
+ * one definition: JavaScript gets its names as the type `XenStoreErrno`.
+ */
+export type XenStoreErrno = 'EINVAL' | 'EACCES' | 'EEXIST' | 'EISDIR' | 'ENOENT' | 'ENOMEM' | 'ENOSPC' | 'EIO' | 'ENOTEMPTY' | 'ENOSYS' | 'EROFS' | 'EBUSY' | 'EAGAIN' | 'EISCONN' | 'E2BIG' | 'EPERM'
+
+/** The names of the errors a XenStore daemon answers, in xs_wire.h's order. */
+export declare function xenstoreErrnos(): Array<XenStoreErrno>
 
 /** Options of a client connection. */
 export interface XsConnectOptions {

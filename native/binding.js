@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, nativeInfo } = nativeBinding
+const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeConsoleBackend }
 export { NativeConsoleFrontend }
 export { NativeEcho }
@@ -794,5 +794,12 @@ export { benchMapUnmapRate }
 export { benchMemcpyRate }
 export { benchMmapMunmapRate }
 export { benchNotifyRate }
+export { GntSt }
+export { gntstName }
 export { nativeInfo }
+export { ShutdownReason }
+export { shutdownReasons }
+export { XenStoreErrno }
+export { Errno }
+export { xenstoreErrnos }
 export const __napiBindingTarget = __napiLoadedBindingTarget

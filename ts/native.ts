@@ -18,5 +18,7 @@ export type {
   NativeSimHypervisor,
   NativeXenstored,
   NativeXsClient,
+  ShutdownReason,
+  XenStoreErrno,
   XsWatchEvent,
 } from '../native/binding.js';

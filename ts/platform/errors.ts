@@ -1,28 +1,14 @@
 // Platform errors: grant operations fail with Xen's GNTST names, event
 // channels with errno names, as Linux's Xen devices report them.
+import { native } from '../native.js';
 
-/** GNTST status codes (grant_table.h). */
-export const GNTST = {
-  okay: 0,
-  general_error: -1,
-  bad_domain: -2,
-  bad_gntref: -3,
-  bad_handle: -4,
-  bad_virt_addr: -5,
-  bad_dev_addr: -6,
-  no_device_space: -7,
-  permission_denied: -8,
-  bad_page: -9,
-  bad_copy_arg: -10,
-  address_too_big: -11,
-  eagain: -12,
-  no_space: -13,
-} as const;
+/** GNTST status codes (grant_table.h), as the native core defines them: `GntSt.BadGntref` is -3. */
+export const GntSt = native.GntSt;
+export type GntSt = native.GntSt;
 
-/** Name of a GNTST status, e.g. `GNTST_bad_gntref`. */
+/** Name of a GNTST status, e.g. `GNTST_bad_gntref` (`GNTST_<n>` if unknown). */
 export function gntstName(status: number): string {
-  const entry = Object.entries(GNTST).find(([, v]) => v === status);
-  return entry ? `GNTST_${entry[0]}` : `GNTST_${String(status)}`;
+  return native.gntstName(status);
 }
 
 /** A failed platform operation: `code` is a GNTST name or an errno name. */
@@ -36,12 +22,12 @@ export class PlatformError extends Error {
     super(message);
   }
 
-  /** Converts an error thrown by the native layer. */
+  /** Converts an error thrown by the native layer (its `code` is a GNTST or errno name). */
   static fromNative(err: unknown): unknown {
     if (!(err instanceof Error)) return err;
-    const m = /^(GNTST_[a-z_]+|E[A-Z0-9]+): (.*)$/s.exec(err.message);
-    if (!m?.[1]) return err;
-    return new PlatformError(m[1], m[2] ?? m[1]);
+    const code = (err as Error & { code?: unknown }).code;
+    if (typeof code !== 'string' || !/^(GNTST_[a-z_]+|E[A-Z0-9]+)$/.test(code)) return err;
+    return new PlatformError(code, err.message);
   }
 }
 

@@ -1,4 +1,4 @@
-export { GNTST, PlatformError, gntstName } from './errors.js';
+export { GntSt, PlatformError, gntstName } from './errors.js';
 export { Platform, XEN_EVTCHN_DEVICE } from './platform.js';
 export type { EventChannelBinding, PlatformKind, PlatformOptions } from './platform.js';
 export { EventChannel, GrantDevice, GrantMapping, GuestGrantTable, SimHost, SimHypervisor } from './sim.js';

@@ -7,6 +7,7 @@ import type { Observable } from 'rxjs';
 import { native } from '../native.js';
 import type {
   DomainInfoJs,
+  ShutdownReason,
   NativeEventChannel,
   NativeGrantDevice,
   NativeGrantMapping,
@@ -16,8 +17,8 @@ import type {
 } from '../native.js';
 import { platformCall, platformCallAsync } from './errors.js';
 
-/** Why a domain shut down (`SHUTDOWN_*` in Xen's sched.h). */
-export type ShutdownReason = 'poweroff' | 'reboot' | 'suspend' | 'crash' | 'watchdog' | 'soft-reset';
+/** Why a domain shut down (`SHUTDOWN_*` in Xen's sched.h), as the native core defines them. */
+export type { ShutdownReason };
 
 /** A domain's state as the hypervisor reports it (XEN_DOMINF_* flags). */
 export interface DomainInfo {

@@ -1,28 +1,14 @@
-// Typed XenStore errors. The native layer reports failures as messages that
-// start with a code (`ENOENT: ...`); this turns them into XenStoreError.
+// Typed XenStore errors. The native layer throws errors whose `code` is the
+// errno name XenStore answered (`ENOENT`) or the client's own failure; this
+// turns them into XenStoreError.
+import { native } from '../native.js';
+import type { XenStoreErrno } from '../native.js';
 
-/** Errors a XenStore daemon answers with, by name (xs_wire.h). */
-export const XENSTORE_ERRNOS = [
-  'EINVAL',
-  'EACCES',
-  'EEXIST',
-  'EISDIR',
-  'ENOENT',
-  'ENOMEM',
-  'ENOSPC',
-  'EIO',
-  'ENOTEMPTY',
-  'ENOSYS',
-  'EROFS',
-  'EBUSY',
-  'EAGAIN',
-  'EISCONN',
-  'E2BIG',
-  'EPERM',
-] as const;
+/** Errors a XenStore daemon answers with, by name, in xs_wire.h's order (from the native core's table). */
+export const XENSTORE_ERRNOS: readonly XenStoreErrno[] = Object.freeze(native.xenstoreErrnos());
 
 /** An error name XenStore itself answers with. */
-export type XenStoreErrno = (typeof XENSTORE_ERRNOS)[number];
+export type { XenStoreErrno };
 
 /**
  * Why a XenStore call failed: an errno the daemon answered, or one of the
@@ -56,10 +42,9 @@ export class XenStoreError extends Error {
   /** Converts an error thrown by the native layer. Other errors pass through. */
   static fromNative(err: unknown, operation?: string): unknown {
     if (!(err instanceof Error)) return err;
-    const m = /^([A-Z0-9]+): (.*)$/s.exec(err.message);
-    const code = m?.[1];
-    if (!m || code === undefined || !isCode(code)) return err;
-    return new XenStoreError(code, m[2] ?? code, operation);
+    const code = (err as Error & { code?: unknown }).code;
+    if (typeof code !== 'string' || !isCode(code)) return err;
+    return new XenStoreError(code, err.message, operation);
   }
 }
 

@@ -6,7 +6,7 @@ use napi_derive::napi;
 
 use super::grants::NativeGrantDevice;
 use super::platform::NativeEventChannel;
-use super::{domid, io_error};
+use super::{domid, io_error, Result};
 use crate::platform::bench;
 
 /// Latencies (ns) of event-channel round trips to an echo peer.
@@ -15,21 +15,21 @@ pub fn bench_evtchn_round_trips(
     ch: &NativeEventChannel,
     port: u32,
     count: u32,
-) -> napi::Result<Vec<f64>> {
+) -> Result<Vec<f64>> {
     let v = bench::evtchn_round_trips(ch.ch.as_ref(), port, count as usize).map_err(io_error)?;
     Ok(v.into_iter().map(|n| n as f64).collect())
 }
 
 /// Latencies (ns) of the same ping-pong over bare eventfds, two threads.
 #[napi]
-pub fn bench_eventfd_round_trips(count: u32) -> napi::Result<Vec<f64>> {
+pub fn bench_eventfd_round_trips(count: u32) -> Result<Vec<f64>> {
     let v = bench::eventfd_round_trips(count as usize).map_err(io_error)?;
     Ok(v.into_iter().map(|n| n as f64).collect())
 }
 
 /// Notifications per second on one port.
 #[napi]
-pub fn bench_notify_rate(ch: &NativeEventChannel, port: u32, millis: u32) -> napi::Result<f64> {
+pub fn bench_notify_rate(ch: &NativeEventChannel, port: u32, millis: u32) -> Result<f64> {
     bench::notify_rate(
         ch.ch.as_ref(),
         port,
@@ -45,7 +45,7 @@ pub fn bench_map_unmap_rate(
     domid: u32,
     refs: Vec<u32>,
     millis: u32,
-) -> napi::Result<f64> {
+) -> Result<f64> {
     bench::map_unmap_rate(
         dev.dev.as_ref(),
         self::domid(domid)?,
@@ -57,7 +57,7 @@ pub fn bench_map_unmap_rate(
 
 /// Plain mmap+munmap operations per second for `pages` pages of a memfd.
 #[napi]
-pub fn bench_mmap_munmap_rate(pages: u32, millis: u32) -> napi::Result<f64> {
+pub fn bench_mmap_munmap_rate(pages: u32, millis: u32) -> Result<f64> {
     bench::mmap_munmap_rate(pages as usize, Duration::from_millis(u64::from(millis)))
         .map_err(io_error)
 }
@@ -70,7 +70,7 @@ pub fn bench_grant_copy_rate(
     refs: Vec<u32>,
     batch: u32,
     millis: u32,
-) -> napi::Result<f64> {
+) -> Result<f64> {
     bench::grant_copy_rate(
         dev.dev.as_ref(),
         self::domid(domid)?,
@@ -83,7 +83,7 @@ pub fn bench_grant_copy_rate(
 
 /// memcpy bytes per second, 4 KiB blocks, `batch` per round.
 #[napi]
-pub fn bench_memcpy_rate(pages: u32, batch: u32, millis: u32) -> napi::Result<f64> {
+pub fn bench_memcpy_rate(pages: u32, batch: u32, millis: u32) -> Result<f64> {
     bench::memcpy_rate(
         pages as usize,
         batch as usize,

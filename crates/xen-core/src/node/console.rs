@@ -12,13 +12,13 @@ use napi_derive::napi;
 
 use super::platform::NativeSimHost;
 use super::platform_handle::NativePlatform;
-use super::{coded_error, domid};
+use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
 use crate::console::{
     ConsoleBackend, ConsoleConfig, ConsoleError, ConsoleEvent, SimConsoleFrontend,
 };
 use crate::ring::ConsoleIndexes;
 
-fn console_error(e: ConsoleError) -> napi::Error {
+fn console_error(e: ConsoleError) -> Coded {
     coded_error(&e.code(), e)
 }
 
@@ -87,7 +87,7 @@ impl NativeConsoleBackend {
         options: ConsoleBackendOptions,
         on_output: OutputCallback,
         on_notice: Option<NoticeCallback>,
-    ) -> napi::Result<NativeConsoleBackend> {
+    ) -> Result<NativeConsoleBackend> {
         let frontend = domid(options.frontend_domid)?;
         let defaults = ConsoleConfig::default();
         let config = ConsoleConfig {
@@ -226,7 +226,7 @@ impl NativeConsoleFrontend {
         host: &NativeSimHost,
         domid: u32,
         backend_domid: u32,
-    ) -> napi::Result<NativeConsoleFrontend> {
+    ) -> Result<NativeConsoleFrontend> {
         let guest = self::domid(domid)?;
         let backend = self::domid(backend_domid)?;
         let host = host.sim_host();
@@ -263,15 +263,19 @@ impl NativeConsoleFrontend {
     }
 
     /// Waits up to `timeoutMs` for input; resolves to it (empty if none).
-    #[napi]
-    pub async fn wait_input(&self, timeout_ms: u32) -> napi::Result<Buffer> {
-        let fe = self.fe.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            fe.wait_input(Duration::from_millis(u64::from(timeout_ms)))
-        })
-        .await
-        .map_err(|e| coded_error("EIO", e))?;
-        Ok(data.into())
+    #[napi(ts_return_type = "Promise<Buffer>")]
+    pub async fn wait_input(&self, timeout_ms: u32) -> napi::Result<Outcome<Buffer>> {
+        let r: CodedResult<Buffer> = async {
+            let fe = self.fe.clone();
+            let data = tokio::task::spawn_blocking(move || {
+                fe.wait_input(Duration::from_millis(u64::from(timeout_ms)))
+            })
+            .await
+            .map_err(|e| coded_error("EIO", e))?;
+            Ok(data.into())
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// Signals the backend without writing (to storm it in tests).
@@ -288,7 +292,7 @@ impl NativeConsoleFrontend {
         in_prod: u32,
         out_cons: u32,
         out_prod: u32,
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         let ok = self.fe.set_indexes(ConsoleIndexes {
             in_cons,
             in_prod,
@@ -305,7 +309,7 @@ impl NativeConsoleFrontend {
     /// Ends the backend's access and closes the port; EBUSY while the
     /// backend still maps the page.
     #[napi]
-    pub fn close(&self) -> napi::Result<()> {
+    pub fn close(&self) -> Result<()> {
         self.fe.close().map_err(console_error)
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Mutex;
 
 use napi_derive::napi;
 
-use super::coded_error;
 #[cfg(feature = "xen")]
 use super::io_error;
+use super::{coded_error, Result};
 
 /// A domain's state (XEN_DOMINF_* flags and the shutdown reason).
 #[napi(object)]
@@ -28,26 +28,88 @@ pub struct DomainInfoJs {
     pub shutdown: Option<String>,
 }
 
-const SHUTDOWN_NAMES: [&str; 6] = [
-    "poweroff",
-    "reboot",
-    "suspend",
-    "crash",
-    "watchdog",
-    "soft-reset",
-];
+/// Why a domain shut down (`SHUTDOWN_*` of Xen's sched.h, in code order).
+/// The one definition: JavaScript gets the names as the type
+/// `ShutdownReason`.
+#[napi(string_enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// SHUTDOWN_poweroff (0).
+    #[napi(value = "poweroff")]
+    Poweroff,
+    /// SHUTDOWN_reboot (1).
+    #[napi(value = "reboot")]
+    Reboot,
+    /// SHUTDOWN_suspend (2).
+    #[napi(value = "suspend")]
+    Suspend,
+    /// SHUTDOWN_crash (3).
+    #[napi(value = "crash")]
+    Crash,
+    /// SHUTDOWN_watchdog (4).
+    #[napi(value = "watchdog")]
+    Watchdog,
+    /// SHUTDOWN_soft_reset (5).
+    #[napi(value = "soft-reset")]
+    SoftReset,
+}
+
+impl ShutdownReason {
+    /// Every reason, by code.
+    pub const ALL: [ShutdownReason; 6] = [
+        ShutdownReason::Poweroff,
+        ShutdownReason::Reboot,
+        ShutdownReason::Suspend,
+        ShutdownReason::Crash,
+        ShutdownReason::Watchdog,
+        ShutdownReason::SoftReset,
+    ];
+
+    /// The name JavaScript sees.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownReason::Poweroff => "poweroff",
+            ShutdownReason::Reboot => "reboot",
+            ShutdownReason::Suspend => "suspend",
+            ShutdownReason::Crash => "crash",
+            ShutdownReason::Watchdog => "watchdog",
+            ShutdownReason::SoftReset => "soft-reset",
+        }
+    }
+}
 
 pub(crate) fn shutdown_code(name: &str) -> Option<u32> {
-    SHUTDOWN_NAMES
+    ShutdownReason::ALL
         .iter()
-        .position(|n| *n == name)
+        .position(|r| r.name() == name)
         .map(|i| i as u32)
 }
 
 pub(crate) fn shutdown_name(code: u32) -> String {
-    SHUTDOWN_NAMES
+    ShutdownReason::ALL
         .get(code as usize)
-        .map_or_else(|| format!("code-{code}"), |n| (*n).to_owned())
+        .map_or_else(|| format!("code-{code}"), |r| r.name().to_owned())
+}
+
+/// The shutdown reasons, in code order (SHUTDOWN_poweroff first).
+#[napi]
+pub fn shutdown_reasons() -> Vec<ShutdownReason> {
+    ShutdownReason::ALL.to_vec()
+}
+
+/// The names of the errors a XenStore daemon answers, in xs_wire.h's order.
+#[napi(ts_return_type = "Array<XenStoreErrno>")]
+pub fn xenstore_errnos() -> Vec<crate::wire::Errno> {
+    crate::wire::Errno::ALL.to_vec()
+}
+
+/// The name of a GNTST status (`GNTST_bad_gntref`), `GNTST_<n>` if unknown.
+#[napi]
+pub fn gntst_name(status: i32) -> String {
+    crate::platform::GntSt::ALL
+        .iter()
+        .find(|s| **s as i32 == status)
+        .map_or_else(|| format!("GNTST_{status}"), |s| s.name().to_owned())
 }
 
 /// Domain information from the real hypervisor (libxenctrl, loaded at run
@@ -63,7 +125,7 @@ pub struct NativeXenCtrl {
 impl NativeXenCtrl {
     /// Opens libxenctrl.
     #[napi(factory)]
-    pub fn open() -> napi::Result<NativeXenCtrl> {
+    pub fn open() -> Result<NativeXenCtrl> {
         #[cfg(feature = "xen")]
         {
             let ctrl =
@@ -83,7 +145,7 @@ impl NativeXenCtrl {
 
     /// Every domain's state.
     #[napi]
-    pub fn domain_info(&self) -> napi::Result<Vec<DomainInfoJs>> {
+    pub fn domain_info(&self) -> Result<Vec<DomainInfoJs>> {
         #[cfg(feature = "xen")]
         {
             use crate::platform::xen::ShutdownReason as R;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
-use super::{coded_error, domid, grant_error};
+use super::{coded_error, domid, grant_error, Result};
 use crate::platform::sim::SimGntTable;
 use crate::platform::{CopySegment, CopySide, GrantMapper, GrantMapping, GrantTable};
 
@@ -34,7 +34,7 @@ pub struct CopyResult {
     pub data: Option<Buffer>,
 }
 
-fn u16_of(v: u32, what: &str) -> napi::Result<u16> {
+fn u16_of(v: u32, what: &str) -> Result<u16> {
     u16::try_from(v).map_err(|_| coded_error("EINVAL", format!("{what} {v} out of range")))
 }
 
@@ -48,12 +48,7 @@ pub struct NativeGrantDevice {
 impl NativeGrantDevice {
     /// Maps a batch of grants of `domid` into one contiguous mapping.
     #[napi]
-    pub fn map(
-        &self,
-        domid: u32,
-        refs: Vec<u32>,
-        writable: bool,
-    ) -> napi::Result<NativeGrantMapping> {
+    pub fn map(&self, domid: u32, refs: Vec<u32>, writable: bool) -> Result<NativeGrantMapping> {
         let m = self
             .dev
             .map(self::domid(domid)?, &refs, writable)
@@ -65,7 +60,7 @@ impl NativeGrantDevice {
 
     /// Copies buffers into grants; one GNTST status per segment.
     #[napi]
-    pub fn copy_in(&self, spans: Vec<GrantSpan>) -> napi::Result<Vec<i32>> {
+    pub fn copy_in(&self, spans: Vec<GrantSpan>) -> Result<Vec<i32>> {
         let datas: Vec<Vec<u8>> = spans
             .iter()
             .map(|s| s.data.as_deref().unwrap_or(&[]).to_vec())
@@ -88,7 +83,7 @@ impl NativeGrantDevice {
 
     /// Copies out of grants.
     #[napi]
-    pub fn copy_out(&self, spans: Vec<GrantSpan>) -> napi::Result<Vec<CopyResult>> {
+    pub fn copy_out(&self, spans: Vec<GrantSpan>) -> Result<Vec<CopyResult>> {
         let mut bufs: Vec<Vec<u8>> = spans
             .iter()
             .map(|s| vec![0u8; s.length.unwrap_or(0) as usize])
@@ -127,7 +122,7 @@ pub struct NativeGrantMapping {
 }
 
 impl NativeGrantMapping {
-    fn with<R>(&self, f: impl FnOnce(&GrantMapping) -> napi::Result<R>) -> napi::Result<R> {
+    fn with<R>(&self, f: impl FnOnce(&GrantMapping) -> Result<R>) -> Result<R> {
         let guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let m = guard
             .as_ref()
@@ -140,19 +135,19 @@ impl NativeGrantMapping {
 impl NativeGrantMapping {
     /// Size in bytes.
     #[napi(getter)]
-    pub fn length(&self) -> napi::Result<u32> {
+    pub fn length(&self) -> Result<u32> {
         self.with(|m| Ok(m.len() as u32))
     }
 
     /// Whether it is writable.
     #[napi(getter)]
-    pub fn writable(&self) -> napi::Result<bool> {
+    pub fn writable(&self) -> Result<bool> {
         self.with(|m| Ok(m.writable()))
     }
 
     /// Copies bytes out.
     #[napi]
-    pub fn read(&self, offset: u32, length: u32) -> napi::Result<Buffer> {
+    pub fn read(&self, offset: u32, length: u32) -> Result<Buffer> {
         self.with(|m| {
             let mut buf = vec![0u8; length as usize];
             m.mem()
@@ -164,7 +159,7 @@ impl NativeGrantMapping {
 
     /// Copies bytes in (a read-only mapping refuses).
     #[napi]
-    pub fn write(&self, offset: u32, data: Buffer) -> napi::Result<()> {
+    pub fn write(&self, offset: u32, data: Buffer) -> Result<()> {
         self.with(|m| {
             if !m.writable() {
                 return Err(coded_error("EACCES", "the mapping is read-only"));
@@ -192,7 +187,7 @@ pub struct NativeGuestGrantTable {
 impl NativeGuestGrantTable {
     /// A free frame of guest memory, zeroed.
     #[napi]
-    pub fn alloc_page(&self) -> napi::Result<u32> {
+    pub fn alloc_page(&self) -> Result<u32> {
         self.gt
             .alloc_page()
             .ok_or_else(|| coded_error("ENOMEM", "guest memory is full"))
@@ -206,7 +201,7 @@ impl NativeGuestGrantTable {
 
     /// Reads guest memory.
     #[napi]
-    pub fn read_page(&self, frame: u32, offset: u32, length: u32) -> napi::Result<Buffer> {
+    pub fn read_page(&self, frame: u32, offset: u32, length: u32) -> Result<Buffer> {
         let page = self
             .gt
             .page(frame)
@@ -219,7 +214,7 @@ impl NativeGuestGrantTable {
 
     /// Writes guest memory.
     #[napi]
-    pub fn write_page(&self, frame: u32, offset: u32, data: Buffer) -> napi::Result<()> {
+    pub fn write_page(&self, frame: u32, offset: u32, data: Buffer) -> Result<()> {
         let page = self
             .gt
             .page(frame)
@@ -230,7 +225,7 @@ impl NativeGuestGrantTable {
 
     /// Grants a frame to `to`.
     #[napi]
-    pub fn grant(&self, to: u32, frame: u32, readonly: bool) -> napi::Result<u32> {
+    pub fn grant(&self, to: u32, frame: u32, readonly: bool) -> Result<u32> {
         self.gt
             .grant(domid(to)?, frame, readonly)
             .map_err(grant_error)
@@ -238,7 +233,7 @@ impl NativeGuestGrantTable {
 
     /// Ends a grant (EBUSY while the grantee maps it).
     #[napi]
-    pub fn end_access(&self, gref: u32) -> napi::Result<()> {
+    pub fn end_access(&self, gref: u32) -> Result<()> {
         self.gt.end_access(gref).map_err(grant_error)
     }
 
@@ -250,7 +245,7 @@ impl NativeGuestGrantTable {
 
     /// Writes an entry directly, as a hostile guest may.
     #[napi]
-    pub fn write_entry(&self, gref: u32, flags: u32, to: u32, frame: u32) -> napi::Result<bool> {
+    pub fn write_entry(&self, gref: u32, flags: u32, to: u32, frame: u32) -> Result<bool> {
         Ok(self
             .gt
             .write_entry(gref, u16_of(flags, "flags")?, domid(to)?, frame))

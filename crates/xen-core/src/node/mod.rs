@@ -29,30 +29,27 @@ pub fn native_info() -> NativeInfo {
 pub mod bench;
 pub mod console;
 pub mod domains;
+mod errors;
 pub mod grants;
 pub mod platform;
 pub mod platform_handle;
 pub mod xenstore;
 
-/// A native error for JavaScript: the message starts with the error's code
-/// (`ENOENT: ...`), which the TypeScript layer turns into a typed error.
-pub(crate) fn coded_error(code: &str, message: impl std::fmt::Display) -> napi::Error {
-    napi::Error::from_reason(format!("{code}: {message}"))
-}
+pub(crate) use errors::{coded_error, Coded, CodedResult, Outcome, Result};
 
-pub(crate) fn grant_error(e: crate::platform::GrantError) -> napi::Error {
+pub(crate) fn grant_error(e: crate::platform::GrantError) -> Coded {
     coded_error(&e.code(), e)
 }
 
-pub(crate) fn evtchn_error(e: crate::platform::EvtchnError) -> napi::Error {
+pub(crate) fn evtchn_error(e: crate::platform::EvtchnError) -> Coded {
     coded_error(e.code(), e)
 }
 
-pub(crate) fn io_error(e: std::io::Error) -> napi::Error {
+pub(crate) fn io_error(e: std::io::Error) -> Coded {
     coded_error(crate::platform::io_error_name(&e), e)
 }
 
-pub(crate) fn domid(v: u32) -> napi::Result<crate::platform::DomId> {
+pub(crate) fn domid(v: u32) -> CodedResult<crate::platform::DomId> {
     crate::platform::DomId::try_from(v)
         .map_err(|_| coded_error("EINVAL", format!("domain id {v} out of range")))
 }

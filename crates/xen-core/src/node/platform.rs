@@ -9,7 +9,9 @@ use napi_derive::napi;
 
 use super::domains::{shutdown_code, shutdown_name, DomainInfoJs};
 use super::grants::{NativeGrantDevice, NativeGuestGrantTable};
-use super::{coded_error, domid, evtchn_error, grant_error, io_error};
+use super::{
+    coded_error, domid, evtchn_error, grant_error, io_error, CodedResult, Outcome, Result,
+};
 use crate::platform::event_loop::{wait_readable, Control, EventLoop, SourceHandle, Wake};
 use crate::platform::sim::{ControlServer, DomainConfig, SimEvtchn, SimHost, SimHypervisor};
 use crate::platform::{DomId, EventChannels};
@@ -47,7 +49,7 @@ impl NativeSimHypervisor {
 
     /// Creates a domain.
     #[napi]
-    pub fn create_domain(&self, options: SimDomainOptions) -> napi::Result<()> {
+    pub fn create_domain(&self, options: SimDomainOptions) -> Result<()> {
         let mut c = DomainConfig::new(domid(options.domid)?);
         c.pages = options.pages.unwrap_or(c.pages);
         c.grant_frames = options.grant_frames.unwrap_or(c.grant_frames);
@@ -76,7 +78,7 @@ impl NativeSimHypervisor {
     /// Shuts a domain down with a reason (poweroff, reboot, suspend, crash,
     /// watchdog, soft-reset), or clears its shutdown with `null`.
     #[napi]
-    pub fn set_shutdown(&self, domid: u32, reason: Option<String>) -> napi::Result<bool> {
+    pub fn set_shutdown(&self, domid: u32, reason: Option<String>) -> Result<bool> {
         let code =
             match reason.as_deref() {
                 None => None,
@@ -109,7 +111,7 @@ impl NativeSimHypervisor {
 
     /// Serves the control socket for clients in other processes.
     #[napi]
-    pub fn serve(&self, path: String) -> napi::Result<()> {
+    pub fn serve(&self, path: String) -> Result<()> {
         let server = self
             .hv
             .serve(std::path::Path::new(&path))
@@ -156,7 +158,7 @@ impl NativeSimHost {
 impl NativeSimHost {
     /// Connects to a hypervisor's control socket.
     #[napi(factory)]
-    pub fn connect(path: String) -> napi::Result<NativeSimHost> {
+    pub fn connect(path: String) -> Result<NativeSimHost> {
         Ok(NativeSimHost {
             host: SimHost::connect(std::path::Path::new(&path)).map_err(io_error)?,
         })
@@ -164,7 +166,7 @@ impl NativeSimHost {
 
     /// Event channels of a domain.
     #[napi]
-    pub fn evtchn(&self, domid: u32) -> napi::Result<NativeEventChannel> {
+    pub fn evtchn(&self, domid: u32) -> Result<NativeEventChannel> {
         Ok(NativeEventChannel {
             ch: Arc::new(
                 self.host
@@ -176,7 +178,7 @@ impl NativeSimHost {
 
     /// The gntdev of a backend in `domid`.
     #[napi]
-    pub fn gntdev(&self, domid: u32) -> napi::Result<NativeGrantDevice> {
+    pub fn gntdev(&self, domid: u32) -> Result<NativeGrantDevice> {
         Ok(NativeGrantDevice {
             dev: Arc::new(self.host.gntdev(self::domid(domid)?)),
         })
@@ -184,7 +186,7 @@ impl NativeSimHost {
 
     /// The grant table and memory of guest `domid`.
     #[napi]
-    pub fn gnttab(&self, domid: u32) -> napi::Result<NativeGuestGrantTable> {
+    pub fn gnttab(&self, domid: u32) -> Result<NativeGuestGrantTable> {
         Ok(NativeGuestGrantTable {
             gt: self.host.gnttab(self::domid(domid)?).map_err(grant_error)?,
         })
@@ -201,7 +203,7 @@ pub struct NativeEventChannel {
 impl NativeEventChannel {
     /// Binds a local port to `remotePort` of `remote`.
     #[napi]
-    pub fn bind_interdomain(&self, remote: u32, remote_port: u32) -> napi::Result<u32> {
+    pub fn bind_interdomain(&self, remote: u32, remote_port: u32) -> Result<u32> {
         self.ch
             .bind_interdomain(domid(remote)?, remote_port)
             .map_err(evtchn_error)
@@ -209,60 +211,65 @@ impl NativeEventChannel {
 
     /// Allocates a port `remote` may bind to.
     #[napi]
-    pub fn alloc_unbound(&self, remote: u32) -> napi::Result<u32> {
+    pub fn alloc_unbound(&self, remote: u32) -> Result<u32> {
         self.ch.alloc_unbound(domid(remote)?).map_err(evtchn_error)
     }
 
     /// Closes a port.
     #[napi]
-    pub fn unbind(&self, port: u32) -> napi::Result<()> {
+    pub fn unbind(&self, port: u32) -> Result<()> {
         self.ch.unbind(port).map_err(evtchn_error)
     }
 
     /// Signals the other end of a port.
     #[napi]
-    pub fn notify(&self, port: u32) -> napi::Result<()> {
+    pub fn notify(&self, port: u32) -> Result<()> {
         self.ch.notify(port).map_err(evtchn_error)
     }
 
     /// Ports with a pending event (masked until unmasked), without waiting.
     #[napi]
-    pub fn pending(&self) -> napi::Result<Vec<u32>> {
+    pub fn pending(&self) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         self.ch.pending(&mut out).map_err(evtchn_error)?;
         Ok(out)
     }
 
     /// Waits up to `timeoutMs` for pending ports.
-    #[napi]
-    pub async fn wait_pending(&self, timeout_ms: u32) -> napi::Result<Vec<u32>> {
-        let ch = self.ch.clone();
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-            loop {
-                let mut out = Vec::new();
-                ch.pending(&mut out).map_err(evtchn_error)?;
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if !out.is_empty() || left.is_zero() {
-                    return Ok(out);
+    #[napi(ts_return_type = "Promise<Array<number>>")]
+    pub async fn wait_pending(&self, timeout_ms: u32) -> napi::Result<Outcome<Vec<u32>>> {
+        let r: CodedResult<Vec<u32>> = async {
+            let ch = self.ch.clone();
+            tokio::task::spawn_blocking(move || {
+                let deadline =
+                    std::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                loop {
+                    let mut out = Vec::new();
+                    ch.pending(&mut out).map_err(evtchn_error)?;
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if !out.is_empty() || left.is_zero() {
+                        return Ok(out);
+                    }
+                    let _ = wait_readable(ch.fd(), Some(left));
                 }
-                let _ = wait_readable(ch.fd(), Some(left));
-            }
-        })
-        .await
-        .map_err(|e| coded_error("EIO", e))?
+            })
+            .await
+            .map_err(|e| coded_error("EIO", e))?
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// Re-enables delivery for a port.
     #[napi]
-    pub fn unmask(&self, port: u32) -> napi::Result<()> {
+    pub fn unmask(&self, port: u32) -> Result<()> {
         self.ch.unmask(port).map_err(evtchn_error)
     }
 
     /// Answers every event on `port` with a notification back, on a Rust
     /// thread (a simulated peer for tests and benchmarks).
     #[napi]
-    pub fn start_echo(&self, port: u32) -> napi::Result<NativeEcho> {
+    pub fn start_echo(&self, port: u32) -> Result<NativeEcho> {
         let lp = EventLoop::spawn("xenrx-echo", self.ch.clone()).map_err(io_error)?;
         let echo = move |why: Wake, cx: &mut Control<'_>| {
             if why.port {

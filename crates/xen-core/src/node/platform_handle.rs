@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 use super::grants::NativeGrantDevice;
 use super::platform::NativeSimHost;
-use super::{coded_error, domid, evtchn_error, io_error};
+use super::{coded_error, domid, evtchn_error, io_error, Result};
 use crate::platform::event_loop::SourceHandle;
 use crate::platform::port_batch::{BindError, Listener, PortBatch};
 use crate::platform::Platform;
@@ -48,7 +48,7 @@ impl NativePlatform {
 impl NativePlatform {
     /// Backend domain `domid` of the simulated hypervisor `host` reaches.
     #[napi(factory)]
-    pub fn simulated(host: &NativeSimHost, domid: u32) -> napi::Result<NativePlatform> {
+    pub fn simulated(host: &NativeSimHost, domid: u32) -> Result<NativePlatform> {
         let p = Platform::simulated(host.sim_host(), self::domid(domid)?).map_err(evtchn_error)?;
         Ok(NativePlatform::wrap(p))
     }
@@ -57,7 +57,7 @@ impl NativePlatform {
     /// process's domain: 0 in dom0). ENODEV where there is no Xen, or in
     /// builds without real-hypervisor support.
     #[napi(factory)]
-    pub fn xen(domid: u32) -> napi::Result<NativePlatform> {
+    pub fn xen(domid: u32) -> Result<NativePlatform> {
         let domid = self::domid(domid)?;
         #[cfg(feature = "xen-devices")]
         {
@@ -106,7 +106,7 @@ impl NativePlatform {
     /// Binds a port to `remotePort` of `remoteDomid` whose events go to
     /// JavaScript (see `listen`). Returns the local port.
     #[napi]
-    pub fn bind_for_js(&self, remote_domid: u32, remote_port: u32) -> napi::Result<u32> {
+    pub fn bind_for_js(&self, remote_domid: u32, remote_port: u32) -> Result<u32> {
         let (port, handle) = self
             .js
             .bind(&self.platform, domid(remote_domid)?, remote_port)
@@ -123,7 +123,7 @@ impl NativePlatform {
 
     /// Closes a port bound with `bindForJs` (ENOTCONN if it is not one).
     #[napi]
-    pub fn unbind(&self, port: u32) -> napi::Result<()> {
+    pub fn unbind(&self, port: u32) -> Result<()> {
         let handle = self
             .sources
             .lock()
@@ -141,14 +141,14 @@ impl NativePlatform {
 
     /// Signals the other end of a port.
     #[napi]
-    pub fn notify(&self, port: u32) -> napi::Result<()> {
+    pub fn notify(&self, port: u32) -> Result<()> {
         self.platform.evtchn().notify(port).map_err(evtchn_error)
     }
 
     /// Re-enables delivery for a port after its event was handled; an event
     /// that came meanwhile is delivered at once.
     #[napi]
-    pub fn unmask(&self, port: u32) -> napi::Result<()> {
+    pub fn unmask(&self, port: u32) -> Result<()> {
         self.platform.evtchn().unmask(port).map_err(evtchn_error)
     }
 

@@ -8,13 +8,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use super::{coded_error, io_error};
+use super::{coded_error, io_error, Coded, CodedResult, Outcome, Result};
 use crate::wire::perms::{self, Perm};
 use crate::xenstored::{Config, Daemon};
 use crate::xsclient::endpoint::Connector;
 use crate::xsclient::{Endpoint, Options, Tx, XsClient, XsError};
 
-fn xs_error(e: XsError) -> napi::Error {
+fn xs_error(e: XsError) -> Coded {
     coded_error(e.code(), e)
 }
 
@@ -55,7 +55,7 @@ pub struct NativeXenstored {
 impl NativeXenstored {
     /// Starts a daemon (binds its socket, loads its state file).
     #[napi(factory)]
-    pub fn start(options: XenstoredOptions) -> napi::Result<NativeXenstored> {
+    pub fn start(options: XenstoredOptions) -> Result<NativeXenstored> {
         let mut config = Config::new(&options.socket);
         config.domain_socket_dir = options.domain_socket_dir.map(PathBuf::from);
         config.state_file = options.state_file.map(PathBuf::from);
@@ -72,7 +72,7 @@ impl NativeXenstored {
         })
     }
 
-    fn daemon(&self) -> napi::Result<&Arc<Daemon>> {
+    fn daemon(&self) -> Result<&Arc<Daemon>> {
         self.daemon
             .as_ref()
             .ok_or_else(|| coded_error("ESHUTDOWN", "the daemon was stopped"))
@@ -86,7 +86,7 @@ impl NativeXenstored {
 
     /// The socket of an introduced domain.
     #[napi]
-    pub fn domain_socket(&self, domid: u32) -> napi::Result<String> {
+    pub fn domain_socket(&self, domid: u32) -> Result<String> {
         Ok(self
             .daemon()?
             .domain_socket(domid)
@@ -96,21 +96,21 @@ impl NativeXenstored {
 
     /// The hypervisor reports a domain dead: release it.
     #[napi]
-    pub fn domain_died(&self, domid: u32) -> napi::Result<()> {
+    pub fn domain_died(&self, domid: u32) -> Result<()> {
         self.daemon()?.domain_died(domid);
         Ok(())
     }
 
     /// The hypervisor reports a domain shut down: fire `@releaseDomain`.
     #[napi]
-    pub fn domain_shutdown(&self, domid: u32) -> napi::Result<()> {
+    pub fn domain_shutdown(&self, domid: u32) -> Result<()> {
         self.daemon()?.domain_shutdown(domid);
         Ok(())
     }
 
     /// The daemon's counters.
     #[napi]
-    pub fn stats(&self) -> napi::Result<XenstoredStats> {
+    pub fn stats(&self) -> Result<XenstoredStats> {
         use std::sync::atomic::Ordering::Relaxed;
         let s = self.daemon()?.stats();
         Ok(XenstoredStats {
@@ -181,41 +181,49 @@ pub struct NativeXsClient {
 #[napi]
 impl NativeXsClient {
     /// Connects to a daemon's socket or the xenbus device.
-    #[napi(factory)]
-    pub async fn connect(options: XsConnectOptions) -> napi::Result<NativeXsClient> {
-        let endpoint = match options.path {
-            Some(p) => Endpoint::for_path(p),
-            None => Endpoint::discover().map_err(io_error)?,
-        };
-        let opts = Options {
-            reconnect: options.reconnect.unwrap_or(true),
-            ..Options::default()
-        };
-        let client = XsClient::connect(endpoint, opts).await.map_err(xs_error)?;
-        Ok(NativeXsClient { client })
+    #[napi(ts_return_type = "Promise<NativeXsClient>")]
+    pub async fn connect(options: XsConnectOptions) -> napi::Result<Outcome<NativeXsClient>> {
+        let r: CodedResult<NativeXsClient> = async {
+            let endpoint = match options.path {
+                Some(p) => Endpoint::for_path(p),
+                None => Endpoint::discover().map_err(io_error)?,
+            };
+            let opts = Options {
+                reconnect: options.reconnect.unwrap_or(true),
+                ..Options::default()
+            };
+            let client = XsClient::connect(endpoint, opts).await.map_err(xs_error)?;
+            Ok(NativeXsClient { client })
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// Connects in-process to an embedded daemon, acting as `domid`.
-    #[napi(factory)]
+    #[napi(ts_return_type = "Promise<NativeXsClient>")]
     pub async fn connect_local(
         daemon: &NativeXenstored,
         domid: u32,
-    ) -> napi::Result<NativeXsClient> {
-        let daemon = daemon.daemon()?.clone();
-        let connector: Connector = Arc::new(move || {
-            let (r, w) = tokio::io::split(daemon.connect_local(domid));
-            Ok((Box::pin(r), Box::pin(w)))
-        });
-        let client = XsClient::connect(Endpoint::Local(connector), Options::default())
-            .await
-            .map_err(xs_error)?;
-        Ok(NativeXsClient { client })
+    ) -> napi::Result<Outcome<NativeXsClient>> {
+        let r: CodedResult<NativeXsClient> = async {
+            let daemon = daemon.daemon()?.clone();
+            let connector: Connector = Arc::new(move || {
+                let (r, w) = tokio::io::split(daemon.connect_local(domid));
+                Ok((Box::pin(r), Box::pin(w)))
+            });
+            let client = XsClient::connect(Endpoint::Local(connector), Options::default())
+                .await
+                .map_err(xs_error)?;
+            Ok(NativeXsClient { client })
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// Delivers watch events, in batches, to `callback`. The callback does
     /// not keep the process alive. Call once.
     #[napi(ts_args_type = "callback: (events: XsWatchEvent[]) => void")]
-    pub fn on_watch_events(&self, callback: EventCallback) -> napi::Result<()> {
+    pub fn on_watch_events(&self, callback: EventCallback) -> Result<()> {
         let mut rx = self
             .client
             .take_events()
@@ -242,155 +250,220 @@ impl NativeXsClient {
     }
 
     /// READ.
-    #[napi]
-    pub async fn read(&self, path: String, tx: Option<f64>) -> napi::Result<Buffer> {
-        let v = self.client.read(tx_of(tx), &path).await.map_err(xs_error)?;
-        Ok(v.into())
+    #[napi(ts_return_type = "Promise<Buffer>")]
+    pub async fn read(&self, path: String, tx: Option<f64>) -> napi::Result<Outcome<Buffer>> {
+        let r: CodedResult<Buffer> = async {
+            let v = self.client.read(tx_of(tx), &path).await.map_err(xs_error)?;
+            Ok(v.into())
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// WRITE.
-    #[napi]
+    #[napi(ts_return_type = "Promise<void>")]
     pub async fn write(
         &self,
         path: String,
         value: Either<String, Buffer>,
         tx: Option<f64>,
-    ) -> napi::Result<()> {
-        self.client
-            .write(tx_of(tx), &path, &bytes(value))
-            .await
-            .map_err(xs_error)
+    ) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async {
+            self.client
+                .write(tx_of(tx), &path, &bytes(value))
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// MKDIR.
-    #[napi]
-    pub async fn mkdir(&self, path: String, tx: Option<f64>) -> napi::Result<()> {
-        self.client.mkdir(tx_of(tx), &path).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn mkdir(&self, path: String, tx: Option<f64>) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> =
+            async { self.client.mkdir(tx_of(tx), &path).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// RM.
-    #[napi]
-    pub async fn rm(&self, path: String, tx: Option<f64>) -> napi::Result<()> {
-        self.client.rm(tx_of(tx), &path).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn rm(&self, path: String, tx: Option<f64>) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> =
+            async { self.client.rm(tx_of(tx), &path).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// DIRECTORY (with DIRECTORY_PART for long lists).
-    #[napi]
-    pub async fn directory(&self, path: String, tx: Option<f64>) -> napi::Result<Vec<String>> {
-        self.client
-            .directory(tx_of(tx), &path)
-            .await
-            .map_err(xs_error)
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub async fn directory(
+        &self,
+        path: String,
+        tx: Option<f64>,
+    ) -> napi::Result<Outcome<Vec<String>>> {
+        let r: CodedResult<Vec<String>> = async {
+            self.client
+                .directory(tx_of(tx), &path)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// GET_PERMS, as permission strings (`n0`, `r5`).
-    #[napi]
-    pub async fn get_perms(&self, path: String, tx: Option<f64>) -> napi::Result<Vec<String>> {
-        let list = self
-            .client
-            .get_perms(tx_of(tx), &path)
-            .await
-            .map_err(xs_error)?;
-        Ok(list.iter().map(Perm::to_string).collect())
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub async fn get_perms(
+        &self,
+        path: String,
+        tx: Option<f64>,
+    ) -> napi::Result<Outcome<Vec<String>>> {
+        let r: CodedResult<Vec<String>> = async {
+            let list = self
+                .client
+                .get_perms(tx_of(tx), &path)
+                .await
+                .map_err(xs_error)?;
+            Ok(list.iter().map(Perm::to_string).collect())
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// SET_PERMS from permission strings.
-    #[napi]
+    #[napi(ts_return_type = "Promise<void>")]
     pub async fn set_perms(
         &self,
         path: String,
         perms: Vec<String>,
         tx: Option<f64>,
-    ) -> napi::Result<()> {
-        let refs: Vec<&str> = perms.iter().map(String::as_str).collect();
-        let list =
-            perms::parse_list(&refs).map_err(|e| coded_error(e.as_str(), "bad permission list"))?;
-        self.client
-            .set_perms(tx_of(tx), &path, &list)
-            .await
-            .map_err(xs_error)
+    ) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async {
+            let refs: Vec<&str> = perms.iter().map(String::as_str).collect();
+            let list = perms::parse_list(&refs)
+                .map_err(|e| coded_error(e.as_str(), "bad permission list"))?;
+            self.client
+                .set_perms(tx_of(tx), &path, &list)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// WATCH.
-    #[napi]
-    pub async fn watch(&self, path: String, token: String) -> napi::Result<()> {
-        self.client.watch(&path, &token).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn watch(&self, path: String, token: String) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> =
+            async { self.client.watch(&path, &token).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// UNWATCH.
-    #[napi]
-    pub async fn unwatch(&self, path: String, token: String) -> napi::Result<()> {
-        self.client.unwatch(&path, &token).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn unwatch(&self, path: String, token: String) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> =
+            async { self.client.unwatch(&path, &token).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// TRANSACTION_START; the handle identifies the transaction and the
     /// connection it belongs to.
-    #[napi]
-    pub async fn transaction_start(&self) -> napi::Result<f64> {
-        let tx = self.client.transaction_start().await.map_err(xs_error)?;
-        Ok(((u64::from(tx.generation) << 32) | u64::from(tx.id)) as f64)
+    #[napi(ts_return_type = "Promise<number>")]
+    pub async fn transaction_start(&self) -> napi::Result<Outcome<f64>> {
+        let r: CodedResult<f64> = async {
+            let tx = self.client.transaction_start().await.map_err(xs_error)?;
+            Ok(((u64::from(tx.generation) << 32) | u64::from(tx.id)) as f64)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// TRANSACTION_END.
-    #[napi]
-    pub async fn transaction_end(&self, tx: f64, commit: bool) -> napi::Result<()> {
-        let tx = tx_of(Some(tx)).expect("handle given");
-        self.client
-            .transaction_end(tx, commit)
-            .await
-            .map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn transaction_end(&self, tx: f64, commit: bool) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async {
+            let tx = tx_of(Some(tx)).expect("handle given");
+            self.client
+                .transaction_end(tx, commit)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// GET_DOMAIN_PATH.
-    #[napi]
-    pub async fn get_domain_path(&self, domid: u32) -> napi::Result<String> {
-        self.client.get_domain_path(domid).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<string>")]
+    pub async fn get_domain_path(&self, domid: u32) -> napi::Result<Outcome<String>> {
+        let r: CodedResult<String> =
+            async { self.client.get_domain_path(domid).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// INTRODUCE.
-    #[napi]
-    pub async fn introduce(&self, domid: u32, gfn: f64, evtchn: u32) -> napi::Result<()> {
-        self.client
-            .introduce(domid, gfn as u64, evtchn)
-            .await
-            .map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn introduce(&self, domid: u32, gfn: f64, evtchn: u32) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async {
+            self.client
+                .introduce(domid, gfn as u64, evtchn)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// RELEASE.
-    #[napi]
-    pub async fn release(&self, domid: u32) -> napi::Result<()> {
-        self.client.release(domid).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn release(&self, domid: u32) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async { self.client.release(domid).await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// IS_DOMAIN_INTRODUCED.
-    #[napi]
-    pub async fn is_domain_introduced(&self, domid: u32) -> napi::Result<bool> {
-        self.client
-            .is_domain_introduced(domid)
-            .await
-            .map_err(xs_error)
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub async fn is_domain_introduced(&self, domid: u32) -> napi::Result<Outcome<bool>> {
+        let r: CodedResult<bool> = async {
+            self.client
+                .is_domain_introduced(domid)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// SET_TARGET.
-    #[napi]
-    pub async fn set_target(&self, domid: u32, target: u32) -> napi::Result<()> {
-        self.client
-            .set_target(domid, target)
-            .await
-            .map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn set_target(&self, domid: u32, target: u32) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> = async {
+            self.client
+                .set_target(domid, target)
+                .await
+                .map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// RESET_WATCHES.
-    #[napi]
-    pub async fn reset_watches(&self) -> napi::Result<()> {
-        self.client.reset_watches().await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn reset_watches(&self) -> napi::Result<Outcome<()>> {
+        let r: CodedResult<()> =
+            async { self.client.reset_watches().await.map_err(xs_error) }.await;
+        Ok(r.into())
     }
 
     /// CONTROL.
-    #[napi]
-    pub async fn control(&self, args: Vec<String>) -> napi::Result<String> {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.client.control(&refs).await.map_err(xs_error)
+    #[napi(ts_return_type = "Promise<string>")]
+    pub async fn control(&self, args: Vec<String>) -> napi::Result<Outcome<String>> {
+        let r: CodedResult<String> = async {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.client.control(&refs).await.map_err(xs_error)
+        }
+        .await;
+        Ok(r.into())
     }
 
     /// Closes the connection.

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::io;
 
-/// A grant operation's status (`GNTST_*`).
+/// A grant operation's status (`GNTST_*`). The one definition: JavaScript
+/// gets it as the enum `GntSt`.
+#[cfg_attr(feature = "node", napi_derive::napi)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i16)]
 pub enum GntSt {

@@ -2,7 +2,12 @@
 
 use std::fmt;
 
-/// An error a XenStore daemon can answer, in xs_wire.h's table order.
+/// An error a XenStore daemon can answer, in xs_wire.h's table order. The
+/// one definition: JavaScript gets its names as the type `XenStoreErrno`.
+#[cfg_attr(
+    feature = "node",
+    napi_derive::napi(string_enum, js_name = "XenStoreErrno")
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Errno {
     /// Invalid argument: bad path, malformed payload, wrong argument count.
