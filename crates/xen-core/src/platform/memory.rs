@@ -6,9 +6,13 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use rustix::mm::{self, MapFlags, ProtFlags};
+
+use crate::platform::abi::PAGE_SIZE;
 
 /// An access outside a shared region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +172,9 @@ impl<'a> SharedMem<'a> {
     }
 }
 
-/// An owned memory mapping, unmapped when dropped.
+/// An owned memory mapping, unmapped when dropped. Every byte of it is
+/// accessible: address space reserved with no access is a [`Reservation`]
+/// until every page of it has been placed.
 pub struct Mmap {
     ptr: NonNull<u8>,
     len: usize,
@@ -181,105 +187,64 @@ unsafe impl Send for Mmap {}
 // SAFETY: as for Send.
 unsafe impl Sync for Mmap {}
 
+fn protection(writable: bool) -> ProtFlags {
+    if writable {
+        ProtFlags::READ | ProtFlags::WRITE
+    } else {
+        ProtFlags::READ
+    }
+}
+
 impl Mmap {
     /// Maps `len` bytes of `fd` at `offset`, shared, read-only or writable.
     pub fn map_fd(fd: BorrowedFd<'_>, offset: u64, len: usize, writable: bool) -> io::Result<Mmap> {
-        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
-        // SAFETY: a fresh mapping chosen by the kernel; arguments are plain
-        // values and the result is checked.
+        // SAFETY: a fresh mapping at an address the kernel chooses (no
+        // hint, no MAP_FIXED), so no existing memory is affected.
         let p = unsafe {
-            libc::mmap(
+            mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
+                protection(writable),
+                MapFlags::SHARED,
+                fd,
+                offset,
             )
-        };
+        }?;
         Self::from_raw(p, len, writable)
     }
 
-    /// Reserves `len` bytes of address space with no access, to be filled
-    /// with [`Mmap::place_fd`].
-    pub fn reserve(len: usize) -> io::Result<Mmap> {
-        // SAFETY: an anonymous, inaccessible fresh mapping; result checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        Self::from_raw(p, len, false)
+    /// Reserves `len` bytes (whole pages) of address space with no access,
+    /// to be filled with [`Reservation::place_fd`] and turned into a mapping
+    /// by [`Reservation::finish`].
+    pub fn reserve(len: usize) -> io::Result<Reservation> {
+        Reservation::new(len)
     }
 
     /// Anonymous private read-write memory (for tests and bounce buffers).
     pub fn anonymous(len: usize) -> io::Result<Mmap> {
-        // SAFETY: a fresh anonymous mapping; result checked.
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses;
+        // no existing memory is affected.
         let p = unsafe {
-            libc::mmap(
+            mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+                protection(true),
+                MapFlags::PRIVATE,
             )
-        };
+        }?;
         Self::from_raw(p, len, true)
     }
 
-    /// Replaces `len` bytes at `at` inside this mapping with a shared mapping
-    /// of `fd` at `offset`.
-    pub fn place_fd(
-        &mut self,
-        at: usize,
-        fd: BorrowedFd<'_>,
-        offset: u64,
-        len: usize,
-        writable: bool,
-    ) -> io::Result<()> {
-        if at.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "placement outside the mapping",
-            ));
-        }
-        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
-        // SAFETY: the target range lies inside this mapping, which we own
-        // exclusively (&mut self): MAP_FIXED replaces only our own pages.
-        let p = unsafe {
-            libc::mmap(
-                self.ptr.as_ptr().add(at).cast(),
-                len,
-                prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        self.writable = writable;
-        Ok(())
-    }
-
-    fn from_raw(p: *mut libc::c_void, len: usize, writable: bool) -> io::Result<Mmap> {
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+    fn from_raw(p: *mut std::ffi::c_void, len: usize, writable: bool) -> io::Result<Mmap> {
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mmap { ptr, len, writable })
     }
 
     /// The mapped bytes.
     pub fn mem(&self) -> SharedMem<'_> {
-        // SAFETY: the range is mapped for as long as self lives.
+        // SAFETY: the range is mapped, and accessible (a PROT_NONE
+        // reservation only becomes an Mmap once fully placed), for as long
+        // as self lives.
         unsafe { SharedMem::new(self.ptr.as_ptr(), self.len) }
     }
 
@@ -299,11 +264,247 @@ impl Mmap {
     }
 }
 
+impl std::fmt::Debug for Mmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Mmap({} bytes {})",
+            self.len,
+            if self.writable { "rw" } else { "ro" }
+        )
+    }
+}
+
 impl Drop for Mmap {
     fn drop(&mut self) {
         // SAFETY: we own the mapping and nothing refers to it after drop
-        // (views borrow self).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // (views borrow self). A failure would leave the range mapped, which
+        // is a leak, not unsoundness.
+        let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Address space reserved with no access (`PROT_NONE`), filled page by page
+/// with shared mappings of descriptors. It is not memory: it offers no view
+/// of its bytes, and becomes an [`Mmap`] only once every page has been
+/// placed ([`Reservation::finish`]), so no safe call can touch a page that
+/// would fault. Dropping it unmaps whatever was placed.
+pub struct Reservation {
+    /// The range, inaccessible where not placed; never handed out.
+    range: Mmap,
+    /// Which pages (of [`PAGE_SIZE`]) have been placed.
+    placed: Vec<bool>,
+    /// Pages not placed yet.
+    missing: usize,
+    /// Whether every placement so far is writable.
+    writable: bool,
+}
+
+impl Reservation {
+    /// Reserves `len` bytes, a non-zero multiple of [`PAGE_SIZE`].
+    pub fn new(len: usize) -> io::Result<Reservation> {
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a reservation is whole pages, not {len} bytes"),
+            ));
+        }
+        // SAFETY: a fresh anonymous, inaccessible mapping at an address the
+        // kernel chooses; no existing memory is affected.
+        let p = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }?;
+        let pages = len / PAGE_SIZE;
+        Ok(Reservation {
+            range: Mmap::from_raw(p, len, false)?,
+            placed: vec![false; pages],
+            missing: pages,
+            writable: true,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.range.len
+    }
+
+    /// Whether the reservation is empty (never: it is at least a page).
+    pub fn is_empty(&self) -> bool {
+        self.range.len == 0
+    }
+
+    /// Pages not placed yet.
+    pub fn missing_pages(&self) -> usize {
+        self.missing
+    }
+
+    /// Replaces the `len` bytes at `at` (whole pages) with a shared mapping
+    /// of `fd` at `offset`, read-only or writable.
+    pub fn place_fd(
+        &mut self,
+        at: usize,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> io::Result<()> {
+        if len == 0
+            || !at.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || at.checked_add(len).is_none_or(|end| end > self.range.len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "placement of {len} bytes at {at} is not whole pages inside a {}-byte reservation",
+                    self.range.len
+                ),
+            ));
+        }
+        // SAFETY: the target range is whole pages inside the reservation,
+        // which we own exclusively (&mut self) and of which no view exists:
+        // MAP_FIXED replaces only our own pages.
+        let placed = unsafe {
+            mm::mmap(
+                self.range.ptr.as_ptr().add(at).cast(),
+                len,
+                protection(writable),
+                MapFlags::SHARED | MapFlags::FIXED,
+                fd,
+                offset,
+            )
+        };
+        // A failed MAP_FIXED may already have discarded what was there: the
+        // pages count as placed only if this placement succeeded.
+        let ok = placed.is_ok();
+        for page in &mut self.placed[at / PAGE_SIZE..(at + len) / PAGE_SIZE] {
+            if *page != ok {
+                *page = ok;
+                if ok {
+                    self.missing -= 1;
+                } else {
+                    self.missing += 1;
+                }
+            }
+        }
+        placed?;
+        self.writable &= writable;
+        Ok(())
+    }
+
+    /// The mapping, once every page has been placed; otherwise an error
+    /// (and the reservation is unmapped).
+    pub fn finish(self) -> io::Result<Mmap> {
+        if self.missing != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} of {} pages of the reservation were never placed",
+                    self.missing,
+                    self.placed.len()
+                ),
+            ));
+        }
+        let mut map = self.range;
+        map.writable = self.writable;
+        Ok(map)
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Reservation({} pages, {} missing)",
+            self.placed.len(),
+            self.missing
+        )
+    }
+}
+
+#[cfg(test)]
+mod mmap_tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn memfd(pages: usize) -> std::os::fd::OwnedFd {
+        let fd = rustix::fs::memfd_create("mmap-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, (pages * PAGE_SIZE) as u64).unwrap();
+        fd
+    }
+
+    #[test]
+    fn a_reservation_is_memory_only_once_every_page_is_placed() {
+        let fd = memfd(3);
+        let m = Mmap::map_fd(fd.as_fd(), 0, 3 * PAGE_SIZE, true).unwrap();
+        m.mem().fill(PAGE_SIZE, PAGE_SIZE, 0x42).unwrap();
+
+        // Two of three pages placed: still no memory to read.
+        let mut r = Mmap::reserve(3 * PAGE_SIZE).unwrap();
+        assert_eq!(r.missing_pages(), 3);
+        r.place_fd(0, fd.as_fd(), PAGE_SIZE as u64, PAGE_SIZE, true)
+            .unwrap();
+        r.place_fd(2 * PAGE_SIZE, fd.as_fd(), 0, PAGE_SIZE, true)
+            .unwrap();
+        assert_eq!(r.missing_pages(), 1);
+        let err = r.finish().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("1 of 3 pages"), "{err}");
+
+        // Every page placed (one twice): a mapping of the placed frames.
+        let mut r = Mmap::reserve(3 * PAGE_SIZE).unwrap();
+        r.place_fd(0, fd.as_fd(), PAGE_SIZE as u64, 2 * PAGE_SIZE, true)
+            .unwrap();
+        r.place_fd(PAGE_SIZE, fd.as_fd(), 0, PAGE_SIZE, false)
+            .unwrap();
+        assert_eq!(r.missing_pages(), 1);
+        r.place_fd(2 * PAGE_SIZE, fd.as_fd(), PAGE_SIZE as u64, PAGE_SIZE, true)
+            .unwrap();
+        let map = r.finish().unwrap();
+        assert_eq!(map.len(), 3 * PAGE_SIZE);
+        assert!(!map.writable(), "one page was placed read-only");
+        let mut b = [0u8; 3];
+        for (i, byte) in b.iter_mut().enumerate() {
+            map.mem()
+                .read(i * PAGE_SIZE + 7, std::slice::from_mut(byte))
+                .unwrap();
+        }
+        assert_eq!(b, [0x42, 0, 0x42]);
+    }
+
+    #[test]
+    fn placements_are_whole_pages_inside_the_reservation() {
+        let fd = memfd(2);
+        assert!(Mmap::reserve(0).is_err());
+        assert!(Mmap::reserve(PAGE_SIZE + 1).is_err());
+        let mut r = Mmap::reserve(2 * PAGE_SIZE).unwrap();
+        for (at, len) in [
+            (2 * PAGE_SIZE, PAGE_SIZE),
+            (PAGE_SIZE, 2 * PAGE_SIZE),
+            (1, PAGE_SIZE),
+            (0, 100),
+            (0, 0),
+            (usize::MAX - PAGE_SIZE + 1, PAGE_SIZE),
+        ] {
+            let err = r.place_fd(at, fd.as_fd(), 0, len, true).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{at} {len}");
+        }
+        assert_eq!(r.missing_pages(), 2, "nothing was placed");
+        // A placement the kernel refuses (offset not page-aligned) counts
+        // for nothing either, even over a page placed before (the kernel
+        // may have discarded it).
+        r.place_fd(0, fd.as_fd(), 0, PAGE_SIZE, true).unwrap();
+        assert_eq!(r.missing_pages(), 1);
+        assert!(r.place_fd(0, fd.as_fd(), 1, PAGE_SIZE, true).is_err());
+        assert_eq!(r.missing_pages(), 2);
+        r.place_fd(0, fd.as_fd(), 0, 2 * PAGE_SIZE, true).unwrap();
+        assert!(r.finish().unwrap().writable());
     }
 }
 

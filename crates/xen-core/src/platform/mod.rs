@@ -58,7 +58,8 @@ pub trait EventChannels: Send + Sync {
 pub trait GrantMapper: Send + Sync {
     /// Maps the frames `refs` of `domid` granted to this domain into one
     /// contiguous mapping, read-only or writable. All or nothing: on a
-    /// failure, what was mapped of the batch is unmapped again.
+    /// failure, what was mapped of the batch is unmapped again. An empty
+    /// batch is EINVAL, as on Linux's gntdev.
     fn map(
         &self,
         domid: DomId,

@@ -45,8 +45,29 @@ impl DomainConfig {
     }
 }
 
-/// Bytes before the pin counts in the `active` memory: `alive` (u32) first.
+/// Bytes before the active grant entries in the `active` memory: `alive`
+/// (u32) first.
 pub const ACTIVE_HEADER: usize = 64;
+
+/// Bytes of one active grant entry, the hypervisor-private state of one
+/// grant reference (Xen's `struct active_grant_entry`), shared by every
+/// process of the simulated host: four u32s at the offsets below.
+pub const ACTIVE_ENTRY_SIZE: usize = 16;
+/// The entry's lock: the pid of the process holding it, 0 when free. A
+/// holder that died is recognised and the lock taken over (see
+/// `domain_mem`).
+pub const ACTIVE_LOCK: usize = 0;
+/// Pin counts: read-only pins in the low 16 bits, writable pins in the high.
+pub const ACTIVE_PIN: usize = 4;
+/// The frame the entry granted when first pinned (valid while pinned).
+pub const ACTIVE_FRAME: usize = 8;
+/// The domain the entry was first pinned for (valid while pinned).
+pub const ACTIVE_DOMID: usize = 12;
+
+/// Size of the `active` memory of a domain.
+pub fn active_len(config: &DomainConfig) -> usize {
+    ACTIVE_HEADER + config.grant_entries() as usize * ACTIVE_ENTRY_SIZE
+}
 
 /// The shared-memory pieces of a domain, as descriptors.
 pub struct DomainFds {
@@ -54,8 +75,8 @@ pub struct DomainFds {
     pub config: DomainConfig,
     /// Guest memory (grant table in its first frames).
     pub memory: OwnedFd,
-    /// Hypervisor-private: a header (`alive` u32 at 0) then one u32 per grant
-    /// entry: a lock bit and pin counts.
+    /// Hypervisor-private: a header (`alive` u32 at 0) then one active entry
+    /// ([`ACTIVE_ENTRY_SIZE`] bytes) per grant reference.
     pub active: OwnedFd,
     /// One u32 generation per port, bumped on every change of the port.
     pub portgen: OwnedFd,
@@ -151,7 +172,7 @@ impl Core {
             &format!("xen-sim-d{d}-memory"),
             u64::from(config.pages) * PAGE_SIZE as u64,
         )?;
-        let active_len = ACTIVE_HEADER + config.grant_entries() as usize * 4;
+        let active_len = active_len(&config);
         let active = memfd(&format!("xen-sim-d{d}-active"), active_len as u64)?;
         let active_map = Mmap::map_fd(std::os::fd::AsFd::as_fd(&active), 0, active_len, true)?;
         // Mappers refuse a domain whose `alive` word is 0.

@@ -33,8 +33,14 @@ impl GrantMapper for SimGntdev {
         refs: &[GrantRef],
         writable: bool,
     ) -> Result<GrantMapping, GrantError> {
+        if refs.is_empty() {
+            // As Linux's gntdev answers a MAP_GRANT_REF of no grants.
+            return Err(GrantError::Os(std::io::Error::from_raw_os_error(
+                libc::EINVAL,
+            )));
+        }
         let dm = self.domain(domid).map_err(|s| GrantError::status(0, s))?;
-        let mut region = Mmap::reserve(refs.len().max(1) * PAGE_SIZE)?;
+        let mut region = Mmap::reserve(refs.len() * PAGE_SIZE)?;
         let mut pinned = Vec::with_capacity(refs.len());
         let unpin_all = move |dm: &DomainMem, pinned: &[GrantRef]| {
             for r in pinned {
@@ -61,9 +67,17 @@ impl GrantMapper for SimGntdev {
                 return Err(e.into());
             }
         }
+        // Every page is placed: the reservation is memory now.
+        let map = match region.finish() {
+            Ok(map) => map,
+            Err(e) => {
+                unpin_all(&dm, &pinned);
+                return Err(e.into());
+            }
+        };
         let release_refs = refs.to_vec();
         Ok(GrantMapping::new(
-            region,
+            map,
             domid,
             refs.to_vec(),
             writable,

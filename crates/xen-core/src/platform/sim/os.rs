@@ -1,28 +1,20 @@
-//! Thin safe wrappers over the Linux primitives the simulator is made of:
-//! memfd (guest memory), eventfd (event-channel ports) and epoll (a handle's
-//! pending set).
+//! Thin wrappers over the Linux primitives the simulator is made of, through
+//! rustix (no hand-written system calls): memfd (guest memory), eventfd
+//! (event-channel ports) and epoll (a handle's pending set).
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{EventfdFlags, Timespec};
+use rustix::fs::MemfdFlags;
+use rustix::io::Errno;
 
 /// A memfd of `size` bytes (zeroed), named for /proc/<pid>/maps.
 pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
-    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a valid C string; the result is checked.
-    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: memfd_create returned a fresh descriptor we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a valid descriptor and size; result checked.
-    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })?;
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, size)?;
     Ok(fd)
 }
 
@@ -32,10 +24,10 @@ pub struct EventFd(OwnedFd);
 impl EventFd {
     /// A non-blocking eventfd with a zero counter.
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: plain flags; the result is checked.
-        let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        // SAFETY: eventfd returned a fresh descriptor we now own.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(EventFd(rustix::event::eventfd(
+            0,
+            EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC,
+        )?))
     }
 
     /// Wraps a received eventfd descriptor.
@@ -45,34 +37,23 @@ impl EventFd {
 
     /// Rings the doorbell.
     pub fn signal(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our descriptor.
-        let n = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        if n == 8 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        // A counter at its maximum already says "pending".
-        if e.raw_os_error() == Some(libc::EAGAIN) {
-            Ok(())
-        } else {
-            Err(e)
+        match rustix::io::write(&self.0, &1u64.to_ne_bytes()) {
+            Ok(8) => Ok(()),
+            Ok(_) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+            // A counter at its maximum already says "pending".
+            Err(Errno::AGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Clears the doorbell; returns how many rings it had (0 if none).
     pub fn drain(&self) -> io::Result<u64> {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64 from our descriptor.
-        let n = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        if n == 8 {
-            return Ok(v);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EAGAIN) {
-            Ok(0)
-        } else {
-            Err(e)
+        let mut v = [0u8; 8];
+        match rustix::io::read(&self.0, &mut v) {
+            Ok(8) => Ok(u64::from_ne_bytes(v)),
+            Ok(_) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Err(Errno::AGAIN) => Ok(0),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -91,69 +72,67 @@ impl AsFd for EventFd {
 /// An epoll set: the pending ports of one event-channel handle.
 pub struct Epoll(OwnedFd);
 
+/// One-shot: after one delivery the port stays quiet until re-armed, which
+/// is how an event channel stays masked until unmasked.
+fn one_shot() -> EventFlags {
+    EventFlags::IN | EventFlags::ONESHOT
+}
+
 impl Epoll {
     /// An empty set.
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain flags; the result is checked.
-        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: epoll_create1 returned a fresh descriptor we now own.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, data: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            // One-shot: after one delivery the port stays quiet until re-armed,
-            // which is how an event channel stays masked until unmasked.
-            events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-            u64: data,
-        };
-        // SAFETY: valid descriptors and a valid event struct; result checked.
-        check(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) })?;
-        Ok(())
+        Ok(Epoll(epoll::create(epoll::CreateFlags::CLOEXEC)?))
     }
 
     /// Watches `fd`, reporting `data` once when it becomes readable.
     pub fn add(&self, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), data)
+        Ok(epoll::add(
+            &self.0,
+            fd,
+            EventData::new_u64(data),
+            one_shot(),
+        )?)
     }
 
     /// Re-arms a watched `fd` after a delivery.
     pub fn rearm(&self, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), data)
+        Ok(epoll::modify(
+            &self.0,
+            fd,
+            EventData::new_u64(data),
+            one_shot(),
+        )?)
     }
 
     /// Stops watching `fd`.
     pub fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0)
+        Ok(epoll::delete(&self.0, fd)?)
     }
 
     /// Collects ready watches into `out` (their data), waiting at most
-    /// `timeout_ms` (0: not at all, -1: forever).
+    /// `timeout_ms` (0: not at all, negative: forever).
     pub fn wait(&self, out: &mut Vec<u64>, timeout_ms: i32) -> io::Result<()> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); 64];
+        let mut timeout = (timeout_ms >= 0).then(|| Timespec {
+            tv_sec: i64::from(timeout_ms / 1000),
+            tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
+        });
         loop {
-            // SAFETY: the buffer holds 64 events, as told; result checked.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.0.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout_ms,
-                )
+            let (ready, _) = match epoll::wait(&self.0, &mut events, timeout.as_ref()) {
+                Ok(r) => r,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            out.extend(events[..n as usize].iter().map(|e| e.u64));
-            if (n as usize) < events.len() {
+            let full = ready.len() == 64;
+            out.extend(ready.iter().map(|e| e.data.u64()));
+            if !full {
                 return Ok(());
             }
             // A full buffer: more may be ready; look again without waiting.
-            return self.wait(out, 0);
+            timeout = Some(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            });
         }
     }
 }
@@ -196,14 +175,39 @@ mod tests {
         ep.rearm(e.as_fd(), 42).unwrap();
         ep.wait(&mut out, 0).unwrap();
         assert_eq!(out, [42]);
+        ep.remove(e.as_fd()).unwrap();
+        assert!(ep.rearm(e.as_fd(), 42).is_err(), "no longer watched");
+    }
+
+    #[test]
+    fn epoll_reports_more_ready_watches_than_one_buffer_holds() {
+        let ep = Epoll::new().unwrap();
+        let fds: Vec<EventFd> = (0..100).map(|_| EventFd::new().unwrap()).collect();
+        for (i, e) in fds.iter().enumerate() {
+            ep.add(e.as_fd(), i as u64).unwrap();
+            e.signal().unwrap();
+        }
+        let mut out = Vec::new();
+        ep.wait(&mut out, 1000).unwrap();
+        out.sort_unstable();
+        assert_eq!(out, (0..100).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn epoll_waits_at_most_its_timeout() {
+        let ep = Epoll::new().unwrap();
+        let e = EventFd::new().unwrap();
+        ep.add(e.as_fd(), 7).unwrap();
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        ep.wait(&mut out, 30).unwrap();
+        assert!(out.is_empty());
+        assert!(start.elapsed() >= std::time::Duration::from_millis(25));
     }
 
     #[test]
     fn memfd_is_sized() {
         let fd = memfd("test", 8192).unwrap();
-        // SAFETY: fstat into a zeroed struct on a valid descriptor.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
-        assert_eq!(st.st_size, 8192);
+        assert_eq!(rustix::fs::fstat(&fd).unwrap().st_size, 8192);
     }
 }

@@ -3,13 +3,20 @@
 //! records of little-endian u32s.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use rustix::io::Errno as OsErrno;
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
 
 use super::core::{Core, DomainConfig, DomainFds, Errno, HandleId};
 use super::link::Link;
@@ -43,43 +50,33 @@ fn decode(bytes: &[u8; RECORD]) -> [u32; 6] {
 }
 
 /// Sends a record with descriptors attached.
-fn send_record(sock: RawFd, record: &[u8; RECORD], fds: &[RawFd]) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: record.as_ptr() as *mut libc::c_void,
-        iov_len: RECORD,
-    };
-    let mut control = [0u8; 64];
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let payload = std::mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-        debug_assert!(space <= control.len());
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg_control points to `space` bytes we own, enough for one
-        // header carrying `fds`; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-                fds.len(),
-            );
+fn send_record(
+    sock: BorrowedFd<'_>,
+    record: &[u8; RECORD],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if fds.len() > MAX_FDS
+        || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
+    }
+    let n = loop {
+        match sendmsg(
+            sock,
+            &[IoSlice::new(record)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(OsErrno::INTR) => continue,
+            r => break r?,
         }
-    }
-    // SAFETY: msg and everything it points to live across the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n as usize != RECORD {
+    };
+    if n != RECORD {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
             "short control write",
@@ -89,56 +86,45 @@ fn send_record(sock: RawFd, record: &[u8; RECORD], fds: &[RawFd]) -> io::Result<
 }
 
 /// Receives a record and the descriptors attached to it.
-fn recv_record(sock: RawFd) -> io::Result<Option<([u8; RECORD], Vec<OwnedFd>)>> {
+fn recv_record(sock: BorrowedFd<'_>) -> io::Result<Option<([u8; RECORD], Vec<OwnedFd>)>> {
     let mut record = [0u8; RECORD];
     let mut fds = Vec::new();
     let mut got = 0;
     while got < RECORD {
-        let mut iov = libc::iovec {
-            iov_base: record[got..].as_mut_ptr().cast(),
-            iov_len: RECORD - got,
+        // Room for one descriptor more than a record may carry, to tell
+        // "too many" from "just enough".
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let msg = match recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut record[got..])],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(OsErrno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         };
-        let mut control = [0u8; 64];
-        // SAFETY: an all-zero msghdr is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // SAFETY: msg points to buffers we own for the duration of the call.
-        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        // Each received descriptor is new and ours (closed when dropped).
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = message {
+                fds.extend(received);
             }
-            return Err(e);
         }
-        if n == 0 {
+        if msg.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "too many descriptors",
+            ));
+        }
+        if msg.bytes == 0 {
             return if got == 0 {
                 Ok(None)
             } else {
                 Err(io::Error::from(io::ErrorKind::UnexpectedEof))
             };
         }
-        // SAFETY: the kernel filled msg_control; we walk its headers with the
-        // CMSG macros, which stay within msg_controllen.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let data_len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                    let count = data_len / std::mem::size_of::<RawFd>();
-                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                    for i in 0..count {
-                        // Each received descriptor is new and ours.
-                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        got += n as usize;
+        got += msg.bytes;
     }
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
@@ -211,8 +197,7 @@ impl Drop for ControlServer {
 
 fn serve_client(core: Arc<Mutex<Core>>, mut stream: UnixStream) {
     let mut handles: HashSet<HandleId> = HashSet::new();
-    let sock = stream.as_raw_fd();
-    while let Ok(Some((record, _))) = recv_record(sock) {
+    while let Ok(Some((record, _))) = recv_record(stream.as_fd()) {
         let [op, handle, domid, a, b, _] = decode(&record);
         let domid = domid as DomId;
         let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,16 +246,16 @@ fn serve_client(core: Arc<Mutex<Core>>, mut stream: UnixStream) {
             Ok((v, fds)) => (0, v, fds),
             Err(e) => (e as u32, [0; 4], vec![]),
         };
-        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
         let out = encode([
             status,
             values[0],
             values[1],
             values[2],
             values[3],
-            raw.len() as u32,
+            borrowed.len() as u32,
         ]);
-        if send_record(sock, &out, &raw).is_err() {
+        if send_record(stream.as_fd(), &out, &borrowed).is_err() {
             break;
         }
     }
@@ -307,7 +292,7 @@ impl RemoteLink {
         b: u32,
     ) -> Result<([u32; 4], Vec<OwnedFd>), Errno> {
         let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        let sock = stream.as_raw_fd();
+        let sock = stream.as_fd();
         send_record(sock, &encode([op, handle, u32::from(domid), a, b, 0]), &[])
             .map_err(|_| libc::EIO)?;
         let (record, fds) = recv_record(sock).map_err(|_| libc::EIO)?.ok_or(libc::EIO)?;
@@ -388,5 +373,69 @@ impl Link for RemoteLink {
             return Ok(None);
         }
         Ok(Some((v[1], one_fd(fds)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_descriptors_both_ways() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let fds: Vec<OwnedFd> = (0..MAX_FDS)
+            .map(|i| super::super::os::memfd(&format!("rpc-{i}"), 4096 * (i as u64 + 1)).unwrap())
+            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let record = encode([1, 2, 3, 4, 5, 6]);
+        send_record(a.as_fd(), &record, &borrowed).unwrap();
+        send_record(a.as_fd(), &encode([7; 6]), &[]).unwrap();
+        let (got, received) = recv_record(b.as_fd()).unwrap().unwrap();
+        assert_eq!(decode(&got), [1, 2, 3, 4, 5, 6]);
+        let sizes: Vec<i64> = received
+            .iter()
+            .map(|fd| rustix::fs::fstat(fd).unwrap().st_size)
+            .collect();
+        assert_eq!(sizes, [4096, 8192, 12288], "the same files, in order");
+        for fd in &received {
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        let (got, received) = recv_record(b.as_fd()).unwrap().unwrap();
+        assert_eq!(decode(&got), [7; 6]);
+        assert!(received.is_empty());
+        drop(a);
+        assert!(recv_record(b.as_fd()).unwrap().is_none(), "closed");
+    }
+
+    #[test]
+    fn a_record_carries_at_most_three_descriptors() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fds: Vec<OwnedFd> = (0..=MAX_FDS)
+            .map(|_| super::super::os::memfd("rpc", 0).unwrap())
+            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let err = send_record(a.as_fd(), &encode([0; 6]), &borrowed).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
+        // A peer that sends more anyway is refused, in one message or with
+        // the record split over two.
+        for split in [RECORD, 8] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let record = encode([0; 6]);
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+            sendmsg(
+                a.as_fd(),
+                &[IoSlice::new(&record[..split])],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .unwrap();
+            rustix::io::write(&a, &record[split..]).unwrap();
+            let err = recv_record(b.as_fd()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "split at {split}");
+        }
     }
 }

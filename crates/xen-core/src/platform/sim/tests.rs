@@ -156,6 +156,21 @@ fn bad_grants_fail_with_xen_status_and_leave_other_mappings_intact() {
 }
 
 #[test]
+fn an_empty_map_batch_is_einval_as_on_gntdev() {
+    let hv = hv();
+    let host = hv.host();
+    let gntdev = host.gntdev(BACK);
+    let err = gntdev.map(FRONT, &[], true).unwrap_err();
+    assert!(
+        matches!(err, GrantError::Os(ref e) if e.raw_os_error() == Some(libc::EINVAL)),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "EINVAL");
+    // Refused before anything else: even for a domain that does not exist.
+    assert_eq!(gntdev.map(42, &[], false).unwrap_err().code(), "EINVAL");
+}
+
+#[test]
 fn a_failed_batch_undoes_its_partial_successes() {
     let hv = hv();
     let host = hv.host();

@@ -5,6 +5,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
+use vmm_sys_util::fam::FamStruct;
+
 use super::abi::*;
 use super::ops::DeviceOps;
 use crate::platform::abi::PAGE_SIZE;
@@ -83,29 +85,31 @@ impl<O: DeviceOps> XenGntalloc<O> {
         if count == 0 {
             return Err(GrantError::TableFull);
         }
-        // Header (16 bytes) then `count` u32 ids, in u64 storage for alignment.
-        let mut buf = vec![0u64; (16 + count as usize * 4).div_ceil(8)];
-        {
-            // SAFETY: u64 storage viewed as u16/u32 fields at their C offsets.
-            let words: &mut [u32] =
-                unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), buf.len() * 2) };
-            words[0] = u32::from(domid)
-                | (u32::from(if writable { GNTALLOC_FLAG_WRITABLE } else { 0 }) << 16);
-            words[1] = count;
+        let invalid = |_| GrantError::Os(std::io::Error::from_raw_os_error(libc::EINVAL));
+        let mut arg = GntallocAllocGrefArg::from_header(GntallocAllocGref::new(domid, writable))
+            .map_err(invalid)?;
+        for _ in 0..count {
+            arg.push(0).map_err(invalid)?;
         }
-        // SAFETY: the buffer holds the header and `count` ids.
+        // SAFETY: ALLOC_GREF takes this struct: the wrapper holds the header
+        // and room for its `count` ids contiguously (at least the C
+        // struct's size, gref_ids[1] included), alive and unmoved for the
+        // call.
         unsafe {
             self.ops.ioctl(
                 self.fd.as_fd(),
                 IOCTL_GNTALLOC_ALLOC_GREF,
-                buf.as_mut_ptr().cast(),
+                arg.as_mut_fam_struct_ptr().cast(),
             )
         }?;
-        let index = buf[1];
-        // SAFETY: as above, read back the ids the kernel filled in.
-        let words: &[u32] =
-            unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), buf.len() * 2) };
-        let refs = words[4..4 + count as usize].to_vec();
+        let answer = arg.as_fam_struct_ref();
+        if answer.len() != count as usize {
+            // The kernel writes the header back as it read it; a count it
+            // changed would make the ids unreadable.
+            return Err(GrantError::Os(std::io::Error::from_raw_os_error(libc::EIO)));
+        }
+        let index = answer.index();
+        let refs = arg.as_slice().to_vec();
         let map = self
             .ops
             .mmap(self.fd.as_fd(), count as usize * PAGE_SIZE, true, index);

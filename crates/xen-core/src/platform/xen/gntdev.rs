@@ -36,25 +36,18 @@ impl<O: DeviceOps> XenGntdev<O> {
     }
 }
 
-/// Builds the MAP_GRANT_REF argument: the header then `count` refs, in a
-/// buffer of u64s so that the header's u64 field is aligned.
-fn map_argument(domid: DomId, refs: &[GrantRef]) -> Vec<u64> {
-    let header = std::mem::size_of::<GntdevMapGrantRef>() - std::mem::size_of::<GntdevGrantRef>();
-    let bytes = header + refs.len().max(1) * std::mem::size_of::<GntdevGrantRef>();
-    let mut buf = vec![0u64; bytes.div_ceil(8)];
-    let words: &mut [u32] = bytemuck_u32(&mut buf);
-    words[0] = refs.len() as u32;
-    for (i, r) in refs.iter().enumerate() {
-        words[header / 4 + 2 * i] = u32::from(domid);
-        words[header / 4 + 2 * i + 1] = *r;
-    }
-    buf
-}
-
-fn bytemuck_u32(buf: &mut [u64]) -> &mut [u32] {
-    // SAFETY: u64 storage reinterpreted as twice as many u32s: same memory,
-    // stricter alignment satisfied, no padding in either type.
-    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), buf.len() * 2) }
+/// Builds the MAP_GRANT_REF argument: the header then one (domid, ref) per
+/// grant, typed, in one allocation.
+fn map_argument(domid: DomId, refs: &[GrantRef]) -> Result<GntdevMapGrantRefArg, GrantError> {
+    let refs: Vec<GntdevGrantRef> = refs
+        .iter()
+        .map(|&gref| GntdevGrantRef {
+            domid: u32::from(domid),
+            gref,
+        })
+        .collect();
+    GntdevMapGrantRefArg::from_entries(&refs)
+        .map_err(|_| GrantError::Os(std::io::Error::from_raw_os_error(libc::EINVAL)))
 }
 
 fn unmap_grants<O: DeviceOps>(ops: &O, fd: &OwnedFd, index: u64, count: u32) {
@@ -81,18 +74,24 @@ impl<O: DeviceOps> GrantMapper for XenGntdev<O> {
         writable: bool,
     ) -> Result<GrantMapping, GrantError> {
         if refs.is_empty() {
-            return Err(GrantError::status(0, GntSt::GeneralError));
+            // The kernel's answer to a MAP_GRANT_REF of no grants: refused
+            // here, before any call.
+            return Err(GrantError::Os(std::io::Error::from_raw_os_error(
+                libc::EINVAL,
+            )));
         }
-        let mut arg = map_argument(domid, refs);
-        // SAFETY: the buffer holds the header and `refs.len()` entries.
+        let mut arg = map_argument(domid, refs)?;
+        // SAFETY: MAP_GRANT_REF takes this struct: the wrapper holds the
+        // header and its `count` refs contiguously (at least the C struct's
+        // size, refs[1] included), alive and unmoved for the call.
         unsafe {
             self.ops.ioctl(
                 self.fd.as_fd(),
                 IOCTL_GNTDEV_MAP_GRANT_REF,
-                arg.as_mut_ptr().cast(),
+                arg.as_mut_fam_struct_ptr().cast(),
             )
         }?;
-        let index = arg[1];
+        let index = arg.as_fam_struct_ref().index();
         let count = refs.len() as u32;
         // The hypervisor maps the grants here; one refused grant fails the
         // whole mmap, and the kernel undoes the rest.

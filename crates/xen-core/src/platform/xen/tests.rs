@@ -47,6 +47,9 @@ impl Fake {
     }
 }
 
+/// Bytes of an ioctl argument, as the kernel sizes it. The fake reads and
+/// writes arguments at the C offsets of the uapi headers, not through our
+/// Rust types, so these tests check the layout the typed builders produce.
 fn arg_len(request: u64, arg: *const u8) -> usize {
     // SAFETY (test): reads the count field of the variable-size structs the
     // code under test passed.
@@ -228,6 +231,20 @@ fn gntdev_maps_a_batch_at_the_returned_index_and_unmaps_on_drop() {
     let unmap = fake.calls.lock().unwrap()[1].clone();
     assert_eq!(unmap.request, IOCTL_GNTDEV_UNMAP_GRANT_REF);
     assert_eq!(u32s(&unmap.arg), [0x5000, 0, 3, 0], "index then count");
+}
+
+#[test]
+fn gntdev_refuses_an_empty_batch_before_any_call() {
+    let fake = Arc::new(Fake::default());
+    let dev = XenGntdev::open(fake.clone(), Path::new(GNTDEV_DEVICE)).unwrap();
+    let err = dev.map(7, &[], true).unwrap_err();
+    assert!(
+        matches!(err, GrantError::Os(ref e) if e.raw_os_error() == Some(libc::EINVAL)),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "EINVAL");
+    assert!(fake.calls.lock().unwrap().is_empty(), "no ioctl");
+    assert!(fake.mmaps.lock().unwrap().is_empty(), "no mmap");
 }
 
 #[test]
