@@ -14,7 +14,7 @@ use rustix::mm::{self, MapFlags, ProtFlags};
 
 use crate::platform::abi::PAGE_SIZE;
 
-/// An access outside a shared region.
+/// An access outside a shared region, or a write into a read-only one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfRange {
     /// Offset asked for.
@@ -23,10 +23,19 @@ pub struct OutOfRange {
     pub len: usize,
     /// Size of the region.
     pub size: usize,
+    /// The region is read-only and the access would have written.
+    pub read_only: bool,
 }
 
 impl std::fmt::Display for OutOfRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.read_only {
+            return write!(
+                f,
+                "write of {} bytes at offset {} into a read-only {}-byte region",
+                self.len, self.offset, self.size
+            );
+        }
         write!(
             f,
             "access of {} bytes at offset {} outside a {}-byte region",
@@ -37,11 +46,14 @@ impl std::fmt::Display for OutOfRange {
 
 impl std::error::Error for OutOfRange {}
 
-/// A view of shared memory: bounds-checked copies and atomics only.
+/// A view of shared memory: bounds-checked copies and atomics only. A view
+/// of a read-only mapping refuses every write with an error (a write would
+/// fault the process): loads work on both.
 #[derive(Clone, Copy)]
 pub struct SharedMem<'a> {
     ptr: *mut u8,
     len: usize,
+    writable: bool,
     _life: PhantomData<&'a ()>,
 }
 
@@ -54,17 +66,35 @@ unsafe impl Send for SharedMem<'_> {}
 unsafe impl Sync for SharedMem<'_> {}
 
 impl<'a> SharedMem<'a> {
-    /// A view of `len` bytes at `ptr`.
+    /// A writable view of `len` bytes at `ptr`.
     ///
     /// # Safety
-    /// `ptr..ptr+len` must stay mapped for `'a`; writes through the view need
-    /// it mapped writable.
+    /// `ptr..ptr+len` must stay mapped readable and writable for `'a`.
     pub unsafe fn new(ptr: *mut u8, len: usize) -> SharedMem<'a> {
         SharedMem {
             ptr,
             len,
+            writable: true,
             _life: PhantomData,
         }
+    }
+
+    /// A read-only view of `len` bytes at `ptr`: writes through it fail.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped readable for `'a`.
+    pub unsafe fn new_read_only(ptr: *mut u8, len: usize) -> SharedMem<'a> {
+        SharedMem {
+            ptr,
+            len,
+            writable: false,
+            _life: PhantomData,
+        }
+    }
+
+    /// Whether writes through the view are allowed.
+    pub fn writable(&self) -> bool {
+        self.writable
     }
 
     /// Size in bytes.
@@ -89,15 +119,36 @@ impl<'a> SharedMem<'a> {
                 offset,
                 len,
                 size: self.len,
+                read_only: false,
             }),
         }
     }
 
-    /// A part of the view.
+    /// Like `check`, for an access that writes.
+    fn check_write(&self, offset: usize, len: usize) -> Result<(), OutOfRange> {
+        self.check(offset, len)?;
+        if !self.writable {
+            return Err(OutOfRange {
+                offset,
+                len,
+                size: self.len,
+                read_only: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// A part of the view (read-only if the view is).
     pub fn sub(&self, offset: usize, len: usize) -> Result<SharedMem<'a>, OutOfRange> {
         self.check(offset, len)?;
-        // SAFETY: the range was checked to lie inside this view.
-        Ok(unsafe { SharedMem::new(self.ptr.add(offset), len) })
+        Ok(SharedMem {
+            // SAFETY: the range was checked to lie inside this view, so the
+            // pointer stays inside the same mapping.
+            ptr: unsafe { self.ptr.add(offset) },
+            len,
+            writable: self.writable,
+            _life: PhantomData,
+        })
     }
 
     /// Copies bytes out, once.
@@ -111,7 +162,7 @@ impl<'a> SharedMem<'a> {
 
     /// Copies bytes in.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfRange> {
-        self.check(offset, data.len())?;
+        self.check_write(offset, data.len())?;
         // SAFETY: the destination range is inside the mapping (checked above)
         // and the source is a private buffer that cannot overlap it.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
@@ -120,48 +171,70 @@ impl<'a> SharedMem<'a> {
 
     /// Sets bytes to `byte`.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfRange> {
-        self.check(offset, len)?;
+        self.check_write(offset, len)?;
         // SAFETY: the range is inside the mapping (checked above).
         unsafe { std::ptr::write_bytes(self.ptr.add(offset), byte, len) };
         Ok(())
     }
 
-    /// The 16-bit word at `offset` as an atomic (offset must be aligned).
-    pub fn atomic_u16(&self, offset: usize) -> Result<&'a AtomicU16, OutOfRange> {
-        self.check(offset, 2)?;
+    /// The aligned address of a `size`-byte word at `offset`.
+    fn word(&self, offset: usize, size: usize) -> Result<*mut u8, OutOfRange> {
+        self.check(offset, size)?;
         let p = self.ptr.wrapping_add(offset);
-        if !(p as usize).is_multiple_of(2) {
+        if !(p as usize).is_multiple_of(size) {
             return Err(OutOfRange {
                 offset,
-                len: 2,
+                len: size,
                 size: self.len,
+                read_only: false,
             });
         }
-        // SAFETY: in range and aligned (checked above); AtomicU16 has the
-        // layout of u16, and every access to it goes through atomics.
+        Ok(p)
+    }
+
+    /// The 16-bit word at `offset` as an atomic (offset must be aligned), to
+    /// read and write it; an error on a read-only view, where a store would
+    /// fault.
+    pub fn atomic_u16(&self, offset: usize) -> Result<&'a AtomicU16, OutOfRange> {
+        self.check_write(offset, 2)?;
+        let p = self.word(offset, 2)?;
+        // SAFETY: in range and aligned (checked above), and writable; AtomicU16
+        // has the layout of u16, and every access to it goes through atomics.
         Ok(unsafe { &*(p as *const AtomicU16) })
     }
 
-    /// The 32-bit word at `offset` as an atomic (offset must be aligned).
+    /// The 32-bit word at `offset` as an atomic (offset must be aligned), to
+    /// read and write it; an error on a read-only view.
     pub fn atomic_u32(&self, offset: usize) -> Result<&'a AtomicU32, OutOfRange> {
-        self.check(offset, 4)?;
-        let p = self.ptr.wrapping_add(offset);
-        if !(p as usize).is_multiple_of(4) {
-            return Err(OutOfRange {
-                offset,
-                len: 4,
-                size: self.len,
-            });
-        }
-        // SAFETY: in range and aligned (checked above); AtomicU32 has the
-        // layout of u32, and every access to it goes through atomics.
+        self.check_write(offset, 4)?;
+        let p = self.word(offset, 4)?;
+        // SAFETY: in range and aligned (checked above), and writable; AtomicU32
+        // has the layout of u32, and every access to it goes through atomics.
         Ok(unsafe { &*(p as *const AtomicU32) })
+    }
+
+    /// Loads the 16-bit word at `offset` (aligned) with `order`; works on
+    /// read-only views too.
+    pub fn load_u16_with(&self, offset: usize, order: Ordering) -> Result<u16, OutOfRange> {
+        let p = self.word(offset, 2)?;
+        // SAFETY: in range and aligned (checked above); the reference is only
+        // used for this one atomic load, which never writes, so a read-only
+        // mapping is fine.
+        Ok(unsafe { &*(p as *const AtomicU16) }.load(order))
+    }
+
+    /// Loads the 32-bit word at `offset` (aligned) with `order`; works on
+    /// read-only views too.
+    pub fn load_u32_with(&self, offset: usize, order: Ordering) -> Result<u32, OutOfRange> {
+        let p = self.word(offset, 4)?;
+        // SAFETY: as in `load_u16_with`.
+        Ok(unsafe { &*(p as *const AtomicU32) }.load(order))
     }
 
     /// Loads a 32-bit word (acquire: what the writer wrote before its
     /// matching release store is visible after).
     pub fn load_u32(&self, offset: usize) -> Result<u32, OutOfRange> {
-        Ok(self.atomic_u32(offset)?.load(Ordering::Acquire))
+        self.load_u32_with(offset, Ordering::Acquire)
     }
 
     /// Stores a 32-bit word (release: our earlier writes are visible to a
@@ -244,8 +317,13 @@ impl Mmap {
     pub fn mem(&self) -> SharedMem<'_> {
         // SAFETY: the range is mapped, and accessible (a PROT_NONE
         // reservation only becomes an Mmap once fully placed), for as long
-        // as self lives.
-        unsafe { SharedMem::new(self.ptr.as_ptr(), self.len) }
+        // as self lives; writable exactly when mapped so.
+        unsafe {
+            match self.writable {
+                true => SharedMem::new(self.ptr.as_ptr(), self.len),
+                false => SharedMem::new_read_only(self.ptr.as_ptr(), self.len),
+            }
+        }
     }
 
     /// Size in bytes.
@@ -511,6 +589,33 @@ mod mmap_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_mapping_refuses_writes_with_an_error_and_still_reads() {
+        let fd = rustix::fs::memfd_create("ro-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let rw = Mmap::map_fd(std::os::fd::AsFd::as_fd(&fd), 0, 4096, true).unwrap();
+        rw.mem().store_u32(8, 0xfeed).unwrap();
+        let ro = Mmap::map_fd(std::os::fd::AsFd::as_fd(&fd), 0, 4096, false).unwrap();
+        let mem = ro.mem();
+        assert!(!mem.writable());
+        let refused =
+            |e: OutOfRange| assert!(e.read_only && e.to_string().contains("read-only"), "{e}");
+        refused(mem.write(0, b"x").unwrap_err());
+        refused(mem.fill(0, 4, 0).unwrap_err());
+        refused(mem.store_u32(8, 1).unwrap_err());
+        refused(mem.atomic_u32(8).err().unwrap());
+        refused(mem.atomic_u16(8).err().unwrap());
+        // A part of a read-only view is read-only too.
+        refused(mem.sub(4, 8).unwrap().write(0, b"x").unwrap_err());
+        assert_eq!(mem.load_u32(8).unwrap(), 0xfeed);
+        assert_eq!(mem.load_u16_with(8, Ordering::Relaxed).unwrap(), 0xfeed);
+        let mut buf = [0u8; 4];
+        mem.read(8, &mut buf).unwrap();
+        assert_eq!(u32::from_ne_bytes(buf), 0xfeed);
+        // Out of range stays out of range, not "read-only".
+        assert!(!mem.read(4095, &mut buf).unwrap_err().read_only);
+    }
 
     #[test]
     fn bounds_are_checked() {

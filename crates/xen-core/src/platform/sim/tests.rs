@@ -552,3 +552,19 @@ fn domains_have_run_states() {
     hv.destroy_domain(FRONT);
     assert_eq!(hv.run_state(FRONT), None);
 }
+
+#[test]
+fn a_read_only_grant_mapping_refuses_writes_instead_of_faulting() {
+    let hv = hv();
+    let host = hv.host();
+    let gt = host.gnttab(FRONT).unwrap();
+    let (_frame, gref) = granted_page(&gt, BACK, 0x5a, true);
+    let map = host.gntdev(BACK).map(FRONT, &[gref], false).unwrap();
+    assert!(!map.writable());
+    let mem = map.mem();
+    assert!(mem.write(0, b"guest data").unwrap_err().read_only);
+    assert!(mem.atomic_u32(0).is_err());
+    let mut b = [0u8; 2];
+    mem.read(0, &mut b).unwrap();
+    assert_eq!(b, [0x5a, 0x5a], "reading works");
+}
