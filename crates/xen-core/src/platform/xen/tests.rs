@@ -51,7 +51,7 @@ impl Fake {
 /// writes arguments at the C offsets of the uapi headers, not through our
 /// Rust types, so these tests check the layout the typed builders produce.
 fn arg_len(request: u64, arg: *const u8) -> usize {
-    // SAFETY (test): reads the count field of the variable-size structs the
+    // SAFETY: (test) reads the count field of the variable-size structs the
     // code under test passed.
     unsafe {
         match request {
@@ -84,7 +84,7 @@ impl DeviceOps for Fake {
         assert!(fd.as_raw_fd() >= 0);
         let p = arg as *mut u8;
         let len = arg_len(request, p);
-        // SAFETY (test): the code under test passed `len` valid bytes.
+        // SAFETY: (test) the code under test passed `len` valid bytes.
         let bytes = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
         self.calls.lock().unwrap().push(Call {
             request,
@@ -94,21 +94,23 @@ impl DeviceOps for Fake {
         match request {
             IOCTL_GNTDEV_MAP_GRANT_REF | IOCTL_GNTALLOC_ALLOC_GREF if result.is_ok() => {
                 // The kernel's answer: index 0x5000 (and grant ids for gntalloc).
-                // SAFETY (test): index is the u64 at offset 8 of both structs.
+                // SAFETY: (test) index is the u64 at offset 8 of both structs.
                 unsafe { *(p.add(8) as *mut u64) = 0x5000 };
                 if request == IOCTL_GNTALLOC_ALLOC_GREF {
-                    // SAFETY (test): count ids follow the 16-byte header.
+                    // SAFETY: (test) count ids follow the 16-byte header.
                     let count = unsafe { *(p.add(4) as *const u32) };
                     for i in 0..count {
+                        // SAFETY: (test) id `i` of `count` lies inside the argument.
                         unsafe { *(p.add(16 + 4 * i as usize) as *mut u32) = 100 + i };
                     }
                 }
             }
             IOCTL_GNTDEV_GRANT_COPY => {
-                // SAFETY (test): the struct points to `count` segments.
+                // SAFETY: (test) the struct points to `count` segments.
                 let copy = unsafe { &*(p as *const GntdevGrantCopy) };
                 for i in 0..copy.count as usize {
                     let status = self.copy_statuses.lock().unwrap().pop_front().unwrap_or(0);
+                    // SAFETY: (test) segment `i` of `count` the code passed.
                     unsafe { (*copy.segments.add(i)).status = status };
                 }
             }
