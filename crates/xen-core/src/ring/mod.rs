@@ -10,8 +10,15 @@
 //!   free-running indexes), the building block of the console and XenStore
 //!   rings.
 //! - [`console`]: the console page (`xencons_interface`), both sides.
+//! - [`shared`]: the request/response ring of `ring.h` ([`shared::BackRing`],
+//!   [`shared::FrontRing`]), generic over a protocol's slot layout.
+//! - [`blkif`]: block device request and response slots (`blkif.h`).
+//! - [`netif`]: network transmit and receive slots (`netif.h`).
 
+pub mod blkif;
 pub mod console;
+pub mod netif;
+pub mod shared;
 
 use std::fmt;
 use std::sync::atomic::Ordering;
