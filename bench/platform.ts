@@ -1,5 +1,6 @@
 // The hypervisor platform on the simulated host: event-channel round trips
-// across two processes, notifications per second, grant map+unmap rates,
+// across two processes, notifications per second, blkif ring round trips
+// (1 and 2 queues, backend on the event loop), grant map+unmap rates,
 // grant-copy throughput. Each against a reference from the same run.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -69,6 +70,19 @@ export async function run(): Promise<void> {
       unit: 'notifications/s',
       reference: { name: 'round trips per second (one notification each way, waiting)', value: trips.length / (trips.reduce((a, b) => a + b, 0) / 1e9), unit: 'round trips/s' },
     });
+
+    // Rings: one request in flight per ring, the backend on dom0's event
+    // loop; read against the bare eventfd round trip measured above.
+    const eventfdRate = ref.length / (ref.reduce((a, b) => a + b, 0) / 1e9);
+    for (const queues of [1, 2]) {
+      report({
+        bench: 'platform',
+        metric: `blkif ring request+response round trips per second, ${String(queues)} queue${queues > 1 ? 's' : ''}`,
+        value: native.benchRingRoundTrips(queues, MS),
+        unit: 'round trips/s',
+        reference: { name: 'bare eventfd ping-pong, two threads', value: eventfdRate, unit: 'round trips/s' },
+      });
+    }
 
     const dev = host.gntdev(BACK);
     for (const n of [1, 11]) {

@@ -335,6 +335,12 @@ export declare function benchMmapMunmapRate(pages: number, millis: number): numb
 /** Notifications per second on one port. */
 export declare function benchNotifyRate(ch: NativeEventChannel, port: number, millis: number): number
 
+/**
+ * Request+response round trips per second through `queues` simulated blkif
+ * rings, the backend on a platform event loop.
+ */
+export declare function benchRingRoundTrips(queues: number, millis: number): number
+
 /** How to serve a guest's console. */
 export interface ConsoleBackendOptions {
   /** The guest. */

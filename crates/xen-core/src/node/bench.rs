@@ -91,3 +91,11 @@ pub fn bench_memcpy_rate(pages: u32, batch: u32, millis: u32) -> Result<f64> {
     )
     .map_err(io_error)
 }
+
+/// Request+response round trips per second through `queues` simulated blkif
+/// rings, the backend on a platform event loop.
+#[napi]
+pub fn bench_ring_round_trips(queues: u32, millis: u32) -> Result<f64> {
+    crate::ring::bench::ring_round_trips(queues as usize, Duration::from_millis(u64::from(millis)))
+        .map_err(io_error)
+}

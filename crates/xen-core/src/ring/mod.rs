@@ -14,7 +14,9 @@
 //!   [`shared::FrontRing`]), generic over a protocol's slot layout.
 //! - [`blkif`]: block device request and response slots (`blkif.h`).
 //! - [`netif`]: network transmit and receive slots (`netif.h`).
+//! - [`bench`]: round trips through simulated rings, for `bench/platform`.
 
+pub mod bench;
 pub mod blkif;
 pub mod console;
 pub mod netif;

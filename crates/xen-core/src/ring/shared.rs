@@ -337,6 +337,18 @@ impl<'a, P: RingProtocol> Area<'a, P> {
     }
 }
 
+/// A back ring's private state between passes: what a data path that owns
+/// the mapping keeps, to resume the ring over a fresh borrow of the mapping
+/// on its next pass ([`BackRing::state`], [`BackRing::resume`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackRingState {
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+    rsp_prod_pushed: u32,
+    req_prod_seen: u32,
+    broken: Option<SharedRingError>,
+}
+
 /// The backend's end of a ring: takes requests, puts responses.
 pub struct BackRing<'a, P: RingProtocol> {
     area: Area<'a, P>,
@@ -372,6 +384,34 @@ impl<'a, P: RingProtocol> BackRing<'a, P> {
         };
         ring.unconsumed_requests()?;
         Ok(ring)
+    }
+
+    /// The private state, to [`BackRing::resume`] on a later pass.
+    pub fn state(&self) -> BackRingState {
+        BackRingState {
+            req_cons: self.req_cons,
+            rsp_prod_pvt: self.rsp_prod_pvt,
+            rsp_prod_pushed: self.rsp_prod_pushed,
+            req_prod_seen: self.req_prod_seen,
+            broken: self.broken,
+        }
+    }
+
+    /// The ring as [`BackRing::state`] left it, over `mem` (the same shared
+    /// area, borrowed again). Reads nothing from the area: the private
+    /// indexes are the saved ones, never the page's.
+    pub fn resume(
+        mem: SharedMem<'a>,
+        state: BackRingState,
+    ) -> Result<BackRing<'a, P>, SharedRingError> {
+        Ok(BackRing {
+            area: Area::<P>::new(mem)?,
+            req_cons: state.req_cons,
+            rsp_prod_pvt: state.rsp_prod_pvt,
+            rsp_prod_pushed: state.rsp_prod_pushed,
+            req_prod_seen: state.req_prod_seen,
+            broken: state.broken,
+        })
     }
 
     /// Slots in the ring (`RING_SIZE`).

@@ -669,3 +669,39 @@ fn two_threads_never_lose_a_wakeup() {
         }
     });
 }
+
+#[test]
+fn a_back_ring_resumed_from_its_state_goes_on_where_it_stopped() {
+    let m = page();
+    let mut front = FrontRing::<Test>::init(small(&m)).unwrap();
+    push(&mut front, 0, 3);
+    let state = {
+        let mut back = BackRing::<Test>::attach(small(&m)).unwrap();
+        assert_eq!(back.unconsumed_requests().unwrap(), 3);
+        let r = back.copy_request().unwrap().unwrap();
+        back.write_response(&rsp(num(&r))).unwrap();
+        back.push_responses_and_check_notify().unwrap();
+        back.copy_request().unwrap().unwrap();
+        back.state()
+    };
+    // A pass later, over a fresh borrow: one request answered, one taken.
+    let mut back = BackRing::<Test>::resume(small(&m), state).unwrap();
+    assert_eq!(
+        (back.req_cons(), back.rsp_prod_pvt(), back.unanswered()),
+        (2, 1, 1)
+    );
+    back.write_response(&rsp(1)).unwrap();
+    assert_eq!(num(&back.copy_request().unwrap().unwrap()), 2);
+    back.write_response(&rsp(2)).unwrap();
+    back.push_responses_and_check_notify().unwrap();
+    assert_eq!(front.unconsumed_responses().unwrap(), 3);
+    for want in 0..3 {
+        assert_eq!(num(&front.copy_response().unwrap().unwrap()), want);
+    }
+    // A broken ring stays broken across passes.
+    small(&m).store_u32(REQ_PROD, 1000).unwrap();
+    let mut back = BackRing::<Test>::resume(small(&m), back.state()).unwrap();
+    assert!(back.unconsumed_requests().is_err());
+    let back = BackRing::<Test>::resume(small(&m), back.state()).unwrap();
+    assert!(back.broken().is_some());
+}
