@@ -151,29 +151,40 @@ impl<'a> SharedMem<'a> {
         })
     }
 
-    /// Copies bytes out, once.
+    /// Copies bytes out, once. Volatile word-sized loads: the other side
+    /// may be writing the same bytes, and a plain memcpy of memory that
+    /// changes under it is undefined behaviour in Rust's model (the compiler
+    /// may assume it does not change); a volatile load reads each word once,
+    /// as it is at that moment.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfRange> {
         self.check(offset, buf.len())?;
         // SAFETY: the source range is inside the mapping (checked above) and
-        // the destination is a private buffer that cannot overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
+        // readable; the destination is a private buffer that cannot overlap it.
+        unsafe { volatile_copy_out(self.ptr.add(offset), buf) };
         Ok(())
     }
 
-    /// Copies bytes in.
+    /// Copies bytes in, with volatile word-sized stores (see `read`).
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfRange> {
         self.check_write(offset, data.len())?;
         // SAFETY: the destination range is inside the mapping (checked above)
-        // and the source is a private buffer that cannot overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
+        // and writable (check_write); the source is a private buffer that
+        // cannot overlap it.
+        unsafe { volatile_copy_in(data, self.ptr.add(offset)) };
         Ok(())
     }
 
-    /// Sets bytes to `byte`.
+    /// Sets bytes to `byte`, with volatile stores (see `read`).
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfRange> {
         self.check_write(offset, len)?;
-        // SAFETY: the range is inside the mapping (checked above).
-        unsafe { std::ptr::write_bytes(self.ptr.add(offset), byte, len) };
+        let pattern = [byte; 256];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(pattern.len());
+            // SAFETY: inside the mapping and writable (checked above).
+            unsafe { volatile_copy_in(&pattern[..n], self.ptr.add(offset + at)) };
+            at += n;
+        }
         Ok(())
     }
 
@@ -242,6 +253,60 @@ impl<'a> SharedMem<'a> {
     pub fn store_u32(&self, offset: usize, v: u32) -> Result<(), OutOfRange> {
         self.atomic_u32(offset)?.store(v, Ordering::Release);
         Ok(())
+    }
+}
+
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// Copies `dst.len()` bytes from shared memory at `src` with volatile loads:
+/// bytes up to a word boundary, then whole words, then the tail.
+///
+/// # Safety
+/// `src..src+dst.len()` must be mapped readable and not overlap `dst`.
+unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
+    let len = dst.len();
+    let head = src.align_offset(WORD).min(len);
+    let words = (len - head) / WORD;
+    for (i, d) in dst.iter_mut().enumerate().take(head) {
+        // SAFETY: byte `i` of the source range (the caller's contract).
+        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
+    }
+    for w in 0..words {
+        let at = head + w * WORD;
+        // SAFETY: a word inside the source range, aligned (`head` brought
+        // `src + at` to a word boundary).
+        let v = unsafe { std::ptr::read_volatile(src.add(at) as *const usize) };
+        dst[at..at + WORD].copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(head + words * WORD) {
+        // SAFETY: byte `i` of the source range.
+        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
+    }
+}
+
+/// Copies `src` into shared memory at `dst` with volatile stores, as
+/// [`volatile_copy_out`] loads.
+///
+/// # Safety
+/// `dst..dst+src.len()` must be mapped writable and not overlap `src`.
+unsafe fn volatile_copy_in(src: &[u8], dst: *mut u8) {
+    let len = src.len();
+    let head = dst.align_offset(WORD).min(len);
+    let words = (len - head) / WORD;
+    for (i, b) in src.iter().enumerate().take(head) {
+        // SAFETY: byte `i` of the destination range (the caller's contract).
+        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
+    }
+    for w in 0..words {
+        let at = head + w * WORD;
+        let mut word = [0u8; WORD];
+        word.copy_from_slice(&src[at..at + WORD]);
+        // SAFETY: a word inside the destination range, aligned.
+        unsafe { std::ptr::write_volatile(dst.add(at) as *mut usize, usize::from_ne_bytes(word)) };
+    }
+    for (i, b) in src.iter().enumerate().skip(head + words * WORD) {
+        // SAFETY: byte `i` of the destination range.
+        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
     }
 }
 
@@ -589,6 +654,40 @@ mod mmap_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volatile_copies_move_every_byte_at_any_alignment_and_length() {
+        let m = Mmap::anonymous(4096).unwrap();
+        let mem = m.mem();
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for start in 0..17 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 255, 300] {
+                mem.fill(0, 512, 0xee).unwrap();
+                mem.write(start, &data[..len]).unwrap();
+                let mut back = vec![0u8; len + 2];
+                mem.read(start.saturating_sub(1), &mut back[..len + 1])
+                    .unwrap();
+                let got = if start == 0 {
+                    &back[..len]
+                } else {
+                    &back[1..len + 1]
+                };
+                assert_eq!(got, &data[..len], "start {start} len {len}");
+                if start > 0 {
+                    assert_eq!(
+                        back[0], 0xee,
+                        "nothing written before, start {start} len {len}"
+                    );
+                }
+                let mut after = [0u8; 1];
+                mem.read(start + len, &mut after).unwrap();
+                assert_eq!(
+                    after[0], 0xee,
+                    "nothing written after, start {start} len {len}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_read_only_mapping_refuses_writes_with_an_error_and_still_reads() {
