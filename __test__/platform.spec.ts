@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
-import { GntSt, PlatformError, SimHypervisor, XENSTORE_ERRNOS, gntstName } from '../ts/index.js';
+import { GntSt, Platform, PlatformError, SimHypervisor, XEN_EVTCHN_DEVICE, XENSTORE_ERRNOS, gntstName } from '../ts/index.js';
 import { native } from '../ts/native.js';
+import { pollUntil } from './helpers/poll.js';
 import { tempDir } from './helpers/xenstore.js';
 
 const BACK = 0;
@@ -174,4 +176,58 @@ test('shared facts come from the native core: shutdown reasons, XenStore errnos,
   for (const [name, status] of Object.entries(GntSt)) {
     if (typeof status === 'number') t.regex(gntstName(status), /^GNTST_[a-z_]+$/, name);
   }
+});
+
+test('Platform.open picks Xen only where /dev/xen/evtchn exists, else the simulated host given', (t) => {
+  t.false(existsSync(XEN_EVTCHN_DEVICE), 'this test runs without Xen');
+  const hv = new SimHypervisor();
+  hv.createDomain({ domid: 0 });
+  const platform = Platform.open({ host: hv.host() });
+  t.teardown(() => platform.stop());
+  t.is(platform.kind, 'simulated');
+  t.is(platform.domid, 0);
+  const none = t.throws(() => Platform.open(), { instanceOf: PlatformError });
+  t.is(none?.code, 'ENODEV');
+  t.regex(none?.message ?? '', /no Xen here/);
+  const xen = t.throws(() => Platform.xen(), { instanceOf: PlatformError });
+  t.is(xen?.code, 'ENODEV');
+});
+
+test('a TypeScript data path: one handler run per event, the port unmasked only once it settles', async (t) => {
+  const hv = new SimHypervisor();
+  hv.createDomain({ domid: 0 });
+  hv.createDomain({ domid: 6 });
+  const host = hv.host();
+  const platform = Platform.simulated(host, 0);
+  t.teardown(() => platform.stop());
+  const guest = host.evtchn(6);
+  const remote = guest.allocUnbound(0);
+  let running = 0;
+  let most = 0;
+  let runs = 0;
+  let release: (() => void) | null = null;
+  const ch = platform.bindEventChannel(6, remote, async () => {
+    running++;
+    most = Math.max(most, running);
+    runs++;
+    await new Promise<void>((r) => (release = r));
+    running--;
+    ch.notify();
+  });
+  guest.notify(remote);
+  await pollUntil(() => release !== null);
+  // More events while the handler is busy: held, not run concurrently.
+  guest.notify(remote);
+  guest.notify(remote);
+  (release as (() => void) | null)?.();
+  release = null;
+  t.deepEqual(await guest.waitPending(60_000), [remote], 'answered');
+  guest.unmask(remote);
+  // The events that came meanwhile are delivered once, after it settled.
+  await pollUntil(() => release !== null);
+  (release as (() => void) | null)?.();
+  t.is(runs, 2);
+  t.is(most, 1);
+  ch.unbind();
+  t.throws(() => ch.notify(), { instanceOf: PlatformError });
 });
