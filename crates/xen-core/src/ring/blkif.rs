@@ -18,6 +18,7 @@
 use std::mem::{offset_of, size_of};
 
 use super::shared::{RingProtocol, SlotBytes};
+use super::slot_bytes::{put, u16_at, u32_at, u64_at};
 
 /// Read from the device.
 pub const BLKIF_OP_READ: u8 = 0;
@@ -340,24 +341,6 @@ impl BlkifProtocol {
             BlkifProtocol::X86_64 => LAYOUT_X86_64,
         }
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
-    b[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
 /// One segment: a granted page and the sectors of it to transfer

@@ -21,6 +21,7 @@ pub mod blkif;
 pub mod console;
 pub mod netif;
 pub mod shared;
+mod slot_bytes;
 
 use std::fmt;
 use std::sync::atomic::Ordering;

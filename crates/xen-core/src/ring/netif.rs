@@ -18,6 +18,7 @@
 use std::mem::size_of;
 
 use super::shared::RingProtocol;
+use super::slot_bytes::{put, u16_at, u32_at};
 
 /// TX flag: the protocol checksum field is blank (checksum offload).
 pub const NETTXF_CSUM_BLANK: u16 = 1 << 0;
@@ -260,18 +261,6 @@ const _: () = {
     assert!(TX_REQ_SIZE + 2 <= TX_REQUEST_SIZE && TX_RSP_STATUS + 2 <= TX_RESPONSE_SIZE);
     assert!(RX_REQ_GREF + 4 <= RX_REQUEST_SIZE && RX_RSP_STATUS + 2 <= RX_RESPONSE_SIZE);
 };
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
-    b[at..at + bytes.len()].copy_from_slice(bytes);
-}
 
 /// A transmit request (`struct netif_tx_request`): one fragment of a
 /// packet in a granted page.
