@@ -344,6 +344,8 @@ impl EventLoop {
             notifier: Notifier::default(),
             woken: Vec::new(),
             ports: Vec::new(),
+            running: Vec::new(),
+            unmask: Vec::new(),
         };
         let started = inner.clone();
         let thread = std::thread::Builder::new()
@@ -433,6 +435,10 @@ struct LoopState {
     /// Sources to run this pass, in the order they were woken.
     woken: Vec<SourceId>,
     ports: Vec<Port>,
+    /// Scratch of a pass, kept so that a pass allocates nothing: the
+    /// sources it runs, and the ports to unmask after it.
+    running: Vec<SourceId>,
+    unmask: Vec<Port>,
 }
 
 impl LoopState {
@@ -572,7 +578,7 @@ impl LoopState {
                         fd_registered: false,
                         fd_polled: false,
                     };
-                    self.set_fd_interest(id, &mut entry, poll_fd);
+                    set_fd_interest(&self.epoll, id, &mut entry, poll_fd);
                     if let Some(p) = port {
                         self.by_port.insert(p, id);
                     }
@@ -624,34 +630,27 @@ impl LoopState {
         Some(entry)
     }
 
-    /// Registers, re-arms or quiets a source's descriptor in the epoll set.
-    fn set_fd_interest(&self, id: SourceId, entry: &mut Entry, readable: bool) {
-        let Some(fd) = entry.source.fd() else {
-            return;
-        };
-        let flags = match readable {
-            true => epoll::EventFlags::IN,
-            false => epoll::EventFlags::empty(),
-        };
-        let data = epoll::EventData::new_u64(id + TOKEN_SOURCES);
-        let done = match entry.fd_registered {
-            true => epoll::modify(&self.epoll, fd, data, flags),
-            false => epoll::add(&self.epoll, fd, data, flags),
-        };
-        if done.is_ok() {
-            entry.fd_registered = true;
-            entry.fd_polled = readable;
-        }
-    }
-
     /// Runs the woken sources, then sends the notifications and unmasks the
     /// ports that fired (unless held).
     fn pass(&mut self) {
         let now = Instant::now();
-        let woken = std::mem::take(&mut self.woken);
-        let mut unmask: Vec<Port> = Vec::new();
-        for &id in &woken {
-            let Some(mut entry) = self.sources.remove(&id) else {
+        // Disjoint borrows of the state: a source runs in place, and a pass
+        // neither moves entries around nor allocates.
+        let LoopState {
+            inner,
+            epoll,
+            sources,
+            timers,
+            notifier,
+            woken,
+            running,
+            unmask,
+            ..
+        } = self;
+        std::mem::swap(woken, running);
+        unmask.clear();
+        for &id in running.iter() {
+            let Some(entry) = sources.get_mut(&id) else {
                 continue;
             };
             let why = std::mem::take(&mut entry.wake);
@@ -659,7 +658,7 @@ impl LoopState {
             entry.source.wake(
                 why,
                 &mut Control {
-                    notifier: &mut self.notifier,
+                    notifier,
                     asks: &mut asks,
                     now,
                 },
@@ -671,24 +670,24 @@ impl LoopState {
             }
             if let Some(at) = asks.timer {
                 if let Some(old) = entry.timer.take() {
-                    self.timers.remove(&(old, id));
+                    timers.remove(&(old, id));
                 }
                 if let Some(at) = at {
-                    self.timers.insert((at, id));
+                    timers.insert((at, id));
                     entry.timer = Some(at);
                 }
             }
             if let Some(readable) = asks.poll_fd {
                 if readable != entry.fd_polled || !entry.fd_registered {
-                    self.set_fd_interest(id, &mut entry, readable);
+                    set_fd_interest(epoll, id, entry, readable);
                 }
             }
-            self.sources.insert(id, entry);
         }
-        self.notifier.flush(self.inner.evtchn.as_ref());
-        for p in unmask {
+        running.clear();
+        notifier.flush(inner.evtchn.as_ref());
+        for &p in unmask.iter() {
             // A port closed meanwhile has nothing to unmask.
-            let _ = self.inner.evtchn.unmask(p);
+            let _ = inner.evtchn.unmask(p);
         }
     }
 
@@ -696,6 +695,26 @@ impl LoopState {
         for entry in self.sources.values_mut() {
             entry.source.failed(error);
         }
+    }
+}
+
+/// Registers, re-arms or quiets a source's descriptor in the epoll set.
+fn set_fd_interest(epoll: &OwnedFd, id: SourceId, entry: &mut Entry, readable: bool) {
+    let Some(fd) = entry.source.fd() else {
+        return;
+    };
+    let flags = match readable {
+        true => epoll::EventFlags::IN,
+        false => epoll::EventFlags::empty(),
+    };
+    let data = epoll::EventData::new_u64(id + TOKEN_SOURCES);
+    let done = match entry.fd_registered {
+        true => epoll::modify(epoll, fd, data, flags),
+        false => epoll::add(epoll, fd, data, flags),
+    };
+    if done.is_ok() {
+        entry.fd_registered = true;
+        entry.fd_polled = readable;
     }
 }
 
