@@ -96,6 +96,10 @@ test('garbage in the frontend state is not a vanished frontend', async (t) => {
   await registry.register('test', recorder().ops);
   const fe = await addWithFrontend(dom0, spec(24));
   await waitDevice(registry, 'test', 24, 0, connected);
+  // The simulated frontend writes Connected after the backend does: let it
+  // finish, so that its write cannot land on top of the garbage below.
+  await fe.waitState(XenbusState.Connected);
+  await waitDevice(registry, 'test', 24, 0, (d) => d.feState === XenbusState.Connected);
   await fe.writeRawState('');
   await waitDevice(registry, 'test', 24, 0, (d) => d.feState === XenbusState.Unknown);
   await fe.writeRawState('4');

@@ -74,6 +74,10 @@ test('garbage and invalid frontend states are read as the reference reads them',
   await registry.register('test', rec.ops);
   const fe = await addWithFrontend(dom0, spec(3, 0));
   await waitDevice(registry, 'test', 3, 0, connected);
+  // The simulated frontend writes Connected after the backend does: let it
+  // finish, so that its write cannot land on top of the garbage below.
+  await fe.waitState(XenbusState.Connected);
+  await waitDevice(registry, 'test', 3, 0, (d) => d.feState === XenbusState.Connected);
   await fe.writeRawState('banana');
   const unknown = await waitDevice(registry, 'test', 3, 0, (d) => d.feState === XenbusState.Unknown);
   t.is(unknown.beState, XenbusState.Connected, 'nothing torn down');
