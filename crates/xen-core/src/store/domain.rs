@@ -34,7 +34,6 @@ impl Store {
         // Introducing again only refreshes the ring details (as on resume).
         d.gfn = gfn;
         d.evtchn = evtchn;
-        self.dirty = true;
         if !d.introduced {
             d.introduced = true;
             self.fire_special(INTRODUCE_DOMAIN, domid, out);
@@ -47,6 +46,7 @@ impl Store {
     /// a RELEASE request from dom0. Does nothing for an unknown domain.
     pub fn release_domain(&mut self, domid: u32) -> Outcome {
         let mut out = Outcome::default();
+        self.before_meta_change();
         if self.domains.get(&domid).is_some_and(|d| d.introduced) {
             self.release_into(domid, &mut out);
         }
@@ -56,6 +56,7 @@ impl Store {
     /// Reports a domain's shutdown: fires `@releaseDomain` once, until RESUME.
     pub fn domain_shutdown(&mut self, domid: u32) -> Outcome {
         let mut out = Outcome::default();
+        self.before_meta_change();
         if let Some(d) = self.domains.get_mut(&domid) {
             if d.introduced && !d.shutdown_reported {
                 d.shutdown_reported = true;
@@ -143,7 +144,6 @@ impl Store {
             *perms = without_domain(perms, domid);
         }
         self.usage = self.tree.usage();
-        self.dirty = true;
         for c in &changes {
             self.fire(c, out);
         }
@@ -209,7 +209,6 @@ impl Store {
             return Err(Errno::EBUSY);
         }
         d.features = value;
-        self.dirty = true;
         Ok(Done::Reply(b"OK\0".to_vec()))
     }
 
@@ -251,7 +250,6 @@ impl Store {
             }
             _ => return Err(Errno::EINVAL),
         }
-        self.dirty = true;
         Ok(Done::Reply(b"OK\0".to_vec()))
     }
 

@@ -3,6 +3,7 @@
 //! per connection and delivers what it returns.
 
 mod domain;
+mod journal;
 mod ops;
 pub mod path;
 mod persist;
@@ -15,6 +16,7 @@ pub mod watch;
 
 use std::collections::HashMap;
 
+pub use journal::ChangeSet;
 pub use ops::{Caller, Rights};
 pub use persist::RestoreError;
 pub use tree::{Node, Usage};
@@ -118,7 +120,11 @@ pub struct Store {
     domains: HashMap<u32, Domain>,
     quotas: Quotas,
     watches: WatchIndex,
-    dirty: bool,
+    /// Changes are remembered for the daemon's journal.
+    journaled: bool,
+    /// The rarely-changed tables before the change in progress, if it may
+    /// touch them.
+    meta_before: Option<journal::Meta>,
 }
 
 impl Default for Store {
@@ -150,7 +156,8 @@ impl Store {
             domains: HashMap::new(),
             quotas: Quotas::default(),
             watches: WatchIndex::default(),
-            dirty: false,
+            journaled: false,
+            meta_before: None,
         }
     }
 
@@ -192,11 +199,6 @@ impl Store {
         v
     }
 
-    /// Whether anything persistent changed since the last call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
-    }
-
     /// Number of nodes in the live tree.
     pub fn node_count(&self) -> usize {
         self.tree.len()
@@ -227,6 +229,9 @@ impl Store {
         let mut out = Outcome::default();
         if !self.conns.contains_key(&conn) {
             return out;
+        }
+        if self.journaled && may_change_meta(msg) {
+            self.before_meta_change();
         }
         match self.dispatch(conn, msg, &mut out) {
             Ok(Done::Reply(p)) if p.len() <= PAYLOAD_MAX => out.push(conn, msg.reply(p)),
@@ -416,7 +421,6 @@ impl Store {
                     .filter(|d| d.introduced)
                     .ok_or(Errno::ENOENT)?;
                 d.target = Some(target);
-                self.dirty = true;
                 ok()
             }
             MsgType::GetFeature => self.get_feature(&caller, p),
@@ -451,11 +455,8 @@ impl Store {
             let mut ops = Ops::new(&mut view, caller, quotas);
             let r = f(&mut ops)?;
             let changes = std::mem::take(&mut ops.changes);
-            if !changes.is_empty() {
-                self.dirty = true;
-                for c in &changes {
-                    self.fire(c, out);
-                }
+            for c in &changes {
+                self.fire(c, out);
             }
             return Ok(r);
         }
@@ -524,6 +525,17 @@ impl Store {
         parent(&change.path)
             .and_then(|p| self.tree.get(p))
             .is_some_and(|n| caller.rights(&n.perms).read)
+    }
+}
+
+/// Whether a request may change domains, quotas or the special nodes'
+/// permissions: only privileged requests and SET_PERMS on `@` names do.
+fn may_change_meta(msg: &Message) -> bool {
+    match msg.msg_type() {
+        Some(MsgType::SetPerms) => msg.payload.first() == Some(&b'@'),
+        Some(MsgType::IsDomainIntroduced | MsgType::GetQuota) => false,
+        Some(t) => t.is_privileged(),
+        None => false,
     }
 }
 

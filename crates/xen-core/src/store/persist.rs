@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::quota::QuotaKind;
+use super::quota::{QuotaKind, Quotas};
 use super::tree::{Node, Tree};
 use super::{Domain, Store};
 use crate::wire::perms::{Access, Perm};
@@ -28,29 +28,29 @@ impl fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-struct Writer(Vec<u8>);
+pub(super) struct Writer(pub(super) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(super) fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
         self.0.extend_from_slice(b);
     }
-    fn perms(&mut self, perms: &[Perm]) {
+    pub(super) fn perms(&mut self, perms: &[Perm]) {
         self.u32(perms.len() as u32);
         for p in perms {
             self.u32(p.domid);
@@ -62,15 +62,43 @@ impl Writer {
             });
         }
     }
+    pub(super) fn node(&mut self, path: &str, n: &Node) {
+        self.bytes(path.as_bytes());
+        self.bytes(&n.value);
+        self.u64(n.generation);
+        self.perms(&n.perms);
+        self.u32(n.children.len() as u32);
+        for c in &n.children {
+            self.bytes(c.as_bytes());
+        }
+    }
+    pub(super) fn domain(&mut self, id: u32, d: &Domain) {
+        self.u32(id);
+        self.u8(u8::from(d.introduced) | (u8::from(d.shutdown_reported) << 1));
+        self.u64(d.gfn as u64);
+        self.u32(d.evtchn);
+        self.u64(d.target.map_or(u64::MAX, u64::from));
+        self.u32(d.features);
+    }
+    pub(super) fn quotas(&mut self, quotas: &Quotas) {
+        let mut entries = quotas.entries();
+        entries.sort_by_key(|(d, k, _)| (*d, k.name()));
+        self.u32(entries.len() as u32);
+        for (domid, kind, value) in entries {
+            self.u64(domid.map_or(u64::MAX, u64::from));
+            self.bytes(kind.name().as_bytes());
+            self.u32(value);
+        }
+    }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
         let end = self
             .pos
             .checked_add(n)
@@ -80,36 +108,36 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, RestoreError> {
+    pub(super) fn u8(&mut self) -> Result<u8, RestoreError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, RestoreError> {
+    pub(super) fn u32(&mut self) -> Result<u32, RestoreError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> Result<u64, RestoreError> {
+    pub(super) fn u64(&mut self) -> Result<u64, RestoreError> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], RestoreError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], RestoreError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String, RestoreError> {
+    pub(super) fn string(&mut self) -> Result<String, RestoreError> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| RestoreError("bad name".into()))
     }
     /// A count of records, each at least `min` bytes: bounds allocations by
     /// the data actually present.
-    fn count(&mut self, min: usize) -> Result<usize, RestoreError> {
+    pub(super) fn count(&mut self, min: usize) -> Result<usize, RestoreError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min) > self.data.len() - self.pos {
             return Err(RestoreError("record count beyond the data".into()));
         }
         Ok(n)
     }
-    fn perms(&mut self) -> Result<Vec<Perm>, RestoreError> {
+    pub(super) fn perms(&mut self) -> Result<Vec<Perm>, RestoreError> {
         let n = self.count(5)?;
         if n == 0 {
             return Err(RestoreError("empty permission list".into()));
@@ -128,6 +156,52 @@ impl<'a> Reader<'a> {
             })
             .collect()
     }
+    pub(super) fn node(&mut self) -> Result<(String, Node), RestoreError> {
+        let path = self.string()?;
+        let value = self.bytes()?.to_vec();
+        let generation = self.u64()?;
+        let perms = self.perms()?;
+        let children = (0..self.count(4)?)
+            .map(|_| self.string())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut node = Node::new(value, perms);
+        node.children = children;
+        node.generation = generation;
+        Ok((path, node))
+    }
+    pub(super) fn domain(&mut self) -> Result<(u32, Domain), RestoreError> {
+        let id = self.u32()?;
+        let flags = self.u8()?;
+        let gfn = self.u64()? as i64;
+        let evtchn = self.u32()?;
+        let target = self.u64()?;
+        let features = self.u32()?;
+        Ok((
+            id,
+            Domain {
+                introduced: flags & 1 != 0,
+                shutdown_reported: flags & 2 != 0,
+                gfn,
+                evtchn,
+                target: u32::try_from(target).ok(),
+                features,
+            },
+        ))
+    }
+    pub(super) fn quotas(&mut self) -> Result<Quotas, RestoreError> {
+        let mut quotas = Quotas::default();
+        for _ in 0..self.count(16)? {
+            let domid = self.u64()?;
+            let kind = QuotaKind::from_name(&self.string()?)
+                .ok_or_else(|| RestoreError("unknown quota".into()))?;
+            let value = self.u32()?;
+            match u32::try_from(domid) {
+                Ok(d) => quotas.set_domain(d, kind, value),
+                Err(_) => quotas.set_global(kind, value),
+            }
+        }
+        Ok(quotas)
+    }
 }
 
 impl Store {
@@ -140,15 +214,7 @@ impl Store {
         paths.sort();
         w.u32(paths.len() as u32);
         for path in paths {
-            let n = self.tree.get(path).expect("listed");
-            w.bytes(path.as_bytes());
-            w.bytes(&n.value);
-            w.u64(n.generation);
-            w.perms(&n.perms);
-            w.u32(n.children.len() as u32);
-            for c in &n.children {
-                w.bytes(c.as_bytes());
-            }
+            w.node(path, self.tree.get(path).expect("listed"));
         }
         let mut special: Vec<_> = self.special.iter().collect();
         special.sort_by(|a, b| a.0.cmp(b.0));
@@ -161,20 +227,9 @@ impl Store {
         domains.sort_by_key(|(id, _)| **id);
         w.u32(domains.len() as u32);
         for (id, d) in domains {
-            w.u32(*id);
-            w.u8(u8::from(d.introduced) | (u8::from(d.shutdown_reported) << 1));
-            w.u64(d.gfn as u64);
-            w.u32(d.evtchn);
-            w.u64(d.target.map_or(u64::MAX, u64::from));
-            w.u32(d.features);
+            w.domain(*id, d);
         }
-        let quotas = self.quotas.entries();
-        w.u32(quotas.len() as u32);
-        for (domid, kind, value) in quotas {
-            w.u64(domid.map_or(u64::MAX, u64::from));
-            w.bytes(kind.name().as_bytes());
-            w.u32(value);
-        }
+        w.quotas(&self.quotas);
         let hash = fnv1a(&w.0);
         w.u64(hash);
         w.0
@@ -197,21 +252,10 @@ impl Store {
         let generation = r.u64()?;
         let mut tree = Tree::empty();
         for _ in 0..r.count(20)? {
-            let path = r.string()?;
-            let value = r.bytes()?.to_vec();
-            let node_gen = r.u64()?;
-            let perms = r.perms()?;
-            let children = (0..r.count(4)?)
-                .map(|_| r.string())
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut node = Node::new(value, perms);
-            node.children = children;
-            node.generation = node_gen;
+            let (path, node) = r.node()?;
             tree.insert_raw(path, node);
         }
-        while tree.generation() < generation {
-            tree.bump();
-        }
+        tree.raise_generation(generation);
         let usage = tree.usage();
         let mut store = Store::from_parts(tree, usage);
         for _ in 0..r.count(9)? {
@@ -221,35 +265,11 @@ impl Store {
         }
         let mut domains = HashMap::new();
         for _ in 0..r.count(25)? {
-            let id = r.u32()?;
-            let flags = r.u8()?;
-            let gfn = r.u64()? as i64;
-            let evtchn = r.u32()?;
-            let target = r.u64()?;
-            let features = r.u32()?;
-            domains.insert(
-                id,
-                Domain {
-                    introduced: flags & 1 != 0,
-                    shutdown_reported: flags & 2 != 0,
-                    gfn,
-                    evtchn,
-                    target: u32::try_from(target).ok(),
-                    features,
-                },
-            );
+            let (id, d) = r.domain()?;
+            domains.insert(id, d);
         }
         store.domains = domains;
-        for _ in 0..r.count(16)? {
-            let domid = r.u64()?;
-            let kind = QuotaKind::from_name(&r.string()?)
-                .ok_or_else(|| RestoreError("unknown quota".into()))?;
-            let value = r.u32()?;
-            match u32::try_from(domid) {
-                Ok(d) => store.quotas.set_domain(d, kind, value),
-                Err(_) => store.quotas.set_global(kind, value),
-            }
-        }
+        store.quotas = r.quotas()?;
         if r.pos != body.len() {
             return Err(RestoreError("trailing bytes".into()));
         }

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 pub enum QuotaKind {
     /// Nodes a domain may own.
     Nodes,
-    /// Watches per connection.
+    /// Watches per domain, over all its connections.
     Watches,
-    /// Open transactions per connection.
+    /// Open transactions per domain, over all its connections.
     Transactions,
     /// Bytes of one node: value, permissions and the names of its children.
     NodeSize,
@@ -77,7 +77,7 @@ impl QuotaKind {
 }
 
 /// Global quota values plus per-domain overrides.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Quotas {
     global: HashMap<QuotaKind, u32>,
     per_domain: HashMap<u32, HashMap<QuotaKind, u32>>,

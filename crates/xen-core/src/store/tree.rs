@@ -1,6 +1,6 @@
 //! The node tree and per-domain usage accounting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::wire::perms::{Access, Perm};
 
@@ -96,6 +96,17 @@ impl UsageTable {
 pub struct Tree {
     nodes: HashMap<String, Node>,
     generation: u64,
+    /// While a journaled change is in progress: each node's value before
+    /// its first change, so the change can be written out or undone.
+    touched: Option<Touched>,
+}
+
+/// Nodes changed since tracking began, with their earlier values.
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    /// Name and value before the first change (`None`: the node was absent).
+    pub before: Vec<(String, Option<Node>)>,
+    seen: HashSet<String>,
 }
 
 impl Tree {
@@ -119,6 +130,47 @@ impl Tree {
         Tree {
             nodes: HashMap::new(),
             generation: 0,
+            touched: None,
+        }
+    }
+
+    /// Starts remembering the earlier value of every node changed from now
+    /// on (see [`Tree::take_touched`]).
+    pub fn track(&mut self) {
+        self.touched.get_or_insert_with(Touched::default);
+    }
+
+    /// The nodes changed since [`Tree::track`] or the previous call, and
+    /// keeps tracking. Empty when not tracking.
+    pub fn take_touched(&mut self) -> Vec<(String, Option<Node>)> {
+        match &mut self.touched {
+            Some(t) => {
+                t.seen.clear();
+                std::mem::take(&mut t.before)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn note(&mut self, path: &str) {
+        if let Some(t) = &mut self.touched {
+            if t.seen.insert(path.to_owned()) {
+                t.before
+                    .push((path.to_owned(), self.nodes.get(path).cloned()));
+            }
+        }
+    }
+
+    /// Puts back a node's earlier value (undoing a change), untracked and
+    /// keeping the generation it had.
+    pub fn put_back(&mut self, path: String, node: Option<Node>) {
+        match node {
+            Some(n) => {
+                self.nodes.insert(path, n);
+            }
+            None => {
+                self.nodes.remove(&path);
+            }
         }
     }
 
@@ -129,12 +181,14 @@ impl Tree {
 
     /// Mutable access without a generation change (callers bump it).
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.note(path);
         self.nodes.get_mut(path)
     }
 
     /// Inserts or replaces a node, giving it a new generation.
     pub fn insert(&mut self, path: &str, mut node: Node) -> Option<Node> {
         node.generation = self.bump();
+        self.note(path);
         self.nodes.insert(path.to_owned(), node)
     }
 
@@ -144,8 +198,14 @@ impl Tree {
         self.nodes.insert(path, node);
     }
 
+    /// Raises the generation counter to at least `generation` (restore).
+    pub fn raise_generation(&mut self, generation: u64) {
+        self.generation = self.generation.max(generation);
+    }
+
     /// Removes a node (not its children).
     pub fn remove(&mut self, path: &str) -> Option<Node> {
+        self.note(path);
         self.nodes.remove(path)
     }
 

@@ -196,6 +196,8 @@ pub(super) fn guest_home(h: &mut H, dom0: ConnId, domid: u32) {
         .unwrap();
 }
 
+mod domain_limits;
+mod journal;
 mod nodes;
 mod requests;
 mod transactions;
