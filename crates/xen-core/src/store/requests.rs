@@ -24,8 +24,11 @@ impl Store {
             return Err(Errno::EEXIST);
         }
         if !caller.privileged {
+            // Per domain, as in C xenstored: a guest may open any number of
+            // connections, and a per-connection count would multiply its
+            // quota by that number.
             let limit = self.quotas.for_domain(caller.domid, QuotaKind::Watches);
-            if limit != 0 && self.watches.count(caller.conn) >= limit as usize {
+            if limit != 0 && self.domain_watches(caller.domid) >= limit as usize {
                 return Err(Errno::ENOSPC);
             }
         }
@@ -49,10 +52,14 @@ impl Store {
         let limit = self
             .quotas
             .for_domain(caller.domid, QuotaKind::Transactions);
-        let conn = self.conns.get_mut(&caller.conn).ok_or(Errno::ENOENT)?;
-        if !caller.privileged && limit != 0 && conn.txns.len() >= limit as usize {
+        // Per domain over all its connections, like watches.
+        if !caller.privileged
+            && limit != 0
+            && self.domain_transactions(caller.domid) >= limit as usize
+        {
             return Err(Errno::ENOSPC);
         }
+        let conn = self.conns.get_mut(&caller.conn).ok_or(Errno::ENOENT)?;
         // Ids start at 1, are never 0, and skip ids still in use after a wrap.
         let mut id = conn.last_tx;
         loop {
@@ -87,13 +94,29 @@ impl Store {
             return Ok(());
         }
         let changes = txn.commit(&mut self.tree, &mut self.usage)?;
-        if !changes.is_empty() {
-            self.dirty = true;
-        }
         for c in &changes {
             self.fire(c, out);
         }
         Ok(())
+    }
+
+    /// Watches registered by every connection acting as `domid`.
+    fn domain_watches(&self, domid: u32) -> usize {
+        let conns = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.domid == domid)
+            .map(|(id, _)| *id);
+        self.watches.count_all(conns)
+    }
+
+    /// Transactions open on every connection acting as `domid`.
+    fn domain_transactions(&self, domid: u32) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.domid == domid)
+            .map(|c| c.txns.len())
+            .sum()
     }
 
     pub(super) fn special_perms(
@@ -119,7 +142,6 @@ impl Store {
     ) -> Result<(), Errno> {
         self.special_perms(caller, name, true)?;
         self.special.insert(name.to_owned(), perms);
-        self.dirty = true;
         Ok(())
     }
 }

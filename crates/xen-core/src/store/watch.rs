@@ -141,6 +141,12 @@ impl WatchIndex {
         self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
+    /// Number of watches of all the given connections: a domain's watches
+    /// over every connection it has open, for the per-domain quota.
+    pub fn count_all(&self, conns: impl IntoIterator<Item = ConnId>) -> usize {
+        conns.into_iter().map(|c| self.count(c)).sum()
+    }
+
     /// Total number of watches.
     pub fn len(&self) -> usize {
         self.watches.len()

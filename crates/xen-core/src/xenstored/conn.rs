@@ -4,14 +4,20 @@
 //! Back-pressure: a connection may have a bounded number of requests whose
 //! replies are not yet written; past that the reader stops reading, so a
 //! client that floods requests without reading replies stalls itself only.
+//!
+//! Per-domain limits: a guest may open several connections on its socket,
+//! each acting as the domain. How many it may hold open, and how many bytes
+//! of unread output all of them together may hold in the daemon, are counted
+//! per domain ([`Domains`]), so that more connections buy no more memory.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::outbox::Outbox;
+use super::outbox::{DomainBudget, Outbox};
 use super::{EngineMsg, Shared};
 use crate::wire::{FrameDecoder, MsgType};
 
@@ -19,15 +25,13 @@ use crate::wire::{FrameDecoder, MsgType};
 pub struct ConnShared {
     /// Outgoing messages.
     pub outbox: Outbox,
-    closed: watch::Sender<bool>,
     permits: Semaphore,
 }
 
 impl ConnShared {
-    fn new(max_events: usize) -> ConnShared {
+    fn new(max_events: usize, budget: Arc<DomainBudget>) -> ConnShared {
         ConnShared {
-            outbox: Outbox::new(max_events),
-            closed: watch::channel(false).0,
+            outbox: Outbox::new(max_events, budget),
             permits: Semaphore::new(0),
         }
     }
@@ -35,8 +39,114 @@ impl ConnShared {
     /// Closes the connection from the daemon's side.
     pub fn close(&self) {
         self.outbox.close();
-        let _ = self.closed.send(true);
     }
+}
+
+/// The accounting of every domain with connections: how many are open on
+/// its socket, and its output budget.
+#[derive(Default)]
+pub(super) struct Domains {
+    map: Mutex<HashMap<u32, DomainEntry>>,
+}
+
+struct DomainEntry {
+    /// Connections open on the domain's socket.
+    connections: usize,
+    /// Held by the outboxes of all its connections, socket or local: the
+    /// budget lives as long as one of them, and a domain has one at a time.
+    budget: Weak<DomainBudget>,
+}
+
+impl Domains {
+    /// The output budget of `domid`, shared with its other connections:
+    /// unlimited for dom0, `max_output` bytes (0: unlimited) for a guest.
+    fn budget(&self, domid: u32, max_output: usize) -> Arc<DomainBudget> {
+        let mut map = self.map.lock().expect("domains lock");
+        let entry = map.entry(domid).or_insert_with(|| DomainEntry {
+            connections: 0,
+            budget: Weak::new(),
+        });
+        if let Some(b) = entry.budget.upgrade() {
+            return b;
+        }
+        let limit = if domid == 0 { 0 } else { max_output };
+        let b = Arc::new(DomainBudget::new(limit));
+        entry.budget = Arc::downgrade(&b);
+        b
+    }
+
+    /// Bytes queued for `domid`'s connections and not yet taken by their
+    /// writers.
+    pub(super) fn pending_output(&self, domid: u32) -> usize {
+        let map = self.map.lock().expect("domains lock");
+        map.get(&domid)
+            .and_then(|e| e.budget.upgrade())
+            .map_or(0, |b| b.used())
+    }
+
+    /// Forgets domains with nothing open: domain ids are reused, and a
+    /// long-running daemon sees many come and go.
+    fn prune(map: &mut HashMap<u32, DomainEntry>) {
+        map.retain(|_, e| e.connections > 0 || e.budget.strong_count() > 0);
+    }
+}
+
+/// A connection's place among those open on its domain's socket, given back
+/// when the connection ends (dropped by [`serve_admitted`]).
+pub(super) struct DomainSlot {
+    shared: Arc<Shared>,
+    domid: u32,
+}
+
+impl Drop for DomainSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.domains.map.lock().expect("domains lock");
+        if let Some(e) = map.get_mut(&self.domid) {
+            e.connections -= 1;
+        }
+        Domains::prune(&mut map);
+    }
+}
+
+/// Admits a connection accepted on `domid`'s socket, or refuses it (counted
+/// and logged) when the domain already has `max_domain_connections` open.
+/// dom0's socket has no limit.
+pub(super) fn admit(shared: &Arc<Shared>, domid: u32) -> Option<DomainSlot> {
+    let limit = shared.config.max_domain_connections;
+    let mut map = shared.domains.map.lock().expect("domains lock");
+    Domains::prune(&mut map);
+    let entry = map.entry(domid).or_insert_with(|| DomainEntry {
+        connections: 0,
+        budget: Weak::new(),
+    });
+    if domid != 0 && limit != 0 && entry.connections >= limit {
+        let open = entry.connections;
+        drop(map);
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        (shared.config.log)(&format!(
+            "domain {domid}: connection refused, {open} connections open (limit {limit})"
+        ));
+        return None;
+    }
+    entry.connections += 1;
+    Some(DomainSlot {
+        shared: shared.clone(),
+        domid,
+    })
+}
+
+/// Serves a connection admitted on a domain's socket, then gives its place
+/// back.
+pub(super) async fn serve_admitted<S>(
+    stream: S,
+    slot: DomainSlot,
+    tx: mpsc::UnboundedSender<EngineMsg>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    serve(stream, slot.domid, tx, shared).await;
+    drop(slot);
 }
 
 /// Serves a connection acting as `domid` until either side closes it.
@@ -48,7 +158,10 @@ pub(super) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let conn = Arc::new(ConnShared::new(shared.config.max_queued_events));
+    let budget = shared
+        .domains
+        .budget(domid, shared.config.max_domain_output);
+    let conn = Arc::new(ConnShared::new(shared.config.max_queued_events, budget));
     let (reply, registered) = oneshot::channel();
     if tx
         .send(EngineMsg::Connect {
@@ -70,6 +183,8 @@ pub(super) async fn serve<S>(
     if let Some(reason) = reason {
         shared.stats.killed.fetch_add(1, Ordering::Relaxed);
         (shared.config.log)(&format!("closing connection of domain {domid}: {reason}"));
+    } else if let Some(reason) = conn.outbox.killed() {
+        (shared.config.log)(&format!("closing connection of domain {domid}: {reason}"));
     }
     let _ = tx.send(EngineMsg::Disconnect { conn: id });
     conn.close();
@@ -84,7 +199,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
     conn: &ConnShared,
     tx: &mpsc::UnboundedSender<EngineMsg>,
 ) -> Option<String> {
-    let mut closed = conn.closed.subscribe();
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -93,7 +207,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(0) | Err(_) => return None,
                 Ok(n) => n,
             },
-            _ = closed.changed() => return None,
+            _ = conn.outbox.closed() => return None,
         };
         decoder.push(&buf[..n]);
         loop {
@@ -108,7 +222,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     Ok(p) => p,
                     Err(_) => return None,
                 },
-                _ = closed.changed() => return None,
+                _ = conn.outbox.closed() => return None,
             };
             // Given back by the writer once the reply is sent.
             permit.forget();
@@ -134,7 +248,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, conn: Arc<ConnShared>)
                 replies += 1;
             }
         }
-        if writer.write_all(&buf).await.is_err() {
+        let written = tokio::select! {
+            r = writer.write_all(&buf) => r.is_ok(),
+            // A killed connection's client is not reading: waiting for it
+            // would keep the connection, and its place, forever.
+            _ = conn.outbox.was_killed() => false,
+        };
+        if !written {
             conn.close();
             break;
         }
