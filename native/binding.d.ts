@@ -254,8 +254,8 @@ export declare class NativeXenstored {
   /** The daemon's counters. */
   stats(): XenstoredStats
   /**
-   * Stops the daemon: persists, closes connections, removes sockets.
-   * Clients connected in-process keep it alive until they close.
+   * Stops the daemon: closes every connection (in-process ones too),
+   * removes its sockets and lets go of its state file.
    */
   stop(): void
 }
@@ -500,6 +500,18 @@ export interface XenstoredOptions {
   domainSocketDir?: string
   /** State file for persistence (default: none, in memory). */
   stateFile?: string
+  /** Sync each group of changes to disk before replying (default true). */
+  fsync?: boolean
+  /**
+   * Connections one domain may have open on its socket (default 8; 0:
+   * unlimited).
+   */
+  maxDomainConnections?: number
+  /**
+   * Bytes of output one domain's connections may leave unread before
+   * their oldest watch events are dropped (0: unlimited).
+   */
+  maxDomainOutput?: number
   /** Log to stderr (default true). */
   log?: boolean
 }
@@ -512,8 +524,15 @@ export interface XenstoredStats {
   connections: number
   /** Connections closed for a protocol violation. */
   killed: number
-  /** State-file writes. */
+  /** Groups of changes made durable (one journal sync each). */
   persists: number
+  /**
+   * Changes undone because they could not be saved (their requests
+   * failed with ENOSPC or EIO).
+   */
+  unsaved: number
+  /** Connections refused by the per-domain connection limit. */
+  refused: number
 }
 
 /**

@@ -27,6 +27,14 @@ pub struct XenstoredOptions {
     pub domain_socket_dir: Option<String>,
     /// State file for persistence (default: none, in memory).
     pub state_file: Option<String>,
+    /// Sync each group of changes to disk before replying (default true).
+    pub fsync: Option<bool>,
+    /// Connections one domain may have open on its socket (default 8; 0:
+    /// unlimited).
+    pub max_domain_connections: Option<u32>,
+    /// Bytes of output one domain's connections may leave unread before
+    /// their oldest watch events are dropped (0: unlimited).
+    pub max_domain_output: Option<u32>,
     /// Log to stderr (default true).
     pub log: Option<bool>,
 }
@@ -40,8 +48,13 @@ pub struct XenstoredStats {
     pub connections: f64,
     /// Connections closed for a protocol violation.
     pub killed: f64,
-    /// State-file writes.
+    /// Groups of changes made durable (one journal sync each).
     pub persists: f64,
+    /// Changes undone because they could not be saved (their requests
+    /// failed with ENOSPC or EIO).
+    pub unsaved: f64,
+    /// Connections refused by the per-domain connection limit.
+    pub refused: f64,
 }
 
 /// The embedded XenStore daemon.
@@ -59,6 +72,15 @@ impl NativeXenstored {
         let mut config = Config::new(&options.socket);
         config.domain_socket_dir = options.domain_socket_dir.map(PathBuf::from);
         config.state_file = options.state_file.map(PathBuf::from);
+        if let Some(fsync) = options.fsync {
+            config.fsync = fsync;
+        }
+        if let Some(n) = options.max_domain_connections {
+            config.max_domain_connections = n as usize;
+        }
+        if let Some(n) = options.max_domain_output {
+            config.max_domain_output = n as usize;
+        }
         if options.log == Some(false) {
             config.log = Arc::new(|_| {});
         }
@@ -118,17 +140,17 @@ impl NativeXenstored {
             connections: s.connections.load(Relaxed) as f64,
             killed: s.killed.load(Relaxed) as f64,
             persists: s.persists.load(Relaxed) as f64,
+            unsaved: s.unsaved.load(Relaxed) as f64,
+            refused: s.refused.load(Relaxed) as f64,
         })
     }
 
-    /// Stops the daemon: persists, closes connections, removes sockets.
-    /// Clients connected in-process keep it alive until they close.
+    /// Stops the daemon: closes every connection (in-process ones too),
+    /// removes its sockets and lets go of its state file.
     #[napi]
     pub fn stop(&mut self) {
         if let Some(d) = self.daemon.take() {
-            if let Ok(d) = Arc::try_unwrap(d) {
-                d.stop();
-            }
+            d.shutdown();
         }
     }
 }

@@ -241,6 +241,7 @@ pub fn io_error_name(e: &io::Error) -> &'static str {
             io::ErrorKind::NotFound => "ENOENT",
             io::ErrorKind::PermissionDenied => "EACCES",
             io::ErrorKind::AddrInUse => "EADDRINUSE",
+            io::ErrorKind::ResourceBusy => "EBUSY",
             io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => "EINVAL",
             _ => "EIO",
         },

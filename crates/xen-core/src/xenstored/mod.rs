@@ -12,10 +12,12 @@
 //! to the connections' outboxes.
 
 mod conn;
+mod engine;
+mod journal;
 mod outbox;
 mod state_file;
+mod state_lock;
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,9 +30,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::conn::ConnShared;
-pub use self::state_file::{load as load_state, write_atomic};
-use crate::store::quota::QuotaKind;
-use crate::store::{ConnId, Effect, Store};
+use self::engine::Engine;
+pub use self::journal::read_state as load_state;
+use self::journal::{Journal, JournalOptions};
+use crate::store::{ConnId, Store};
 use crate::wire::Message;
 
 /// Where log lines go.
@@ -43,13 +46,36 @@ pub struct Config {
     pub socket: PathBuf,
     /// Directory of the per-domain sockets; `<socket>.d` if `None`.
     pub domain_socket_dir: Option<PathBuf>,
-    /// Persist the store here (atomic writes); in memory only if `None`.
+    /// Persist the store here: a snapshot plus a journal of changes beside
+    /// it (`<file>.journal.<n>`), locked against a second daemon. In memory
+    /// only if `None`.
     pub state_file: Option<PathBuf>,
+    /// With a state file: sync each group of changes to disk before
+    /// replying (the default). Without it, an acknowledged change survives
+    /// the daemon's death but not the machine's (C xenstored keeps its
+    /// store in memory only).
+    pub fsync: bool,
+    /// Journal bytes below which no compaction starts (it also waits for
+    /// the journal to outgrow the snapshot).
+    pub compact_floor: u64,
     /// Requests a dom0 connection may have in flight before the daemon stops
     /// reading from it. Guests get their `outstanding` quota.
     pub dom0_outstanding: usize,
     /// Unsent watch events kept per connection before new ones are dropped.
     pub max_queued_events: usize,
+    /// Connections a domain may hold open on its socket at once (0: no
+    /// limit); more are closed as soon as they are accepted. A guest needs a
+    /// handful (the one its ring stands for, plus tools), and each costs the
+    /// daemon memory (buffers, two tasks) however little it is used.
+    /// dom0's socket and in-process connections are not limited.
+    pub max_domain_connections: usize,
+    /// Bytes of output all the connections of a guest together may leave
+    /// unread in the daemon (0: no limit; dom0 has none). Past it, a
+    /// connection's oldest watch events are dropped for newer ones; replies
+    /// are kept, and a connection whose unread replies alone exceed it is
+    /// closed. Guards the daemon's memory against a guest that stops
+    /// reading, however many connections it opens (XSA-326).
+    pub max_domain_output: usize,
     /// Log sink.
     pub log: Logger,
 }
@@ -61,8 +87,18 @@ impl Config {
             socket: socket.into(),
             domain_socket_dir: None,
             state_file: None,
+            fsync: true,
+            compact_floor: journal::DEFAULT_COMPACT_FLOOR,
             dom0_outstanding: 1024,
             max_queued_events: 4096,
+            max_domain_connections: 8,
+            // Room for every reply a guest can have outstanding (quota 20
+            // per connection, at most 4 KiB each, on up to 8 connections:
+            // about 660 KiB) plus a burst of a few thousand events. A guest
+            // that stops reading then costs at most this queued plus one
+            // batch already taken per connection's writer: about 9 MiB,
+            // against hundreds of MiB before there was a budget.
+            max_domain_output: 1024 * 1024,
             log: Arc::new(|line| eprintln!("xenstored: {line}")),
         }
     }
@@ -86,8 +122,14 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Connections closed for a protocol violation.
     pub killed: AtomicU64,
-    /// State-file writes.
+    /// Connections refused on a domain's socket because the domain had
+    /// `max_domain_connections` open (not counted in `connections`).
+    pub refused: AtomicU64,
+    /// Groups of changes made durable (one journal sync each).
     pub persists: AtomicU64,
+    /// Changes undone because they could not be made durable (their
+    /// requests failed with ENOSPC or EIO).
+    pub unsaved: AtomicU64,
 }
 
 type Inspector = Box<dyn FnOnce(&mut Store) + Send>;
@@ -114,8 +156,10 @@ enum EngineMsg {
 /// A running daemon. Dropping it stops it.
 pub struct Daemon {
     tx: mpsc::UnboundedSender<EngineMsg>,
-    engine: Option<JoinHandle<()>>,
+    engine: std::sync::Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
+    #[cfg(test)]
+    faults: Option<Arc<journal::Faults>>,
 }
 
 struct Shared {
@@ -123,15 +167,24 @@ struct Shared {
     rt: Handle,
     stats: Stats,
     stop: watch::Sender<bool>,
+    /// Per-domain connection counts and output budgets.
+    domains: conn::Domains,
 }
 
 impl Daemon {
     /// Loads the state file (if any), binds the sockets and starts serving
     /// on the runtime `rt`.
     pub fn start(config: Config, rt: &Handle) -> io::Result<Daemon> {
-        let store = match &config.state_file {
-            Some(path) => state_file::load(path)?,
-            None => Store::new(),
+        let (store, journal) = match &config.state_file {
+            Some(path) => {
+                let options = JournalOptions {
+                    fsync: config.fsync,
+                    compact_floor: config.compact_floor,
+                };
+                let (store, journal) = Journal::open(path, options, config.log.clone())?;
+                (store, Some(journal))
+            }
+            None => (Store::new(), None),
         };
         require_socket_dir(&config.socket)?;
         // The daemon's own directory of per-domain sockets, next to the
@@ -148,6 +201,8 @@ impl Daemon {
             }
             _ => {}
         }
+        #[cfg(test)]
+        let faults = journal.as_ref().map(|j| j.faults.clone());
         let listener = bind(&config.socket, rt)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
@@ -156,6 +211,7 @@ impl Daemon {
             rt: rt.clone(),
             stats: Stats::default(),
             stop,
+            domains: conn::Domains::default(),
         });
         spawn_acceptor(&shared, listener, 0, tx.clone(), shared.stop.subscribe());
         let engine = {
@@ -163,12 +219,14 @@ impl Daemon {
             let tx = tx.clone();
             std::thread::Builder::new()
                 .name("xenstored-engine".into())
-                .spawn(move || Engine::new(store, shared, tx).run(rx))?
+                .spawn(move || Engine::new(store, journal, shared, tx).run(rx))?
         };
         Ok(Daemon {
             tx,
-            engine: Some(engine),
+            engine: std::sync::Mutex::new(Some(engine)),
             shared,
+            #[cfg(test)]
+            faults,
         })
     }
 
@@ -233,23 +291,34 @@ impl Daemon {
     }
 
     /// Stops serving: persists, closes every connection, removes the sockets.
-    pub fn stop(mut self) {
-        self.stop_inner();
+    pub fn stop(self) {
+        self.shutdown();
     }
 
-    fn stop_inner(&mut self) {
-        if let Some(engine) = self.engine.take() {
+    /// [`Daemon::stop`] for a daemon shared with others (in-process
+    /// clients hold it to reconnect): they get a closed connection, and the
+    /// state file is let go. Does nothing the second time.
+    pub fn shutdown(&self) {
+        let engine = self.engine.lock().expect("engine handle").take();
+        if let Some(engine) = engine {
             let _ = self.shared.stop.send(true);
             let (done, _rx) = oneshot::channel();
             let _ = self.tx.send(EngineMsg::Stop(done));
             let _ = engine.join();
         }
     }
+
+    /// Bytes of output queued in the daemon for `domid`'s connections and
+    /// not yet taken by their writers (within `max_domain_output` for a
+    /// guest, but for replies, which are bounded by its request quota).
+    pub fn pending_output(&self, domid: u32) -> usize {
+        self.shared.domains.pending_output(domid)
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.stop_inner();
+        self.shutdown();
     }
 }
 
@@ -301,10 +370,12 @@ fn spawn_acceptor(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    // A refused stream is dropped here, which closes it
+                    // before anything is read.
+                    Ok((stream, _)) => if let Some(slot) = conn::admit(&shared, domid) {
                         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(conn::serve(stream, domid, tx.clone(), shared.clone()));
-                    }
+                        tokio::spawn(conn::serve_admitted(stream, slot, tx.clone(), shared.clone()));
+                    },
                     Err(e) => (shared.config.log)(&format!("accept on domain {domid} socket: {e}")),
                 },
                 _ = stop.changed() => break,
@@ -313,168 +384,7 @@ fn spawn_acceptor(
     });
 }
 
-struct Engine {
-    store: Store,
-    shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<EngineMsg>,
-    conns: HashMap<ConnId, (u32, Arc<ConnShared>)>,
-    domain_listeners: HashMap<u32, watch::Sender<bool>>,
-}
-
-impl Engine {
-    fn new(store: Store, shared: Arc<Shared>, tx: mpsc::UnboundedSender<EngineMsg>) -> Engine {
-        Engine {
-            store,
-            shared,
-            tx,
-            conns: HashMap::new(),
-            domain_listeners: HashMap::new(),
-        }
-    }
-
-    fn log(&self, line: &str) {
-        (self.shared.config.log)(line);
-    }
-
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<EngineMsg>) {
-        for domid in self.store.introduced_domains() {
-            self.open_domain_socket(domid);
-        }
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < 512 {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            let mut deliveries = Vec::new();
-            let mut effects = Vec::new();
-            let mut stop = None;
-            for m in batch {
-                match m {
-                    EngineMsg::Connect { domid, conn, reply } => {
-                        let id = self.store.connect(domid);
-                        let limit = if domid == 0 {
-                            self.shared.config.dom0_outstanding
-                        } else {
-                            match self.store_quota(domid, QuotaKind::Outstanding) {
-                                0 => self.shared.config.dom0_outstanding,
-                                n => n as usize,
-                            }
-                        };
-                        self.conns.insert(id, (domid, conn));
-                        let _ = reply.send((id, limit));
-                    }
-                    EngineMsg::Request { conn, msg } => {
-                        self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-                        let out = self.store.handle(conn, &msg);
-                        deliveries.extend(out.deliveries);
-                        effects.extend(out.effects);
-                    }
-                    EngineMsg::Disconnect { conn } => {
-                        self.store.disconnect(conn);
-                        self.conns.remove(&conn);
-                    }
-                    EngineMsg::DomainDied(domid) => {
-                        let out = self.store.release_domain(domid);
-                        deliveries.extend(out.deliveries);
-                        effects.extend(out.effects);
-                    }
-                    EngineMsg::DomainShutdown(domid) => {
-                        deliveries.extend(self.store.domain_shutdown(domid).deliveries);
-                    }
-                    EngineMsg::Inspect(f) => f(&mut self.store),
-                    EngineMsg::Stop(done) => stop = Some(done),
-                }
-            }
-            self.persist_if_dirty();
-            // Effects first: when INTRODUCE's reply arrives, the domain's
-            // socket already exists.
-            for e in effects {
-                self.apply(e);
-            }
-            for d in deliveries {
-                if let Some((_, c)) = self.conns.get(&d.conn) {
-                    c.outbox.push(d.msg);
-                }
-            }
-            if let Some(done) = stop {
-                self.shutdown();
-                let _ = done.send(());
-                return;
-            }
-        }
-    }
-
-    fn store_quota(&self, domid: u32, kind: QuotaKind) -> u32 {
-        self.store.quota(domid, kind)
-    }
-
-    fn persist_if_dirty(&mut self) {
-        if !self.store.take_dirty() {
-            return;
-        }
-        if let Some(path) = &self.shared.config.state_file {
-            match state_file::write_atomic(path, &self.store.snapshot()) {
-                Ok(()) => {
-                    self.shared.stats.persists.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => self.log(&format!("cannot write state file {}: {e}", path.display())),
-            }
-        }
-    }
-
-    fn apply(&mut self, effect: Effect) {
-        match effect {
-            Effect::DomainIntroduced(domid) => self.open_domain_socket(domid),
-            Effect::DomainReleased(domid) => {
-                if let Some(stop) = self.domain_listeners.remove(&domid) {
-                    let _ = stop.send(true);
-                }
-                let path = self.shared.config.domain_dir().join(domid.to_string());
-                let _ = std::fs::remove_file(path);
-                let gone: Vec<ConnId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, (d, _))| *d == domid)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in gone {
-                    if let Some((_, c)) = self.conns.remove(&id) {
-                        c.close();
-                    }
-                }
-            }
-            Effect::Log(line) => self.log(&line),
-        }
-    }
-
-    fn open_domain_socket(&mut self, domid: u32) {
-        let path = self.shared.config.domain_dir().join(domid.to_string());
-        match bind(&path, &self.shared.rt) {
-            Ok(listener) => {
-                let (stop, stop_rx) = watch::channel(false);
-                spawn_acceptor(&self.shared, listener, domid, self.tx.clone(), stop_rx);
-                self.domain_listeners.insert(domid, stop);
-            }
-            Err(e) => self.log(&format!("cannot open socket for domain {domid}: {e}")),
-        }
-    }
-
-    fn shutdown(&mut self) {
-        self.persist_if_dirty();
-        for (_, (_, c)) in self.conns.drain() {
-            c.close();
-        }
-        for (domid, stop) in self.domain_listeners.drain() {
-            let _ = stop.send(true);
-            let _ = std::fs::remove_file(self.shared.config.domain_dir().join(domid.to_string()));
-        }
-        let _ = std::fs::remove_file(&self.shared.config.socket);
-        let _ = std::fs::remove_dir(self.shared.config.domain_dir());
-    }
-}
-
+#[cfg(test)]
+mod durability_tests;
 #[cfg(test)]
 mod tests;
