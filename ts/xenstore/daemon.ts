@@ -9,8 +9,26 @@ export interface XenstoredOptions {
   readonly socket: string;
   /** Directory of per-domain sockets (default `<socket>.d`). */
   readonly domainSocketDir?: string;
-  /** Persist the store here, with atomic writes (default: in memory only). */
+  /**
+   * Persist the store here (default: in memory only): a snapshot, plus a
+   * journal of changes beside it (`<file>.journal.<n>`) that is folded into
+   * the snapshot in the background. Its directory must exist; the file is
+   * locked against a second daemon (`<file>.lock` names the holder's pid).
+   */
   readonly stateFile?: string;
+  /**
+   * With a state file, sync each group of changes to disk before replying
+   * (default true). With `false`, an acknowledged change survives the
+   * daemon's death but not a crash of the machine.
+   */
+  readonly fsync?: boolean;
+  /** Connections one domain may have open on its socket (default 8; 0: unlimited). */
+  readonly maxDomainConnections?: number;
+  /**
+   * Bytes of output one domain's connections may leave unread before their
+   * oldest watch events are dropped (default 1 MiB; 0: unlimited).
+   */
+  readonly maxDomainOutput?: number;
   /** Log to stderr (default true). */
   readonly log?: boolean;
 }
@@ -20,7 +38,12 @@ export interface XenstoredStats {
   readonly requests: number;
   readonly connections: number;
   readonly killed: number;
+  /** Groups of changes made durable (one journal sync each). */
   readonly persists: number;
+  /** Changes undone because they could not be saved (requests failed with ENOSPC or EIO). */
+  readonly unsaved: number;
+  /** Connections refused by the per-domain connection limit. */
+  readonly refused: number;
 }
 
 /**

@@ -15,7 +15,8 @@ export type { XenStoreErrno };
  * client's own failures: `ECONNRESET` (connection lost with the request in
  * flight; it may or may not have taken effect), `ESHUTDOWN` (client or daemon
  * closed), `EPROTO` (the daemon broke the protocol), `ECONNREFUSED` (could not
- * connect), `EADDRINUSE` (a daemon already listens there).
+ * connect), `EADDRINUSE` (a daemon already listens there). Starting a daemon
+ * on a state file another daemon holds fails with `EBUSY`.
  */
 export type XenStoreErrorCode = XenStoreErrno | 'ECONNRESET' | 'ESHUTDOWN' | 'EPROTO' | 'ECONNREFUSED' | 'EADDRINUSE';
 
