@@ -294,3 +294,19 @@ async fn a_damaged_closed_segment_refuses_to_start() {
     let err = Daemon::start(config, &Handle::current()).err().unwrap();
     assert!(err.to_string().contains("damaged"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fsync_an_acknowledged_write_is_in_the_journal_before_its_reply() {
+    let s = Setup::new();
+    let mut config = s.config();
+    config.fsync = false;
+    let d = Daemon::start(config, &Handle::current()).unwrap();
+    let mut c = RawClient::connect(d.socket()).await;
+    for i in 0..20 {
+        c.write(&format!("/nofsync/{i}"), "v").await;
+        // As if the daemon were killed right after the reply.
+        let store = load_state(&s.state()).unwrap();
+        assert!(store.node(&format!("/nofsync/{i}")).is_some(), "write {i}");
+    }
+    assert_eq!(d.stats().persists.load(Relaxed), 20);
+}
