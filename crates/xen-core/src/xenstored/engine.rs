@@ -335,7 +335,7 @@ impl Engine {
         // Every change is durable already; a compaction under way finishes
         // (its snapshot is complete or not there at all).
         if let Some(j) = &mut self.journal {
-            for line in j.finish_compaction() {
+            if let Some(line) = j.finish_compaction() {
                 (self.shared.config.log)(&line);
             }
         }

@@ -412,20 +412,7 @@ impl Journal {
     pub fn maintain(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
         while let Ok(result) = self.from_compactor.try_recv() {
-            self.compacting = false;
-            match result {
-                Compacted::Done {
-                    epoch,
-                    snapshot_len,
-                } => {
-                    self.snapshot_len = snapshot_len;
-                    self.journal_len = self.journal_len_from(epoch);
-                }
-                Compacted::Failed(e) => {
-                    self.retry_later();
-                    lines.push(format!("compaction failed: {e}"));
-                }
-            }
+            lines.extend(self.compacted(result));
         }
         let due = self.journal_len >= self.options.compact_floor.max(self.snapshot_len)
             && self.journal_len >= self.retry_at;
@@ -467,26 +454,31 @@ impl Journal {
 
     /// Waits for a running compaction to end (used when stopping and by
     /// tests), then applies its result.
-    pub fn finish_compaction(&mut self) -> Vec<String> {
-        if self.compacting {
-            if let Ok(result) = self.from_compactor.recv() {
-                self.compacting = false;
-                match result {
-                    Compacted::Done {
-                        epoch,
-                        snapshot_len,
-                    } => {
-                        self.snapshot_len = snapshot_len;
-                        self.journal_len = self.journal_len_from(epoch);
-                    }
-                    Compacted::Failed(e) => {
-                        self.retry_later();
-                        return vec![format!("compaction failed: {e}")];
-                    }
-                }
+    pub fn finish_compaction(&mut self) -> Option<String> {
+        if !self.compacting {
+            return None;
+        }
+        let result = self.from_compactor.recv().ok()?;
+        self.compacted(result)
+    }
+
+    /// Takes in a compaction's result; a line for the log if it failed.
+    fn compacted(&mut self, result: Compacted) -> Option<String> {
+        self.compacting = false;
+        match result {
+            Compacted::Done {
+                epoch,
+                snapshot_len,
+            } => {
+                self.snapshot_len = snapshot_len;
+                self.journal_len = self.journal_len_from(epoch);
+                None
+            }
+            Compacted::Failed(e) => {
+                self.retry_later();
+                Some(format!("compaction failed: {e}"))
             }
         }
-        Vec::new()
     }
 }
 
