@@ -5,6 +5,7 @@
 //! `cargo test` without a JavaScript engine.
 #![deny(missing_docs)]
 
+pub mod blk;
 pub mod build_info;
 pub mod console;
 #[cfg(feature = "node")]

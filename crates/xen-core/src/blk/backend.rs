@@ -1,0 +1,196 @@
+//! Attaching a block queue to a frontend's ring: map the ring pages, bind
+//! the event channel, and put the queue's data path on the platform's event
+//! loop. The handle stops it again.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use super::queue::{QueueEvent, QueueSource};
+use super::request::Offer;
+use super::stats::{BlkStats, Counters};
+use super::storage::Storage;
+use crate::platform::event_loop::{Source, SourceHandle};
+use crate::platform::{DomId, EvtchnError, GrantError, GrantRef, Platform, Port};
+use crate::ring::blkif::{BlkifAbi, BlkifProtocol, BlkifX86_32, BlkifX86_64};
+use crate::ring::shared::{BackRing, SharedRingError};
+
+/// The most ring pages a queue takes (`max-ring-page-order` 4, as blkback).
+pub const MAX_RING_PAGE_ORDER: u32 = 4;
+
+/// Where a queue's ring is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// The guest.
+    pub frontend: DomId,
+    /// Its ring pages (`ring-ref` or `ring-ref0..N`), 2^order of them.
+    pub ring_refs: Vec<GrantRef>,
+    /// Its port for this queue (`event-channel`).
+    pub remote_port: Port,
+    /// The slot layout (`protocol`).
+    pub protocol: BlkifProtocol,
+}
+
+/// Why a queue could not start.
+#[derive(Debug)]
+pub enum BlkError {
+    /// Not 1, 2, 4, 8 or 16 ring pages.
+    RingPages(usize),
+    /// The ring pages could not be mapped.
+    MapRing(GrantError),
+    /// The ring is unusable (too small, bogus indexes already).
+    Ring(SharedRingError),
+    /// The event channel could not be bound.
+    Bind(EvtchnError),
+    /// The event loop is gone.
+    EventLoop(std::io::Error),
+}
+
+impl fmt::Display for BlkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlkError::RingPages(n) => write!(f, "{n} ring pages (need a power of two up to 16)"),
+            BlkError::MapRing(e) => write!(f, "cannot map the ring: {e}"),
+            BlkError::Ring(e) => write!(f, "unusable ring: {e}"),
+            BlkError::Bind(e) => write!(f, "cannot bind the event channel: {e}"),
+            BlkError::EventLoop(e) => write!(f, "event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BlkError {}
+
+/// A block queue being served. Stopping it (or dropping it) takes it off
+/// the event loop, unbinds its port and unmaps its ring, after which the
+/// guest can end its grants.
+pub struct BlkQueue {
+    counters: Arc<Counters>,
+    source: Mutex<Option<SourceHandle>>,
+    evtchn: Arc<dyn crate::platform::EventChannels>,
+    port: Port,
+    _platform: Arc<Platform>,
+}
+
+impl BlkQueue {
+    /// Serves the ring `ring` with `storage`, judging requests against
+    /// `offer` (what the backend advertised). `sink` gets refusals and a
+    /// failure of the ring, on the loop's thread: it must not block.
+    pub fn start(
+        platform: &Arc<Platform>,
+        ring: &RingConfig,
+        offer: Offer,
+        storage: Box<dyn Storage>,
+        sink: Box<dyn FnMut(QueueEvent) + Send>,
+    ) -> Result<BlkQueue, BlkError> {
+        let pages = ring.ring_refs.len();
+        if !pages.is_power_of_two() || pages > 1 << MAX_RING_PAGE_ORDER {
+            return Err(BlkError::RingPages(pages));
+        }
+        let map = platform
+            .gntdev()
+            .map(ring.frontend, &ring.ring_refs, true)
+            .map_err(BlkError::MapRing)?;
+        let counters = Arc::new(Counters::default());
+        let evtchn = platform.evtchn().clone();
+        let port = evtchn
+            .bind_interdomain(ring.frontend, ring.remote_port)
+            .map_err(BlkError::Bind)?;
+        let source: Result<Box<dyn Source>, SharedRingError> = match ring.protocol {
+            BlkifProtocol::X86_64 => source::<BlkifX86_64>(
+                map,
+                platform,
+                ring.frontend,
+                port,
+                offer,
+                storage,
+                &counters,
+                sink,
+            ),
+            BlkifProtocol::X86_32 => source::<BlkifX86_32>(
+                map,
+                platform,
+                ring.frontend,
+                port,
+                offer,
+                storage,
+                &counters,
+                sink,
+            ),
+        };
+        let source = match source {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = evtchn.unbind(port);
+                return Err(BlkError::Ring(e));
+            }
+        };
+        // Requests the guest pushed before the port was bound are seen at
+        // once: a new source runs right away.
+        match platform.event_loop().add(Some(port), source, false) {
+            Ok(handle) => Ok(BlkQueue {
+                counters,
+                source: Mutex::new(Some(handle)),
+                evtchn,
+                port,
+                _platform: platform.clone(),
+            }),
+            Err(e) => {
+                let _ = evtchn.unbind(port);
+                Err(BlkError::EventLoop(e))
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BlkStats {
+        self.counters.snapshot()
+    }
+
+    /// Our end of the event channel.
+    pub fn local_port(&self) -> Port {
+        self.port
+    }
+
+    /// Stops serving (waiting until the loop no longer runs the queue),
+    /// closes the port and unmaps the ring. Requests still at storage are
+    /// dropped unanswered, as when blkback disconnects. Idempotent.
+    pub fn stop(&self) {
+        let source = self.source.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(source) = source {
+            // Off the loop first (the ring mapping goes with the source),
+            // then the port.
+            drop(source.remove());
+            let _ = self.evtchn.unbind(self.port);
+        }
+    }
+}
+
+impl Drop for BlkQueue {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn source<P: BlkifAbi + Send + 'static>(
+    map: crate::platform::GrantMapping,
+    platform: &Platform,
+    frontend: DomId,
+    port: Port,
+    offer: Offer,
+    storage: Box<dyn Storage>,
+    counters: &Arc<Counters>,
+    sink: Box<dyn FnMut(QueueEvent) + Send>,
+) -> Result<Box<dyn Source>, SharedRingError> {
+    let state = BackRing::<P>::attach(map.mem())?.state();
+    Ok(Box::new(QueueSource::<P>::new(
+        map,
+        state,
+        platform.gntdev().clone(),
+        frontend,
+        port,
+        offer,
+        storage,
+        counters.clone(),
+        sink,
+    )))
+}

@@ -1,0 +1,685 @@
+//! The guest's end of a block device on the simulated hypervisor, at the
+//! ring level: what Linux's xen-blkfront does once connected, for tests,
+//! demos and benchmarks of block backends. XenStore negotiation happens
+//! elsewhere, with what the accessors give (`ring-ref*`, `ring-page-order`,
+//! `event-channel`, `protocol`).
+//!
+//! As blkfront without persistent grants: the ring pages are granted once,
+//! each request grants one page per segment, 11 segments in the slot or
+//! more in indirect pages; requests are pushed with a notification only
+//! when the ring asks for one, and the frontend sleeps only after the final
+//! check. Each response is checked as hardened blkfront does (known id,
+//! echoed operation, grants ended before the data is read); a backend that
+//! breaks the protocol breaks the frontend for good.
+//!
+//! It also misbehaves on demand, to test backends against hostile guests:
+//! raw slot bytes, a bogus `req_prod`, slots rewritten after the push, any
+//! grant reference in a segment, a guest vanishing mid-request.
+
+mod hostile;
+mod ring;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::platform::abi::PAGE_SIZE;
+use crate::platform::event_loop::wait_readable;
+use crate::platform::sim::SimGntTable;
+use crate::platform::{
+    DomId, EventChannels, EvtchnError, GrantError, GrantRef, GrantTable, Port, SharedMem,
+};
+use crate::ring::blkif::{
+    BlkifProtocol, BlkifX86_32, BlkifX86_64, DirectRequest, DiscardRequest, IndirectRequest,
+    Request, Response, Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+    BLKIF_MAX_SEGMENTS_PER_REQUEST as MAX_DIRECT, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE,
+    BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR,
+    BLKIF_RSP_OKAY, SEGMENTS_PER_INDIRECT_PAGE,
+};
+use crate::ring::shared::{
+    FrontRing, RingProtocol, SharedRingError, SlotBytes, HEADER_SIZE, REQ_PROD,
+};
+
+use self::ring::{alloc_contiguous, detached, echoed, Ring};
+pub use self::types::*;
+
+/// Bytes in a blkif sector, whatever the disk's own sector size.
+pub const SECTOR_SIZE: usize = 512;
+/// The largest `ring-page-order` (16 pages, as Linux blkback allows).
+const MAX_RING_PAGE_ORDER: u32 = 4;
+/// Segments one indirect request can carry (8 pages of 512).
+pub const MAX_INDIRECT_SEGMENTS: usize =
+    BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_PAGE;
+/// The first request id. Its high bits are set so that a backend that does
+/// not echo all 64 bits of `id` is caught (blkfront's ids are small).
+const FIRST_ID: u64 = 0xb1c0_0000_0000_0001;
+
+/// A guest page granted to the backend.
+#[derive(Clone, Copy, Debug)]
+struct Page {
+    frame: u32,
+    gref: GrantRef,
+}
+
+/// A request awaiting its response (blkfront's shadow entry).
+struct InFlight {
+    /// Ring index of its slot.
+    slot: u32,
+    /// The operation its response must echo; `None` for raw bytes.
+    expect: Option<u8>,
+    /// For reads: where the data starts in the first page, and its length.
+    read: Option<(usize, usize)>,
+    /// Data pages in segment order, then indirect pages.
+    pages: Vec<Page>,
+}
+
+/// A simulated blkfront: ring pages of guest memory granted to the backend,
+/// an unbound port for it, and requests issued over them.
+pub struct SimBlkFront {
+    /// The ring, over memory that `gnttab` keeps mapped (see [`detached`]);
+    /// `None` once closed or abandoned.
+    ring: Option<Ring>,
+    gnttab: Arc<SimGntTable>,
+    evtchn: Arc<dyn EventChannels>,
+    backend: DomId,
+    options: FrontOptions,
+    depth: usize,
+    /// The first of the ring's contiguous frames.
+    ring_frame: u32,
+    ring_refs: Vec<GrantRef>,
+    /// Granted pages not in flight: the ring's, and pages the backend
+    /// still mapped when their grant was to end.
+    held: Vec<Page>,
+    port: Port,
+    bound: bool,
+    next_id: u64,
+    in_flight: HashMap<u64, InFlight>,
+    done: VecDeque<(RequestId, IoResult)>,
+    fault: Option<BackendFault>,
+    quiet: bool,
+    stats: FrontStats,
+}
+
+impl SimBlkFront {
+    /// Sets up a block device of the guest that owns `gnttab` for the
+    /// backend domain `backend`: 2^order ring pages granted writable, the
+    /// shared ring initialised, an unbound port. `evtchn` is the guest's
+    /// event-channel handle; it should serve only this device, since
+    /// waiting takes every event it delivers.
+    pub fn new(
+        gnttab: Arc<SimGntTable>,
+        evtchn: Arc<dyn EventChannels>,
+        backend: DomId,
+        options: FrontOptions,
+    ) -> Result<SimBlkFront, BlkFrontError> {
+        if options.ring_page_order > MAX_RING_PAGE_ORDER {
+            return Err(BlkFrontError::BadArgument("ring page order above 4"));
+        }
+        let pages = 1u32 << options.ring_page_order;
+        let first = alloc_contiguous(&gnttab, pages).ok_or(BlkFrontError::NoGuestMemory)?;
+        let mut front = SimBlkFront {
+            ring: None,
+            gnttab,
+            evtchn,
+            backend,
+            options,
+            depth: 0,
+            ring_frame: first,
+            ring_refs: Vec::new(),
+            held: Vec::new(),
+            port: 0,
+            bound: false,
+            next_id: FIRST_ID,
+            in_flight: HashMap::new(),
+            done: VecDeque::new(),
+            fault: None,
+            quiet: false,
+            stats: FrontStats::default(),
+        };
+        // From here on, dropping `front` releases what was set up.
+        for frame in first..first + pages {
+            match front.gnttab.grant(backend, frame, false) {
+                Ok(gref) => front.held.push(Page { frame, gref }),
+                Err(e) => {
+                    (frame..first + pages).for_each(|f| front.gnttab.free_page(f));
+                    return Err(BlkFrontError::Grant(e));
+                }
+            }
+        }
+        front.ring_refs = front.held.iter().map(|p| p.gref).collect();
+        let view = front.ring_mem_unchecked(pages as usize);
+        let view = detached(view.ok_or(BlkFrontError::NoGuestMemory)?, &front.gnttab);
+        let ring = match front.options.protocol {
+            BlkifProtocol::X86_64 => FrontRing::init(view).map(Ring::X86_64),
+            BlkifProtocol::X86_32 => FrontRing::init(view).map(Ring::X86_32),
+        };
+        let ring = ring.map_err(|e| BlkFrontError::Backend(BackendFault::Ring(e)))?;
+        let size = ring.size() as usize;
+        front.depth = (front.options.queue_depth).map_or(size, |d| (d as usize).clamp(1, size));
+        front.ring = Some(ring);
+        let port = front.evtchn.alloc_unbound(backend);
+        front.port = port.map_err(BlkFrontError::EventChannel)?;
+        front.bound = true;
+        Ok(front)
+    }
+
+    /// The ring's grant references (`ring-ref`, or `ring-ref0..N`).
+    pub fn ring_refs(&self) -> &[GrantRef] {
+        &self.ring_refs
+    }
+
+    /// The port the backend binds to (`event-channel`).
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// `ring-page-order`.
+    pub fn ring_page_order(&self) -> u32 {
+        self.options.ring_page_order
+    }
+
+    /// The slot layout; `protocol().layout().protocol` is its name.
+    pub fn protocol(&self) -> BlkifProtocol {
+        self.options.protocol
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> FrontStats {
+        self.stats
+    }
+
+    /// Changes how long blocking calls wait.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.options.timeout = timeout;
+    }
+
+    /// While set, pushes notify nobody: the caller does, with
+    /// [`SimBlkFront::notify`].
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
+    fn usable(&mut self) -> Result<&mut Ring, BlkFrontError> {
+        if let Some(f) = self.fault {
+            return Err(BlkFrontError::Backend(f));
+        }
+        self.ring.as_mut().ok_or(BlkFrontError::Closed)
+    }
+
+    /// Records the backend's first protocol violation.
+    fn fail(&mut self, fault: BackendFault) -> BlkFrontError {
+        BlkFrontError::Backend(*self.fault.get_or_insert(fault))
+    }
+
+    fn ring_fault(&mut self, e: SharedRingError) -> BlkFrontError {
+        self.fail(BackendFault::Ring(e))
+    }
+
+    fn max_segments(&self) -> usize {
+        match self.options.max_indirect_segments {
+            Some(m) if m as usize > MAX_DIRECT => (m as usize).min(MAX_INDIRECT_SEGMENTS),
+            _ => MAX_DIRECT,
+        }
+    }
+
+    /// Submits one request and pushes it, first waiting for responses
+    /// while the queue depth is reached.
+    pub fn submit(&mut self, op: BlkOp) -> Result<RequestId, BlkFrontError> {
+        let id = self.queue(op)?;
+        self.push()?;
+        Ok(id)
+    }
+
+    /// Submits requests with one push, or one per queue-depth's worth.
+    /// If one fails, those before it stay in flight (see
+    /// [`SimBlkFront::wait_any`]).
+    pub fn submit_many(
+        &mut self,
+        ops: impl IntoIterator<Item = BlkOp>,
+    ) -> Result<Vec<RequestId>, BlkFrontError> {
+        let ids: Result<Vec<_>, _> = ops.into_iter().map(|op| self.queue(op)).collect();
+        // Push what was written even if a later request failed.
+        self.push()?;
+        ids
+    }
+
+    /// Writes one request into the ring without pushing it.
+    fn queue(&mut self, op: BlkOp) -> Result<RequestId, BlkFrontError> {
+        self.make_room()?;
+        let (id, mut pages) = (self.next_id, Vec::new());
+        let written = self.build(op, id, &mut pages).and_then(|(req, read)| {
+            let bytes = self.usable()?.encode(&req);
+            let w = self.usable()?.write(&bytes);
+            Ok((w.map_err(|e| self.ring_fault(e))?.0, echoed(&req), read))
+        });
+        match written {
+            Ok((slot, op, read)) => {
+                self.next_id = id.wrapping_add(1);
+                self.track(id, slot, Some(op), read, pages);
+                Ok(RequestId(id))
+            }
+            Err(e) => {
+                pages.into_iter().for_each(|p| self.release(p));
+                Err(e)
+            }
+        }
+    }
+
+    fn track(
+        &mut self,
+        id: u64,
+        slot: u32,
+        expect: Option<u8>,
+        read: Option<(usize, usize)>,
+        pages: Vec<Page>,
+    ) {
+        let entry = InFlight {
+            slot,
+            expect,
+            read,
+            pages,
+        };
+        // Raw bytes may reuse the id of a request in flight: that request's
+        // pages are then released on close.
+        if let Some(old) = self.in_flight.insert(id, entry) {
+            self.held.extend(old.pages);
+        }
+        self.stats.requests += 1;
+    }
+
+    /// Encodes a request, granting its pages into `pages`; returns it with
+    /// what to read back.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        &mut self,
+        op: BlkOp,
+        id: u64,
+        pages: &mut Vec<Page>,
+    ) -> Result<(Request, Option<(usize, usize)>), BlkFrontError> {
+        let handle = self.options.handle;
+        let (operation, sector, segs, read) = match op {
+            BlkOp::Read(sector, len, offset) => {
+                let segs = self.data_pages(offset, len, None, pages)?;
+                (BLKIF_OP_READ, sector, segs, Some((offset, len)))
+            }
+            BlkOp::Write(sector, data, offset) => {
+                let segs = self.data_pages(offset, data.len(), Some(&data), pages)?;
+                (BLKIF_OP_WRITE, sector, segs, None)
+            }
+            BlkOp::Flush => (BLKIF_OP_FLUSH_DISKCACHE, 0, Vec::new(), None),
+            BlkOp::Discard(sector_number, nr_sectors, secure) => {
+                let flag = if secure { BLKIF_DISCARD_SECURE } else { 0 };
+                let d = DiscardRequest {
+                    flag,
+                    handle,
+                    id,
+                    sector_number,
+                    nr_sectors,
+                };
+                return Ok((Request::Discard(d), None));
+            }
+            BlkOp::Raw(BLKIF_OP_DISCARD | BLKIF_OP_INDIRECT, ..) => {
+                return Err(BlkFrontError::BadArgument("raw discard or indirect"))
+            }
+            BlkOp::Raw(operation, sector, segments) => (operation, sector, segments, None),
+        };
+        if segs.len() <= MAX_DIRECT {
+            let mut seg = [Segment::default(); MAX_DIRECT];
+            seg[..segs.len()].copy_from_slice(&segs);
+            let (nr_segments, sector_number) = (segs.len() as u8, sector);
+            let r = DirectRequest {
+                operation,
+                nr_segments,
+                handle,
+                id,
+                sector_number,
+                seg,
+            };
+            return Ok((Request::Direct(r), read));
+        }
+        if segs.len() > MAX_INDIRECT_SEGMENTS {
+            return Err(BlkFrontError::TooManySegments(
+                segs.len(),
+                MAX_INDIRECT_SEGMENTS,
+            ));
+        }
+        let mut indirect_grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+        for (i, chunk) in segs.chunks(SEGMENTS_PER_INDIRECT_PAGE).enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(Segment::encode).collect();
+            // Read-only: the backend only reads the segment list.
+            let page = self.grant_page(true, Some((0, &bytes)))?;
+            indirect_grefs[i] = page.gref;
+            pages.push(page);
+        }
+        let (indirect_op, nr_segments, sector_number) = (operation, segs.len() as u16, sector);
+        let r = IndirectRequest {
+            indirect_op,
+            nr_segments,
+            id,
+            sector_number,
+            handle,
+            indirect_grefs,
+        };
+        Ok((Request::Indirect(r), read))
+    }
+
+    fn check_shape(offset: usize, len: usize) -> Result<(), BlkFrontError> {
+        if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(BlkFrontError::BadArgument("length not whole sectors"));
+        }
+        if !offset.is_multiple_of(SECTOR_SIZE) || offset >= PAGE_SIZE {
+            return Err(BlkFrontError::BadArgument("offset not a sector of a page"));
+        }
+        Ok(())
+    }
+
+    /// Grants the data pages of a transfer of `len` bytes starting `offset`
+    /// bytes into its first page, into `pages`, and returns their segments.
+    /// A write's pages are filled from `data` and granted read-only.
+    fn data_pages(
+        &mut self,
+        offset: usize,
+        len: usize,
+        data: Option<&[u8]>,
+        pages: &mut Vec<Page>,
+    ) -> Result<Vec<Segment>, BlkFrontError> {
+        SimBlkFront::check_shape(offset, len)?;
+        let (end, max) = (offset + len, self.max_segments());
+        if end.div_ceil(PAGE_SIZE) > max {
+            return Err(BlkFrontError::TooManySegments(end.div_ceil(PAGE_SIZE), max));
+        }
+        let mut segs = Vec::new();
+        for start in (0..end).step_by(PAGE_SIZE) {
+            let (lo, hi) = (
+                offset.max(start) - start,
+                end.min(start + PAGE_SIZE) - start,
+            );
+            let bytes = data.map(|d| (lo, &d[start + lo - offset..start + hi - offset]));
+            let page = self.grant_page(data.is_some(), bytes)?;
+            let (first_sect, last_sect) = ((lo / SECTOR_SIZE) as u8, (hi / SECTOR_SIZE - 1) as u8);
+            segs.push(Segment {
+                gref: page.gref,
+                first_sect,
+                last_sect,
+            });
+            pages.push(page);
+        }
+        Ok(segs)
+    }
+
+    /// Takes a page, writes `contents` (offset, bytes) into it and grants it.
+    fn grant_page(
+        &self,
+        readonly: bool,
+        contents: Option<(usize, &[u8])>,
+    ) -> Result<Page, BlkFrontError> {
+        let gt = &self.gnttab;
+        let frame = gt.alloc_page().ok_or(BlkFrontError::NoGuestMemory)?;
+        if let (Some((at, bytes)), Some(page)) = (contents, gt.page(frame)) {
+            let _ = page.write(at, bytes);
+        }
+        match gt.grant(self.backend, frame, readonly) {
+            Ok(gref) => Ok(Page { frame, gref }),
+            Err(e) => {
+                gt.free_page(frame);
+                Err(BlkFrontError::Grant(e))
+            }
+        }
+    }
+
+    /// Ends a page's grant and frees it; a page the backend still maps is
+    /// kept (as on Xen, its grant cannot end yet) for a later attempt.
+    fn release(&mut self, page: Page) {
+        match self.gnttab.end_access(page.gref) {
+            Err(GrantError::InUse(_)) => self.held.push(page),
+            // Ended now, or no longer granted at all: the page is ours.
+            _ => self.gnttab.free_page(page.frame),
+        }
+    }
+
+    /// Publishes the requests written and notifies the backend if it asked
+    /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
+    fn push(&mut self) -> Result<(), BlkFrontError> {
+        let pushed = self.usable()?.push();
+        if pushed.map_err(|e| self.ring_fault(e))? && !self.quiet {
+            self.notify()?;
+        }
+        Ok(())
+    }
+
+    /// Signals the backend (also on its own, to play a hostile guest).
+    pub fn notify(&mut self) -> Result<(), BlkFrontError> {
+        let sent = self.evtchn.notify(self.port);
+        sent.map_err(BlkFrontError::EventChannel)?;
+        self.stats.notifications += 1;
+        Ok(())
+    }
+
+    fn make_room(&mut self) -> Result<(), BlkFrontError> {
+        self.usable()?;
+        if self.in_flight.len() >= self.depth {
+            // Requests written but not pushed would never be answered.
+            self.push()?;
+            self.wait_until(|s| s.in_flight.len() < s.depth)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every published response, without waiting; returns how many.
+    /// Their outcomes wait for [`SimBlkFront::wait`] or
+    /// [`SimBlkFront::wait_any`].
+    pub fn poll(&mut self) -> Result<usize, BlkFrontError> {
+        let mut rsps = Vec::new();
+        let got = self.usable()?.responses(&mut rsps);
+        let n = rsps.len();
+        rsps.into_iter().try_for_each(|rsp| self.complete(rsp))?;
+        got.map_err(|e| self.ring_fault(e))?;
+        Ok(n)
+    }
+
+    fn complete(&mut self, rsp: Response) -> Result<(), BlkFrontError> {
+        self.stats.responses += 1;
+        let Some(entry) = self.in_flight.remove(&rsp.id) else {
+            return Err(self.fail(BackendFault::UnknownId(rsp.id)));
+        };
+        let id = RequestId(rsp.id);
+        if let Some(sent) = entry.expect.filter(|op| *op != rsp.operation) {
+            entry.pages.into_iter().for_each(|p| self.release(p));
+            return Err(self.fail(BackendFault::WrongOperation(id.0, sent, rsp.operation)));
+        }
+        // End the backend's access before looking at the data, so that it
+        // can no longer change what we read.
+        let (mut ended, mut still_mapped) = (Vec::new(), None);
+        for p in entry.pages {
+            match self.gnttab.end_access(p.gref) {
+                Err(GrantError::InUse(g)) => {
+                    still_mapped.get_or_insert(g);
+                    self.held.push(p);
+                }
+                _ => ended.push(p),
+            }
+        }
+        let mut data = Vec::new();
+        if let (Some((offset, len)), None) = (entry.read, still_mapped) {
+            data = vec![0; len];
+            for (i, p) in ended.iter().enumerate() {
+                let start = i * PAGE_SIZE;
+                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
+                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
+                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
+                }
+            }
+        }
+        ended.iter().for_each(|p| self.gnttab.free_page(p.frame));
+        let result = match (still_mapped, rsp.status) {
+            (Some(g), _) => Err(BlkFrontError::GrantStillMapped(id, g)),
+            (None, BLKIF_RSP_OKAY) => Ok(data),
+            (None, BLKIF_RSP_ERROR) => Err(BlkFrontError::IoError(id)),
+            (None, BLKIF_RSP_EOPNOTSUPP) => Err(BlkFrontError::NotSupported(id)),
+            (None, status) => Err(BlkFrontError::BadStatus(id, status)),
+        };
+        self.done.push_back((id, result));
+        Ok(())
+    }
+
+    /// Takes responses until `ready`, sleeping on the port in between as
+    /// blkfront does: only after the final check.
+    fn wait_until(&mut self, ready: impl Fn(&SimBlkFront) -> bool) -> Result<(), BlkFrontError> {
+        let deadline = Instant::now() + self.options.timeout;
+        let evtchn = |e| BlkFrontError::EventChannel(e);
+        loop {
+            self.poll()?;
+            if ready(self) {
+                return Ok(());
+            }
+            // Ask for an event on the next response (rsp_event = rsp_cons
+            // + 1), then look again: a response published before the
+            // backend could see that is found now; any later one comes
+            // with an event.
+            let more = self.usable()?.final_check();
+            if more.map_err(|e| self.ring_fault(e))? {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BlkFrontError::Timeout);
+            }
+            self.stats.waits += 1;
+            wait_readable(self.evtchn.fd(), Some(left)).map_err(|e| evtchn(e.into()))?;
+            let mut ports = Vec::new();
+            self.evtchn.pending(&mut ports).map_err(evtchn)?;
+            for p in ports {
+                self.evtchn.unmask(p).map_err(evtchn)?;
+            }
+        }
+    }
+
+    /// Waits for the request `id` and returns its outcome.
+    pub fn wait(&mut self, id: RequestId) -> IoResult {
+        let at = |s: &SimBlkFront| s.done.iter().position(|(d, _)| *d == id);
+        if at(self).is_none() {
+            if !self.in_flight.contains_key(&id.0) {
+                return Err(BlkFrontError::UnknownRequest(id));
+            }
+            self.wait_until(|s| at(s).is_some())?;
+        }
+        let done = at(self).and_then(|i| self.done.remove(i));
+        done.map_or(Err(BlkFrontError::UnknownRequest(id)), |(_, r)| r)
+    }
+
+    /// Waits for the next outcome of any request, in the order the backend
+    /// answered.
+    pub fn wait_any(&mut self) -> Result<(RequestId, IoResult), BlkFrontError> {
+        if self.done.is_empty() {
+            if self.in_flight.is_empty() {
+                return Err(BlkFrontError::Idle);
+            }
+            self.wait_until(|s| !s.done.is_empty())?;
+        }
+        self.done.pop_front().ok_or(BlkFrontError::Idle)
+    }
+
+    /// Reads or writes in as many requests as the segment limit needs, all
+    /// in flight together up to the queue depth; returns the bytes read.
+    fn transfer(
+        &mut self,
+        sector: u64,
+        len: usize,
+        offset: usize,
+        data: Option<&[u8]>,
+    ) -> Result<Vec<u8>, BlkFrontError> {
+        SimBlkFront::check_shape(offset, len)?;
+        let cap = self.max_segments() * PAGE_SIZE;
+        let (mut ops, mut at, mut offset, mut sector) = (Vec::new(), 0, offset, sector);
+        while at < len {
+            let n = (len - at).min(cap - offset);
+            ops.push(match data {
+                Some(d) => BlkOp::Write(sector, d[at..at + n].to_vec(), offset),
+                None => BlkOp::Read(sector, n, offset),
+            });
+            (sector, at, offset) = (sector + (n / SECTOR_SIZE) as u64, at + n, 0);
+        }
+        let ids = self.submit_many(ops)?;
+        let outcomes: Vec<IoResult> = ids.into_iter().map(|id| self.wait(id)).collect();
+        Ok(outcomes
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .concat())
+    }
+
+    /// Reads `len` bytes (whole sectors) from `sector`.
+    pub fn read(&mut self, sector: u64, len: usize) -> Result<Vec<u8>, BlkFrontError> {
+        self.transfer(sector, len, 0, None)
+    }
+
+    /// Writes `data` (whole sectors) at `sector`.
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BlkFrontError> {
+        self.transfer(sector, data.len(), 0, Some(data)).map(drop)
+    }
+
+    /// Flushes the backend's write cache.
+    pub fn flush(&mut self) -> Result<(), BlkFrontError> {
+        let id = self.submit(BlkOp::Flush)?;
+        self.wait(id).map(drop)
+    }
+
+    /// Discards `nr_sectors` from `sector`.
+    pub fn discard(
+        &mut self,
+        sector: u64,
+        nr_sectors: u64,
+        secure: bool,
+    ) -> Result<(), BlkFrontError> {
+        let id = self.submit(BlkOp::Discard(sector, nr_sectors, secure))?;
+        self.wait(id).map(drop)
+    }
+}
+
+impl SimBlkFront {
+    /// Vanishes mid-request: ends every grant it can (ring and requests
+    /// in flight) without waiting for any response, and stops working.
+    /// Grants the backend still maps cannot end (as on Xen); close retries
+    /// them. The port stays bound until close.
+    pub fn abandon(&mut self) {
+        self.ring = None;
+        self.done.clear();
+        let mut pages: Vec<Page> = self.held.drain(..).collect();
+        pages.extend(self.in_flight.drain().flat_map(|(_, e)| e.pages));
+        pages.into_iter().for_each(|p| self.release(p));
+    }
+
+    /// Ends every grant, frees the pages and closes the port; requests in
+    /// flight are dropped. Fails with [`GrantError::InUse`] while the
+    /// backend still maps a page, which then stays granted: close again
+    /// once it unmapped. The frontend is unusable from the first call.
+    pub fn close(&mut self) -> Result<(), BlkFrontError> {
+        self.abandon();
+        if self.bound {
+            let unbound = self.evtchn.unbind(self.port);
+            unbound.map_err(BlkFrontError::EventChannel)?;
+            self.bound = false;
+        }
+        match self.held.first() {
+            Some(p) => Err(BlkFrontError::Grant(GrantError::InUse(p.gref))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimBlkFront {
+    fn drop(&mut self) {
+        // Pages the backend still maps stay out of the guest's pool for
+        // good: the backend may still write them.
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,627 @@
+//! One blkif ring served as a source of the platform's event loop: the
+//! data path of a block device queue.
+//!
+//! Each run, in blkback's order: collect finished storage requests and
+//! answer them; then take requests off the ring, each copied out of its
+//! slot once and judged on that copy ([`super::request::check`]); copy a
+//! write's data out of the guest's pages (one grant-copy call per request)
+//! into the queue's own page buffers; hand the request to storage; after a
+//! read, copy the data into the guest's pages. Responses are written whole
+//! (no stale bytes) and pushed once per run, with a notification only when
+//! the ring asks for one, and the final check before going idle.
+//!
+//! A bad request gets its error response and one log line; a ring whose
+//! indexes no correct frontend can write fails the device (it is served no
+//! more, as blkback stops such a ring). Nothing a guest sends can stop the
+//! event loop or touch another device.
+//!
+//! Ordering: a barrier or a flush carrying data waits until every earlier
+//! request is done, then flushes, then writes (and a barrier flushes again),
+//! while later requests wait on the ring.
+
+use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use super::request::{self, check, Checked, Offer, Plan, Segments};
+use super::stats::Counters;
+use super::storage::{IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage, SECTOR_SIZE};
+use crate::platform::event_loop::{Control, Source, Wake};
+use crate::platform::{
+    CopySegment, CopySide, DomId, GntSt, GrantMapper, GrantMapping, GrantRef, Port,
+};
+use crate::ring::blkif::{
+    BlkifAbi, Response, Segment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, SEGMENT_SIZE,
+};
+use crate::ring::shared::{BackRing, BackRingState};
+
+/// Something the queue reports (on the loop's thread).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueEvent {
+    /// A request was answered with an error; why.
+    Refused {
+        /// The request's id.
+        id: u64,
+        /// Why (one log line).
+        reason: String,
+    },
+    /// The frontend broke the ring protocol: the queue serves it no more.
+    Failed(String),
+}
+
+/// A request being served.
+struct InFlight {
+    id: u64,
+    operation: u8,
+    /// Where a read's data goes: (gref, offset, len) per segment; empty
+    /// for anything but a read.
+    guest: Vec<(GrantRef, u16, u16)>,
+    /// What follows storage completion.
+    step: Step,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Answer when storage is done.
+    Answer,
+    /// A flush ahead of a write: then submit the write (held in `fenced`).
+    FlushThenWrite,
+    /// The write of a barrier: flush again, then answer.
+    WriteThenFlush,
+}
+
+/// The queue as an event-loop source, for ring layout `P`.
+pub(super) struct QueueSource<P: BlkifAbi> {
+    pub(super) ring_map: GrantMapping,
+    pub(super) ring: BackRingState,
+    pub(super) gntdev: Arc<dyn GrantMapper>,
+    pub(super) frontend: DomId,
+    pub(super) port: Port,
+    pub(super) offer: Offer,
+    pub(super) storage: Box<dyn Storage>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) sink: Box<dyn FnMut(QueueEvent) + Send>,
+    /// Free page buffers and segment lists, reused.
+    pages: Vec<Box<Page>>,
+    lists: Vec<Vec<IoSegment>>,
+    guest_lists: Vec<Vec<(GrantRef, u16, u16)>>,
+    /// Requests handed to storage, by tag (slot index).
+    inflight: Vec<Option<InFlight>>,
+    free_tags: Vec<usize>,
+    busy: usize,
+    /// A request waiting for every earlier one to finish (barrier, flush
+    /// with data): its plan, and the write once its flush is done.
+    fenced: Option<(Checked, Option<IoRequest>)>,
+    completions: Vec<IoCompletion>,
+    responses: VecDeque<Response>,
+    segments: Vec<Segment>,
+    indirect: Vec<u8>,
+    failed: bool,
+    _layout: std::marker::PhantomData<P>,
+}
+
+impl<P: BlkifAbi> QueueSource<P> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ring_map: GrantMapping,
+        ring: BackRingState,
+        gntdev: Arc<dyn GrantMapper>,
+        frontend: DomId,
+        port: Port,
+        offer: Offer,
+        storage: Box<dyn Storage>,
+        counters: Arc<Counters>,
+        sink: Box<dyn FnMut(QueueEvent) + Send>,
+    ) -> QueueSource<P> {
+        QueueSource {
+            ring_map,
+            ring,
+            gntdev,
+            frontend,
+            port,
+            offer,
+            storage,
+            counters,
+            sink,
+            pages: Vec::new(),
+            lists: Vec::new(),
+            guest_lists: Vec::new(),
+            inflight: Vec::new(),
+            free_tags: Vec::new(),
+            busy: 0,
+            fenced: None,
+            completions: Vec::new(),
+            responses: VecDeque::new(),
+            segments: Vec::new(),
+            indirect: Vec::new(),
+            failed: false,
+            _layout: std::marker::PhantomData,
+        }
+    }
+
+    fn page(&mut self) -> Box<Page> {
+        self.pages.pop().unwrap_or_else(Page::new_boxed)
+    }
+
+    fn refuse(&mut self, id: u64, operation: u8, status: i16, reason: String) {
+        Counters::add(&self.counters.errors, 1);
+        self.responses.push_back(Response {
+            id,
+            operation,
+            status,
+        });
+        (self.sink)(QueueEvent::Refused { id, reason });
+    }
+
+    fn fail(&mut self, reason: String) {
+        if !self.failed {
+            self.failed = true;
+            (self.sink)(QueueEvent::Failed(reason));
+        }
+    }
+
+    /// Takes requests off the ring until it is empty, the queue is fenced,
+    /// or the ring is broken.
+    fn consume(&mut self) {
+        while !self.failed && self.fenced.is_none() {
+            let slot = {
+                let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
+                    self.fail("ring memory unusable".into());
+                    return;
+                };
+                let slot = match ring.copy_request() {
+                    Ok(Some(slot)) => Some(slot),
+                    Ok(None) => match ring.final_check_for_requests() {
+                        Ok(true) => {
+                            self.ring = ring.state();
+                            continue;
+                        }
+                        Ok(false) => None,
+                        Err(e) => {
+                            self.ring = ring.state();
+                            self.fail(e.to_string());
+                            return;
+                        }
+                    },
+                    Err(e) => {
+                        self.ring = ring.state();
+                        self.fail(e.to_string());
+                        return;
+                    }
+                };
+                self.ring = ring.state();
+                slot
+            };
+            let Some(slot) = slot else { return };
+            // Judged on the private copy only: the guest may rewrite the
+            // slot from now on without effect.
+            let req = crate::ring::blkif::Request::decode::<P>(&slot);
+            Counters::add(&self.counters.requests, 1);
+            match check(&req, &self.offer) {
+                Ok(checked) => self.start(checked),
+                Err(refusal) => self.refuse(
+                    req.id(),
+                    request::echoed_operation(&req),
+                    refusal.status,
+                    refusal.reason,
+                ),
+            }
+        }
+    }
+
+    /// Starts an accepted request.
+    fn start(&mut self, checked: Checked) {
+        match checked.plan {
+            Plan::Flush => {
+                Counters::add(&self.counters.flushes, 1);
+                self.submit(checked, IoOp::Flush, 0, Vec::new(), None, Step::Answer);
+            }
+            Plan::Discard {
+                sector,
+                nr_sectors,
+                secure,
+            } => {
+                Counters::add(&self.counters.discards, 1);
+                let op = IoOp::Discard {
+                    len: nr_sectors * SECTOR_SIZE,
+                    secure,
+                };
+                self.submit(
+                    checked,
+                    op,
+                    sector * SECTOR_SIZE,
+                    Vec::new(),
+                    None,
+                    Step::Answer,
+                );
+            }
+            Plan::Transfer {
+                write,
+                sector,
+                segments,
+                flush_before,
+            } => {
+                let (data, guest) = match self.prepare(write, sector, segments) {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        self.refuse(checked.id, checked.operation, BLKIF_RSP_ERROR, reason);
+                        return;
+                    }
+                };
+                let offset = request::byte_offset(sector);
+                if flush_before {
+                    let write_req = IoRequest {
+                        tag: 0,
+                        op: IoOp::Write,
+                        offset,
+                        segments: data,
+                    };
+                    self.recycle_guest(guest);
+                    self.fenced = Some((checked, Some(write_req)));
+                    self.try_fence();
+                    return;
+                }
+                if write {
+                    self.recycle_guest(guest);
+                    self.submit(checked, IoOp::Write, offset, data, None, Step::Answer);
+                } else {
+                    self.submit(checked, IoOp::Read, offset, data, Some(guest), Step::Answer);
+                }
+            }
+        }
+    }
+
+    /// Builds a transfer's buffers: the guest's segments, judged, with a
+    /// page each; a write's data copied in.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &mut self,
+        write: bool,
+        sector: u64,
+        segments: Segments,
+    ) -> Result<(Vec<IoSegment>, Vec<(GrantRef, u16, u16)>), String> {
+        self.segments.clear();
+        match segments {
+            Segments::Direct { seg, n } => self.segments.extend_from_slice(&seg[..n]),
+            Segments::Indirect { grefs, pages, n } => {
+                self.read_indirect(&grefs[..pages], n)?;
+                request::check_indirect_segments(&self.segments, write, sector, &self.offer)
+                    .map_err(|r| r.reason)?;
+            }
+        }
+        let mut data = self.lists.pop().unwrap_or_default();
+        let mut guest = self.guest_lists.pop().unwrap_or_default();
+        for i in 0..self.segments.len() {
+            let s = self.segments[i];
+            let start = u16::from(s.first_sect) * 512;
+            let len = (u16::from(s.last_sect - s.first_sect) + 1) * 512;
+            let page = self.page();
+            data.push(IoSegment { page, start, len });
+            guest.push((s.gref, start, len));
+        }
+        if write {
+            let copied = copy_segments(
+                &*self.gntdev,
+                self.frontend,
+                &mut data,
+                &guest,
+                Direction::FromGuest,
+            );
+            if let Err(reason) = copied {
+                self.recycle(data);
+                self.recycle_guest(guest);
+                return Err(reason);
+            }
+            Counters::add(&self.counters.bytes_written, bytes_of(&data));
+        }
+        Ok((data, guest))
+    }
+
+    /// Copies an indirect request's segment pages out of the guest (once)
+    /// and decodes the first `n` segments.
+    fn read_indirect(&mut self, grefs: &[u32], n: usize) -> Result<(), String> {
+        let bytes = n * SEGMENT_SIZE;
+        self.indirect.clear();
+        self.indirect.resize(grefs.len() * 4096, 0);
+        let mut copies: Vec<CopySegment<'_>> = self
+            .indirect
+            .chunks_mut(4096)
+            .zip(grefs)
+            .map(|(chunk, g)| {
+                CopySegment::new(
+                    CopySide::Grant {
+                        domid: self.frontend,
+                        gref: *g,
+                        offset: 0,
+                    },
+                    CopySide::Into(chunk),
+                    4096,
+                )
+            })
+            .collect();
+        self.gntdev
+            .copy(&mut copies)
+            .map_err(|e| format!("indirect pages: {e}"))?;
+        if let Some((i, c)) = copies
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.status != GntSt::Okay)
+        {
+            return Err(format!(
+                "indirect page {i} (gref {}): {}",
+                grefs[i], c.status
+            ));
+        }
+        drop(copies);
+        for chunk in self.indirect[..bytes].chunks_exact(SEGMENT_SIZE) {
+            let raw: &[u8; SEGMENT_SIZE] = chunk.try_into().expect("segment size");
+            self.segments.push(Segment::decode(raw));
+        }
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        checked: Checked,
+        op: IoOp,
+        offset: u64,
+        segments: Vec<IoSegment>,
+        guest: Option<Vec<(GrantRef, u16, u16)>>,
+        step: Step,
+    ) {
+        let tag = match self.free_tags.pop() {
+            Some(t) => t,
+            None => {
+                self.inflight.push(None);
+                self.inflight.len() - 1
+            }
+        };
+        self.inflight[tag] = Some(InFlight {
+            id: checked.id,
+            operation: checked.operation,
+            guest: guest.unwrap_or_else(|| self.guest_lists.pop().unwrap_or_default()),
+            step,
+        });
+        self.busy += 1;
+        match op {
+            IoOp::Read => Counters::add(&self.counters.reads, 1),
+            IoOp::Write => Counters::add(&self.counters.writes, 1),
+            _ => {}
+        }
+        self.storage.submit(IoRequest {
+            tag: tag as u64,
+            op,
+            offset,
+            segments,
+        });
+    }
+
+    /// Starts the fenced request once nothing earlier is in flight.
+    fn try_fence(&mut self) {
+        if self.busy > 0 {
+            return;
+        }
+        let Some((checked, write)) = &mut self.fenced else {
+            return;
+        };
+        let checked = *checked;
+        match write.as_ref().map(|w| w.offset) {
+            // The flush ahead of the write.
+            Some(_) => {
+                Counters::add(&self.counters.flushes, 1);
+                self.submit(
+                    checked,
+                    IoOp::Flush,
+                    0,
+                    Vec::new(),
+                    None,
+                    Step::FlushThenWrite,
+                );
+            }
+            None => self.fenced = None,
+        }
+    }
+
+    /// Answers what storage finished.
+    fn reap(&mut self) {
+        let mut done = std::mem::take(&mut self.completions);
+        self.storage.completions(&mut done);
+        for c in done.drain(..) {
+            self.finish(c);
+        }
+        self.completions = done;
+    }
+
+    fn finish(&mut self, c: IoCompletion) {
+        let Some(f) = self.inflight.get_mut(c.tag as usize).and_then(Option::take) else {
+            // Not ours: a storage bug; its buffers are still good.
+            self.recycle(c.segments);
+            return;
+        };
+        self.free_tags.push(c.tag as usize);
+        self.busy -= 1;
+        let mut guest = f.guest;
+        let result = match c.result {
+            Err(e) => Err(format!("storage: {e}")),
+            Ok(()) => Ok(()),
+        };
+        let mut data = c.segments;
+        let result = result.and_then(|()| {
+            // Only a read keeps its guest segments: copy the data there.
+            if !guest.is_empty() {
+                Counters::add(&self.counters.bytes_read, bytes_of(&data));
+                copy_segments(
+                    &*self.gntdev,
+                    self.frontend,
+                    &mut data,
+                    &guest,
+                    Direction::IntoGuest,
+                )
+            } else {
+                Ok(())
+            }
+        });
+        self.recycle(data);
+        guest.clear();
+        self.guest_lists.push(guest);
+        match (result, f.step) {
+            (Err(reason), _) => {
+                // A failed flush ahead of a write fails the write too.
+                if f.step == Step::FlushThenWrite {
+                    if let Some((_, Some(w))) = self.fenced.take() {
+                        self.recycle(w.segments);
+                    }
+                }
+                self.refuse(f.id, f.operation, BLKIF_RSP_ERROR, reason);
+            }
+            (Ok(()), Step::Answer) => self.responses.push_back(Response {
+                id: f.id,
+                operation: f.operation,
+                status: BLKIF_RSP_OKAY,
+            }),
+            (Ok(()), Step::FlushThenWrite) => {
+                if let Some((checked, Some(w))) = self.fenced.take() {
+                    let barrier = checked.operation == crate::ring::blkif::BLKIF_OP_WRITE_BARRIER;
+                    let step = if barrier {
+                        Step::WriteThenFlush
+                    } else {
+                        Step::Answer
+                    };
+                    // Still fenced until the write is answered.
+                    self.fenced = Some((checked, None));
+                    self.submit(checked, IoOp::Write, w.offset, w.segments, None, step);
+                }
+            }
+            (Ok(()), Step::WriteThenFlush) => {
+                let checked = Checked {
+                    id: f.id,
+                    operation: f.operation,
+                    plan: Plan::Flush,
+                };
+                Counters::add(&self.counters.flushes, 1);
+                self.submit(checked, IoOp::Flush, 0, Vec::new(), None, Step::Answer);
+            }
+        }
+        if self.busy == 0 {
+            if let Some((_, None)) = self.fenced {
+                self.fenced = None;
+            }
+        }
+    }
+
+    fn recycle(&mut self, mut segments: Vec<IoSegment>) {
+        self.pages.extend(segments.drain(..).map(|s| s.page));
+        self.lists.push(segments);
+    }
+
+    fn recycle_guest(&mut self, mut guest: Vec<(GrantRef, u16, u16)>) {
+        guest.clear();
+        self.guest_lists.push(guest);
+    }
+
+    /// Writes the waiting responses and publishes them; whether the
+    /// frontend must be notified.
+    fn respond(&mut self) -> bool {
+        if self.responses.is_empty() {
+            return false;
+        }
+        let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
+            return false;
+        };
+        while let Some(r) = self.responses.pop_front() {
+            if let Err(e) = ring.write_response(&r.encode::<P>()) {
+                self.ring = ring.state();
+                self.fail(e.to_string());
+                return false;
+            }
+            Counters::add(&self.counters.responses, 1);
+        }
+        let notify = ring.push_responses_and_check_notify();
+        self.ring = ring.state();
+        match notify {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(e.to_string());
+                false
+            }
+        }
+    }
+}
+
+impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
+    fn wake(&mut self, _why: Wake, cx: &mut Control<'_>) {
+        // Storage that finishes inside `submit` is served to the end here
+        // (a fenced request's steps included); other storage wakes us
+        // through its descriptor.
+        let synchronous = self.storage.wake_fd().is_none();
+        loop {
+            self.reap();
+            self.try_fence();
+            self.consume();
+            self.reap();
+            let done = self.busy == 0 && self.fenced.is_none();
+            if !synchronous || done || self.failed {
+                break;
+            }
+        }
+        if self.respond() {
+            cx.notify(self.port);
+            Counters::add(&self.counters.notifications, 1);
+        }
+        cx.poll_fd(self.busy > 0);
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.storage.wake_fd()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    FromGuest,
+    IntoGuest,
+}
+
+fn bytes_of(data: &[IoSegment]) -> u64 {
+    data.iter().map(|s| u64::from(s.len)).sum()
+}
+
+/// Copies a request's data between the guest's pages and ours, one grant
+/// copy call for the whole request; the first failed segment names the
+/// error.
+fn copy_segments(
+    gntdev: &dyn GrantMapper,
+    frontend: DomId,
+    data: &mut [IoSegment],
+    guest: &[(GrantRef, u16, u16)],
+    dir: Direction,
+) -> Result<(), String> {
+    let mut copies: Vec<CopySegment<'_>> = data
+        .iter_mut()
+        .zip(guest)
+        .map(|(local, &(gref, offset, len))| {
+            let grant = CopySide::Grant {
+                domid: frontend,
+                gref,
+                offset,
+            };
+            match dir {
+                Direction::FromGuest => {
+                    CopySegment::new(grant, CopySide::Into(local.bytes_mut()), len)
+                }
+                Direction::IntoGuest => CopySegment::new(CopySide::From(local.bytes()), grant, len),
+            }
+        })
+        .collect();
+    gntdev
+        .copy(&mut copies)
+        .map_err(|e| format!("grant copy: {e}"))?;
+    match copies
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.status != GntSt::Okay)
+    {
+        Some((i, c)) => Err(format!("segment {i} (gref {}): {}", guest[i].0, c.status)),
+        None => Ok(()),
+    }
+}

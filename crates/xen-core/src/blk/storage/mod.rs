@@ -1,0 +1,195 @@
+//! Where a virtual disk's sectors live. The block backend hands storage
+//! owned page buffers (never guest memory) in whole requests, and takes
+//! them back with the result, so a steady workload allocates nothing.
+//!
+//! Storage is asynchronous: `submit` starts a request and returns at once;
+//! results are collected with `completions`, when the fd of `wake_fd` is
+//! readable (storage that finishes inside `submit` has no fd: its results
+//! are ready right after). One request is one system call or one queue
+//! entry, whatever its number of segments (vectored I/O).
+
+use std::fmt;
+use std::os::fd::BorrowedFd;
+
+pub mod file;
+pub mod mem;
+#[cfg(test)]
+mod testkit;
+
+pub use file::{FileDisk, FileOptions};
+pub use mem::MemDisk;
+
+/// Bytes in a sector as blkif counts them, whatever the disk's own.
+pub const SECTOR_SIZE: u64 = 512;
+/// Bytes in a page, the unit of a segment's buffer.
+pub const PAGE_SIZE: usize = 4096;
+
+/// One page of data, aligned for direct I/O.
+#[repr(C, align(4096))]
+pub struct Page(pub [u8; PAGE_SIZE]);
+
+impl Page {
+    /// A zeroed page on the heap.
+    pub fn new_boxed() -> Box<Page> {
+        Box::new(Page([0; PAGE_SIZE]))
+    }
+}
+
+/// Part of a page that a request reads into or writes from.
+pub struct IoSegment {
+    /// The buffer.
+    pub page: Box<Page>,
+    /// First byte used.
+    pub start: u16,
+    /// Bytes used (`start + len <= PAGE_SIZE`).
+    pub len: u16,
+}
+
+impl IoSegment {
+    /// The bytes this segment covers.
+    pub fn bytes(&self) -> &[u8] {
+        &self.page.0[self.start as usize..(self.start + self.len) as usize]
+    }
+
+    /// The bytes this segment covers, to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.page.0[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Fill the segments from the disk, from `offset` on.
+    Read,
+    /// Write the segments to the disk, from `offset` on.
+    Write,
+    /// Make every completed write durable (`fdatasync`).
+    Flush,
+    /// Forget `len` bytes from `offset`; `secure`: make them unrecoverable.
+    Discard {
+        /// Bytes to discard.
+        len: u64,
+        /// The data must not be recoverable afterwards.
+        secure: bool,
+    },
+}
+
+/// One storage request.
+pub struct IoRequest {
+    /// The caller's name for it, given back with the result.
+    pub tag: u64,
+    /// The operation.
+    pub op: IoOp,
+    /// Byte offset on the disk (a multiple of [`SECTOR_SIZE`]).
+    pub offset: u64,
+    /// Buffers, in disk order; empty for flush and discard.
+    pub segments: Vec<IoSegment>,
+}
+
+impl IoRequest {
+    /// Bytes the request reads or writes.
+    pub fn data_len(&self) -> u64 {
+        self.segments.iter().map(|s| u64::from(s.len)).sum()
+    }
+}
+
+/// Why a storage request failed.
+#[derive(Debug)]
+pub enum StorageError {
+    /// The operation is not offered by this storage (a discard on a file
+    /// system that cannot punch holes).
+    Unsupported,
+    /// The range is outside the disk.
+    OutOfRange,
+    /// The disk is read-only.
+    ReadOnly,
+    /// The operating system refused.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Unsupported => f.write_str("operation not supported by the storage"),
+            StorageError::OutOfRange => f.write_str("range outside the disk"),
+            StorageError::ReadOnly => f.write_str("the disk is read-only"),
+            StorageError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// A finished request, with its buffers.
+pub struct IoCompletion {
+    /// The request's tag.
+    pub tag: u64,
+    /// Its outcome.
+    pub result: Result<(), StorageError>,
+    /// The request's buffers, given back (filled, for a read).
+    pub segments: Vec<IoSegment>,
+}
+
+/// Discard support a disk advertises (`feature-discard` and friends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscardInfo {
+    /// Bytes: discards should cover whole multiples of it.
+    pub granularity: u32,
+    /// Bytes: where the first granule starts.
+    pub alignment: u32,
+    /// Secure discard is offered.
+    pub secure: bool,
+}
+
+/// What a frontend is told about the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// Logical sector size in bytes (512 or 4096).
+    pub sector_size: u32,
+    /// Physical sector size in bytes.
+    pub physical_sector_size: u32,
+    /// Writes are refused.
+    pub read_only: bool,
+    /// Completed writes may sit in a volatile cache until a flush
+    /// (`feature-flush-cache`).
+    pub volatile_cache: bool,
+    /// Discard support, if any.
+    pub discard: Option<DiscardInfo>,
+}
+
+/// A virtual disk's storage.
+pub trait Storage: Send {
+    /// Size and features.
+    fn geometry(&self) -> Geometry;
+    /// Starts a request. Never blocks on I/O.
+    fn submit(&mut self, request: IoRequest);
+    /// Moves finished requests into `out`. Never blocks.
+    fn completions(&mut self, out: &mut Vec<IoCompletion>);
+    /// Readable when finished requests are waiting; `None` if requests
+    /// finish inside `submit`.
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>>;
+}
+
+/// Checks that a request fits the disk: the common part of every storage's
+/// `submit`.
+pub fn check_range(geometry: &Geometry, request: &IoRequest) -> Result<(), StorageError> {
+    let len = match request.op {
+        IoOp::Read | IoOp::Write => request.data_len(),
+        IoOp::Discard { len, .. } => len,
+        IoOp::Flush => 0,
+    };
+    let end = request
+        .offset
+        .checked_add(len)
+        .ok_or(StorageError::OutOfRange)?;
+    if end > geometry.sectors * SECTOR_SIZE {
+        return Err(StorageError::OutOfRange);
+    }
+    if geometry.read_only && matches!(request.op, IoOp::Write | IoOp::Discard { .. }) {
+        return Err(StorageError::ReadOnly);
+    }
+    Ok(())
+}
