@@ -58,11 +58,17 @@ if grep -q '\.node$' "$work/main-files.txt"; then echo "main package must not ca
 step "licenses: the main package MIT, the platform package (feature xen, xenctrl-sys) GPL-3.0-only"
 license_of() { tar -xzOf "$1" package/package.json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).license))'; }
 grep -qx 'package/LICENSE' "$work/main-files.txt" || { echo "LICENSE missing from the main package" >&2; exit 1; }
-tar -xzOf "$work/xenrx-$version.tgz" package/LICENSE | grep -q '^MIT License' || { echo "main package LICENSE is not MIT" >&2; exit 1; }
+tar -xzOf "$work/xenrx-$version.tgz" package/LICENSE > "$work/main-license.txt"
+grep -q '^MIT License' "$work/main-license.txt" || { echo "main package LICENSE is not MIT" >&2; exit 1; }
 [ "$(license_of "$work/xenrx-$version.tgz")" = MIT ] || { echo "main package license field is not MIT" >&2; exit 1; }
 platform_tgz="$work/xenrx-$tag-$version.tgz"
-tar -tzf "$platform_tgz" | grep -qx 'package/LICENSE' || { echo "LICENSE missing from the platform package" >&2; exit 1; }
-tar -xzOf "$platform_tgz" package/LICENSE | grep -q 'GNU GENERAL PUBLIC LICENSE' || { echo "platform package LICENSE is not the GPL" >&2; exit 1; }
+# Listings and files go to disk before grep reads them: `grep -q` stops at
+# the first match, and under pipefail the writer's SIGPIPE would fail the
+# check at random.
+tar -tzf "$platform_tgz" > "$work/platform-files.txt"
+grep -qx 'package/LICENSE' "$work/platform-files.txt" || { echo "LICENSE missing from the platform package" >&2; exit 1; }
+tar -xzOf "$platform_tgz" package/LICENSE > "$work/platform-license.txt"
+grep -q 'GNU GENERAL PUBLIC LICENSE' "$work/platform-license.txt" || { echo "platform package LICENSE is not the GPL" >&2; exit 1; }
 [ "$(license_of "$platform_tgz")" = GPL-3.0-only ] || { echo "platform package license field is not GPL-3.0-only" >&2; exit 1; }
 
 # PATH without any Rust toolchain: only node/npm's directory and the base system.
@@ -88,6 +94,31 @@ mkdir -p "$user"
     if (info.version !== info.package) { console.error("native core version mismatch"); process.exit(1); }
   ' "$info"
   node --input-type=module -e 'import { nativeInfo, version } from "xenrx"; console.log("import xenrx:", version, nativeInfo().target);'
+  # The README's XenStore example, twice on one state file: the second
+  # daemon finds the first one's counter.
+  state=$(mktemp -d)
+  cat > xenstore-example.mjs <<EOF
+import { XenStore, Xenstored } from 'xenrx';
+
+const daemon = Xenstored.start({ socket: '$state/xs.sock', stateFile: '$state/xs.state', log: false });
+const xs = await XenStore.connect({ path: daemon.socket });
+await xs.write('/local/domain/1/name', 'guest1');
+await xs.setPerms('/local/domain/1', ['n0', 'r1']);
+await xs.transaction(async (tx) => {
+  const n = Number((await tx.tryRead('/counter')) ?? '0');
+  await tx.write('/counter', String(n + 1));
+});
+console.log('counter', await xs.read('/counter'));
+xs.close();
+daemon.stop();
+EOF
+  [ "$(node xenstore-example.mjs)" = "counter 1" ]
+  [ "$(node xenstore-example.mjs)" = "counter 2" ]
+  [ -f "$state/xs.state.journal.0" ]
+  npx --no-install xenrx xenstored --help > xenstored-help.txt
+  grep -q -- '--no-fsync' xenstored-help.txt
+  echo "XenStore example: the counter survived a daemon restart"
+  rm -rf "$state"
 )
 
 step "fallback: main package alone, then npx xenrx build-native (with Rust)"
