@@ -9,6 +9,45 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A block queue serving a guest's ring. */
+export declare class NativeBlkQueue {
+  /**
+   * Serves the ring on `platform`'s event loop from `storage`.
+   * `onNotice` gets one line per refused request and the ring's failure.
+   */
+  static start(platform: NativePlatform, storage: NativeBlkStorage, ring: BlkRingOptions, onNotice?: (message: string) => void): NativeBlkQueue
+  /** Why the queue stopped serving on its own (a broken ring), if it did. */
+  get failure(): string | null
+  /** The counters. */
+  stats(): BlkQueueStats
+  /**
+   * Stops serving: leaves the event loop, closes the port, unmaps the
+   * ring. Idempotent.
+   */
+  stop(): void
+}
+
+/**
+ * A disk's storage: a raw image or block device, or memory. Each queue
+ * serving it gets a handle of its own.
+ */
+export declare class NativeBlkStorage {
+  /**
+   * A raw image file or a block device (opened now to learn its size;
+   * each queue opens it again).
+   */
+  static file(path: string, readOnly?: boolean | undefined | null, direct?: boolean | undefined | null): NativeBlkStorage
+  /**
+   * An empty disk in memory of `sectors` 512-byte sectors (sparse: only
+   * what is written takes memory).
+   */
+  static memory(sectors: number, readOnly?: boolean | undefined | null): NativeBlkStorage
+  /** Size and features. */
+  get geometry(): BlkGeometry
+  /** Reads bytes of a memory disk (for tests and demos). */
+  readMemory(offset: number, length: number): Buffer
+}
+
 /** A console backend. */
 export declare class NativeConsoleBackend {
   /**
@@ -188,6 +227,59 @@ export declare class NativePlatform {
   stop(): void
 }
 
+/**
+ * The guest's end of a block device on the simulated hypervisor: ring
+ * pages granted to the backend, an unbound port for it, and blocking
+ * blkfront I/O run on worker threads. Operations run one at a time, in
+ * the order they were called.
+ */
+export declare class NativeSimBlkFront {
+  /**
+   * Sets up a block device of guest `domid` for `backendDomid`: 2^order
+   * ring pages granted writable and initialised, an unbound port, from
+   * the guest's grant table (shared with `host.gnttab()`) and a new
+   * event-channel handle of its own.
+   */
+  static create(host: NativeSimHost, domid: number, backendDomid: number, options?: SimBlkFrontOptions | undefined | null): NativeSimBlkFront
+  /**
+   * The ring's grant references: `ring-ref` for order 0, else
+   * `ring-ref0..N-1`.
+   */
+  get ringRefs(): Array<number>
+  /** The port the backend binds to (`event-channel`). */
+  get port(): number
+  /** The slot layout's XenStore name (`protocol`). */
+  get protocol(): string
+  /** `ring-page-order`. */
+  get ringPageOrder(): number
+  /**
+   * Reads `length` bytes (whole 512-byte sectors) from `sector`, in as
+   * many requests as the segment limit needs.
+   */
+  read(sector: number, length: number): Promise<Buffer>
+  /** Writes `data` (whole 512-byte sectors) at `sector`. */
+  write(sector: number, data: Buffer): Promise<void>
+  /** Flushes the backend's write cache (`BLKIF_OP_FLUSH_DISKCACHE`). */
+  flush(): Promise<void>
+  /**
+   * Discards `sectors` sectors from `sector` (`BLKIF_OP_DISCARD`, with
+   * `BLKIF_DISCARD_SECURE` if `secure`).
+   */
+  discard(sector: number, sectors: number, secure?: boolean | undefined | null): Promise<void>
+  /** The counters (as of the last operation while one is running). */
+  stats(): SimBlkFrontStats
+  /** Whether close was called. */
+  get closed(): boolean
+  /**
+   * Closes the device: operations not yet started fail with
+   * `ESHUTDOWN`, requests in flight are dropped, every grant ends and
+   * the port is closed. `EBUSY` while an operation is still running or
+   * the backend still maps a page (which then stays granted): call
+   * again later. Never blocks.
+   */
+  close(): void
+}
+
 /** A client of the simulated hypervisor. */
 export declare class NativeSimHost {
   /** Connects to a hypervisor's control socket. */
@@ -341,6 +433,67 @@ export declare function benchNotifyRate(ch: NativeEventChannel, port: number, mi
  */
 export declare function benchRingRoundTrips(queues: number, millis: number): number
 
+/** What a frontend is told about a disk. */
+export interface BlkGeometry {
+  /** Size in 512-byte sectors. */
+  sectors: number
+  /** Logical sector size in bytes. */
+  sectorSize: number
+  /** Physical sector size in bytes. */
+  physicalSectorSize: number
+  /** Writes are refused. */
+  readOnly: boolean
+  /** Completed writes may need a flush to be durable. */
+  flush: boolean
+  /** Discard is offered, with its granularity and alignment in bytes. */
+  discard: boolean
+  /** Bytes: discards should cover whole multiples of it. */
+  discardGranularity: number
+  /** Bytes: where the first granule starts. */
+  discardAlignment: number
+  /** Secure discard is offered. */
+  discardSecure: boolean
+}
+
+/** `feature-max-indirect-segments` of the block backend. */
+export declare function blkMaxIndirectSegments(): number
+
+/** Counters of a block queue. */
+export interface BlkQueueStats {
+  /** Requests taken off the ring. */
+  requests: number
+  /** Responses published. */
+  responses: number
+  /** Reads handed to storage. */
+  reads: number
+  /** Writes handed to storage. */
+  writes: number
+  /** Flushes handed to storage. */
+  flushes: number
+  /** Discards handed to storage. */
+  discards: number
+  /** Bytes copied to the guest. */
+  bytesRead: number
+  /** Bytes copied from the guest. */
+  bytesWritten: number
+  /** Requests answered with an error. */
+  errors: number
+  /** Notifications sent to the guest. */
+  notifications: number
+}
+
+/** Where a queue's ring is, as the frontend published it. */
+export interface BlkRingOptions {
+  /** The guest. */
+  frontendDomid: number
+  /** `ring-ref`, or `ring-ref0..N` (2^ring-page-order of them). */
+  ringRefs: Array<number>
+  /** The guest's `event-channel`. */
+  remotePort: number
+  /** The frontend's `protocol` (absent: the backend's native layout). */
+  protocol?: string
+}
+
 /** How to serve a guest's console. */
 export interface ConsoleBackendOptions {
   /** The guest. */
@@ -479,6 +632,43 @@ export type ShutdownReason = 'poweroff' | 'reboot' | 'suspend' | 'crash' | 'watc
 
 /** The shutdown reasons, in code order (SHUTDOWN_poweroff first). */
 export declare function shutdownReasons(): Array<ShutdownReason>
+
+/** How to set up a simulated block frontend. */
+export interface SimBlkFrontOptions {
+  /**
+   * The ring spans 2^order pages, 0 to 4 (default 0): the
+   * `ring-page-order` agreed with the backend.
+   */
+  ringPageOrder?: number
+  /** The slot layout (`protocol`; default: the native one). */
+  protocol?: 'x86_64-abi' | 'x86_32-abi'
+  /**
+   * The backend's `feature-max-indirect-segments`; absent: no indirect
+   * requests (at most 11 segments each).
+   */
+  maxIndirectSegments?: number
+  /** Requests in flight at most (default: as many as the ring has slots). */
+  queueDepth?: number
+  /**
+   * How long an operation waits for the backend before `ETIMEDOUT`
+   * (default 30000).
+   */
+  timeoutMs?: number
+  /** The `handle` of requests (default 0). */
+  handle?: number
+}
+
+/** Counters of a simulated block frontend. */
+export interface SimBlkFrontStats {
+  /** Requests written to the ring. */
+  requests: number
+  /** Responses taken from the ring. */
+  responses: number
+  /** Events sent to the backend. */
+  notifications: number
+  /** Times the frontend slept on its port. */
+  waits: number
+}
 
 /** How to create a simulated domain. */
 export interface SimDomainOptions {

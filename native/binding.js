@@ -773,7 +773,9 @@ if (
   }
 }
 
-const { NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+export { NativeBlkQueue }
+export { NativeBlkStorage }
 export { NativeConsoleBackend }
 export { NativeConsoleFrontend }
 export { NativeEcho }
@@ -782,6 +784,7 @@ export { NativeGrantDevice }
 export { NativeGrantMapping }
 export { NativeGuestGrantTable }
 export { NativePlatform }
+export { NativeSimBlkFront }
 export { NativeSimHost }
 export { NativeSimHypervisor }
 export { NativeXenCtrl }
@@ -795,6 +798,7 @@ export { benchMemcpyRate }
 export { benchMmapMunmapRate }
 export { benchNotifyRate }
 export { benchRingRoundTrips }
+export { blkMaxIndirectSegments }
 export { GntSt }
 export { gntstName }
 export { nativeInfo }

@@ -4,8 +4,12 @@
 // `xenrx-<platform>` installed as an optional dependency.
 export * as native from '../native/binding.js';
 export type {
+  BlkGeometry,
+  BlkQueueStats,
   ConsoleBackendStats,
   DomainInfoJs,
+  NativeBlkQueue,
+  NativeBlkStorage,
   NativeConsoleBackend,
   NativeConsoleFrontend,
   NativeEventChannel,

@@ -2,3 +2,5 @@ export { ConsoleService, MAX_CONSOLE_LINE, splitLines } from './console.js';
 export type { ConsoleOptions, ConsoleOutput } from './console.js';
 export { findConsoleTty, openConsoleTerminal } from './console-tty.js';
 export type { ConsoleTty } from './console-tty.js';
+export { BlockService, BlockStorage, MAX_RING_PAGE_ORDER, defaultStorage } from './block.js';
+export type { BlockOptions, DiskConfig } from './block.js';

@@ -9,6 +9,7 @@ import { DomainWatcher, simDomainSource } from '../lifecycle/index.js';
 import { Platform, SimHypervisor } from '../platform/index.js';
 import type { SimHost } from '../platform/index.js';
 import { XenStore, Xenstored } from '../xenstore/index.js';
+import { SimBlockFrontend } from './block-frontend.js';
 import { SimConsoleFrontend } from './console-frontend.js';
 import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
 
@@ -18,6 +19,21 @@ export interface SimulatedHostOptions {
   readonly dir?: string;
   /** Log the daemon to stderr (default false). */
   readonly log?: boolean;
+}
+
+/** A disk to give a guest (see `SimulatedHost.addDisk`). */
+export interface DiskSpec {
+  /** What to serve: the backend's `params` (a path, or `memory:<size>`). */
+  readonly params: string;
+  /** `mode` r instead of w. */
+  readonly readOnly?: boolean;
+  /** Device number (default 51712, xvda). */
+  readonly devid?: number;
+  readonly backendDomid?: number;
+  /** The ring size the guest asks for (2^order pages; default 0). */
+  readonly ringPageOrder?: number;
+  /** The slot layout the guest uses (default the native one). */
+  readonly protocol?: 'x86_64-abi' | 'x86_32-abi';
 }
 
 /** A running guest. */
@@ -32,6 +48,7 @@ export interface Guest {
 export class SimulatedHost {
   readonly #guests = new Map<number, Guest>();
   readonly #consoles = new Map<number, SimConsoleFrontend[]>();
+  readonly #disks = new Map<number, SimBlockFrontend[]>();
   readonly #ownDir: boolean;
 
   /** Domain states, for lifecycles and the xenbus registry's teardown. */
@@ -108,6 +125,35 @@ export class SimulatedHost {
   }
 
   /**
+   * Gives a guest a PV disk, as xl does (device `vbd`, `params` naming what
+   * to serve: a path, or `memory:<size>` for the default storage of
+   * `BlockService`), and starts the guest's side of it. Resolves once the
+   * guest's frontend connected.
+   */
+  async addDisk(guest: Guest, disk: DiskSpec): Promise<SimBlockFrontend> {
+    const devid = disk.devid ?? 51712; // xvda, as Linux numbers it
+    const backendDomid = disk.backendDomid ?? 0;
+    const { frontendPath } = await addDevice(this.dom0, {
+      type: 'vbd',
+      frontendDomid: guest.domid,
+      devid,
+      backendDomid,
+      backend: { params: disk.params, mode: disk.readOnly === true ? 'r' : 'w', type: 'phy', 'device-type': 'disk' },
+      frontend: { 'virtual-device': String(devid), 'device-type': 'disk' },
+    });
+    const fe = await SimBlockFrontend.attach(this.sim, guest.xs, guest.domid, frontendPath, {
+      backendDomid,
+      ...(disk.ringPageOrder !== undefined ? { ringPageOrder: disk.ringPageOrder } : {}),
+      ...(disk.protocol !== undefined ? { protocol: disk.protocol } : {}),
+    });
+    const list = this.#disks.get(guest.domid) ?? [];
+    list.push(fe);
+    this.#disks.set(guest.domid, list);
+    await fe.waitConnected();
+    return fe;
+  }
+
+  /**
    * Destroys a guest as `xl destroy` does: its devices' directories
    * removed (so their backends let go), the domain destroyed, released from
    * XenStore, its home removed. Its domain id can then be used again.
@@ -117,6 +163,8 @@ export class SimulatedHost {
     this.#guests.delete(domid);
     for (const fe of this.#consoles.get(domid) ?? []) fe.detach();
     this.#consoles.delete(domid);
+    for (const fe of this.#disks.get(domid) ?? []) fe.detach();
+    this.#disks.delete(domid);
     guest?.xs.close();
     await removeDomainDevices(this.dom0, domid);
     this.hypervisor.destroyDomain(domid);

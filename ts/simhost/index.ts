@@ -4,4 +4,12 @@ export { SimFrontend } from './frontend.js';
 export type { FrontendHooks } from './frontend.js';
 export { SimConsoleFrontend } from './console-frontend.js';
 export { SimulatedHost } from './host.js';
-export type { Guest, SimulatedHostOptions } from './host.js';
+export type { DiskSpec, Guest, SimulatedHostOptions } from './host.js';
+export { SimBlockFrontend } from './block-frontend.js';
+export type {
+  BlkifProtocolName,
+  NativeSimBlkFront,
+  SimBlockFeatures,
+  SimBlockFrontendOptions,
+  SimBlockFrontendStats,
+} from './block-frontend.js';

@@ -27,6 +27,8 @@ pub fn native_info() -> NativeInfo {
 }
 
 pub mod bench;
+pub mod blk;
+pub mod blk_frontend;
 pub mod console;
 pub mod domains;
 mod errors;

@@ -1,0 +1,293 @@
+//! The block backend for JavaScript: a disk's storage, and a queue serving
+//! a guest's ring from it. The data path stays on the platform's event
+//! loop; JavaScript gets the disk's geometry, refusals as log lines, and
+//! counters.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use super::platform_handle::NativePlatform;
+use super::{coded_error, domid, Coded, Result};
+use crate::blk::request::Offer;
+use crate::blk::storage::{FileDisk, FileOptions, MemDisk, Storage};
+use crate::blk::{BlkError, BlkQueue, QueueEvent, RingConfig};
+use crate::ring::blkif::BlkifProtocol;
+
+/// Indirect segments a queue accepts per request, as Linux blkback
+/// advertises (`feature-max-indirect-segments`).
+pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
+
+fn blk_error(e: BlkError) -> Coded {
+    let code = match &e {
+        BlkError::RingPages(_) => "EINVAL",
+        BlkError::MapRing(_) => "EFAULT",
+        BlkError::Ring(_) => "EPROTO",
+        BlkError::Bind(_) => "ENOTCONN",
+        BlkError::EventLoop(_) => "EIO",
+    };
+    coded_error(code, e)
+}
+
+/// What a frontend is told about a disk.
+#[napi(object)]
+pub struct BlkGeometry {
+    /// Size in 512-byte sectors.
+    pub sectors: f64,
+    /// Logical sector size in bytes.
+    pub sector_size: u32,
+    /// Physical sector size in bytes.
+    pub physical_sector_size: u32,
+    /// Writes are refused.
+    pub read_only: bool,
+    /// Completed writes may need a flush to be durable.
+    pub flush: bool,
+    /// Discard is offered, with its granularity and alignment in bytes.
+    pub discard: bool,
+    /// Bytes: discards should cover whole multiples of it.
+    pub discard_granularity: u32,
+    /// Bytes: where the first granule starts.
+    pub discard_alignment: u32,
+    /// Secure discard is offered.
+    pub discard_secure: bool,
+}
+
+enum Kind {
+    File { path: PathBuf, options: FileOptions },
+    Memory(MemDisk),
+}
+
+/// A disk's storage: a raw image or block device, or memory. Each queue
+/// serving it gets a handle of its own.
+#[napi]
+pub struct NativeBlkStorage {
+    kind: Kind,
+    geometry: crate::blk::storage::Geometry,
+}
+
+#[napi]
+impl NativeBlkStorage {
+    /// A raw image file or a block device (opened now to learn its size;
+    /// each queue opens it again).
+    #[napi(factory)]
+    pub fn file(
+        path: String,
+        read_only: Option<bool>,
+        direct: Option<bool>,
+    ) -> Result<NativeBlkStorage> {
+        let options = FileOptions {
+            read_only: read_only.unwrap_or(false),
+            direct: direct.unwrap_or(false),
+            ..FileOptions::default()
+        };
+        let path = PathBuf::from(path);
+        let disk = FileDisk::open(&path, options)
+            .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?;
+        let geometry = disk.geometry();
+        Ok(NativeBlkStorage {
+            kind: Kind::File { path, options },
+            geometry,
+        })
+    }
+
+    /// An empty disk in memory of `sectors` 512-byte sectors (sparse: only
+    /// what is written takes memory).
+    #[napi(factory)]
+    pub fn memory(sectors: f64, read_only: Option<bool>) -> Result<NativeBlkStorage> {
+        if !(sectors >= 1.0 && sectors.fract() == 0.0 && sectors <= 2f64.powi(53)) {
+            return Err(coded_error("EINVAL", format!("{sectors} sectors")));
+        }
+        let mut disk = MemDisk::new(sectors as u64);
+        if read_only == Some(true) {
+            disk = disk.read_only();
+        }
+        let geometry = disk.geometry();
+        Ok(NativeBlkStorage {
+            kind: Kind::Memory(disk),
+            geometry,
+        })
+    }
+
+    /// Size and features.
+    #[napi(getter)]
+    pub fn geometry(&self) -> BlkGeometry {
+        let g = &self.geometry;
+        BlkGeometry {
+            sectors: g.sectors as f64,
+            sector_size: g.sector_size,
+            physical_sector_size: g.physical_sector_size,
+            read_only: g.read_only,
+            flush: g.volatile_cache,
+            discard: g.discard.is_some(),
+            discard_granularity: g.discard.map_or(0, |d| d.granularity),
+            discard_alignment: g.discard.map_or(0, |d| d.alignment),
+            discard_secure: g.discard.is_some_and(|d| d.secure),
+        }
+    }
+
+    /// Reads bytes of a memory disk (for tests and demos).
+    #[napi]
+    pub fn read_memory(&self, offset: f64, length: u32) -> Result<napi::bindgen_prelude::Buffer> {
+        match &self.kind {
+            Kind::Memory(disk) => {
+                let end = offset + f64::from(length);
+                if offset < 0.0 || end > self.geometry.sectors as f64 * 512.0 {
+                    return Err(coded_error("EINVAL", "outside the disk"));
+                }
+                Ok(disk.read_at(offset as u64, length as usize).into())
+            }
+            Kind::File { .. } => Err(coded_error("EINVAL", "not a memory disk")),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn Storage>> {
+        Ok(match &self.kind {
+            Kind::Memory(disk) => Box::new(disk.clone()),
+            Kind::File { path, options } => Box::new(
+                FileDisk::open(path, *options)
+                    .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?,
+            ),
+        })
+    }
+}
+
+/// Where a queue's ring is, as the frontend published it.
+#[napi(object)]
+pub struct BlkRingOptions {
+    /// The guest.
+    pub frontend_domid: u32,
+    /// `ring-ref`, or `ring-ref0..N` (2^ring-page-order of them).
+    pub ring_refs: Vec<u32>,
+    /// The guest's `event-channel`.
+    pub remote_port: u32,
+    /// The frontend's `protocol` (absent: the backend's native layout).
+    pub protocol: Option<String>,
+}
+
+/// Counters of a block queue.
+#[napi(object)]
+pub struct BlkQueueStats {
+    /// Requests taken off the ring.
+    pub requests: f64,
+    /// Responses published.
+    pub responses: f64,
+    /// Reads handed to storage.
+    pub reads: f64,
+    /// Writes handed to storage.
+    pub writes: f64,
+    /// Flushes handed to storage.
+    pub flushes: f64,
+    /// Discards handed to storage.
+    pub discards: f64,
+    /// Bytes copied to the guest.
+    pub bytes_read: f64,
+    /// Bytes copied from the guest.
+    pub bytes_written: f64,
+    /// Requests answered with an error.
+    pub errors: f64,
+    /// Notifications sent to the guest.
+    pub notifications: f64,
+}
+
+type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
+
+/// A block queue serving a guest's ring.
+#[napi]
+pub struct NativeBlkQueue {
+    queue: BlkQueue,
+    failure: std::sync::Arc<Mutex<Option<String>>>,
+}
+
+#[napi]
+impl NativeBlkQueue {
+    /// Serves the ring on `platform`'s event loop from `storage`.
+    /// `onNotice` gets one line per refused request and the ring's failure.
+    #[napi(
+        factory,
+        ts_args_type = "platform: NativePlatform, storage: NativeBlkStorage, ring: BlkRingOptions, onNotice?: (message: string) => void"
+    )]
+    pub fn start(
+        platform: &NativePlatform,
+        storage: &NativeBlkStorage,
+        ring: BlkRingOptions,
+        on_notice: Option<NoticeCallback>,
+    ) -> Result<NativeBlkQueue> {
+        let protocol = BlkifProtocol::from_xenstore(ring.protocol.as_deref()).ok_or_else(|| {
+            coded_error(
+                "EPROTONOSUPPORT",
+                format!("unknown protocol {:?}", ring.protocol),
+            )
+        })?;
+        let config = RingConfig {
+            frontend: domid(ring.frontend_domid)?,
+            ring_refs: ring.ring_refs,
+            remote_port: ring.remote_port,
+            protocol,
+        };
+        let offer = Offer {
+            geometry: storage.geometry,
+            barrier: true,
+            max_indirect_segments: MAX_INDIRECT_SEGMENTS,
+        };
+        let failure = std::sync::Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let sink = Box::new(move |event: QueueEvent| {
+            let line = match &event {
+                QueueEvent::Refused { id, reason } => format!("request {id:#x} refused: {reason}"),
+                QueueEvent::Failed(reason) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                    format!("ring broken, device stopped: {reason}")
+                }
+            };
+            if let Some(n) = &on_notice {
+                n.call(line, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        let queue = BlkQueue::start(platform.platform(), &config, offer, storage.open()?, sink)
+            .map_err(blk_error)?;
+        Ok(NativeBlkQueue { queue, failure })
+    }
+
+    /// Why the queue stopped serving on its own (a broken ring), if it did.
+    #[napi(getter)]
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The counters.
+    #[napi]
+    pub fn stats(&self) -> BlkQueueStats {
+        let s = self.queue.stats();
+        BlkQueueStats {
+            requests: s.requests as f64,
+            responses: s.responses as f64,
+            reads: s.reads as f64,
+            writes: s.writes as f64,
+            flushes: s.flushes as f64,
+            discards: s.discards as f64,
+            bytes_read: s.bytes_read as f64,
+            bytes_written: s.bytes_written as f64,
+            errors: s.errors as f64,
+            notifications: s.notifications as f64,
+        }
+    }
+
+    /// Stops serving: leaves the event loop, closes the port, unmaps the
+    /// ring. Idempotent.
+    #[napi]
+    pub fn stop(&self) {
+        self.queue.stop();
+    }
+}
+
+/// `feature-max-indirect-segments` of the block backend.
+#[napi]
+pub fn blk_max_indirect_segments() -> u32 {
+    MAX_INDIRECT_SEGMENTS
+}

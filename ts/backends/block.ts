@@ -1,0 +1,204 @@
+// The vbd device type: a guest's PV disk (blkif.h), served by the Rust data
+// path on the platform's event loop. init opens the disk named by the
+// toolstack's `params` and advertises it (size, sector sizes, read-only,
+// flush, barrier, discard, indirect segments, multi-page rings), as Linux
+// blkback does before the frontend connects; connect reads the frontend's
+// rings, port and protocol and starts the queue.
+import { native } from '../native.js';
+import type { BlkGeometry, BlkQueueStats, NativeBlkQueue, NativeBlkStorage } from '../native.js';
+import { PlatformError } from '../platform/errors.js';
+import type { Platform } from '../platform/index.js';
+import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
+import { parseXenbusInt } from '../xenbus/state.js';
+
+/** The most ring pages a frontend may use: `max-ring-page-order` 4, as blkback. */
+export const MAX_RING_PAGE_ORDER = 4;
+
+/** `info` bit of a read-only disk (`VDISK_READONLY`). */
+const VDISK_READONLY = 4;
+
+/** A disk's storage: a raw image or block device, or memory. */
+export class BlockStorage {
+  private constructor(readonly native: NativeBlkStorage) {}
+
+  /** A raw image file or a block device; `direct` bypasses the page cache (O_DIRECT). */
+  static file(path: string, options: { readonly readOnly?: boolean; readonly direct?: boolean } = {}): BlockStorage {
+    try {
+      return new BlockStorage(native.NativeBlkStorage.file(path, options.readOnly, options.direct));
+    } catch (err) {
+      throw PlatformError.fromNative(err);
+    }
+  }
+
+  /** An empty disk of `bytes` (a multiple of 512) in memory; sparse. */
+  static memory(bytes: number, options: { readonly readOnly?: boolean } = {}): BlockStorage {
+    if (!Number.isSafeInteger(bytes) || bytes < 512 || bytes % 512 !== 0) {
+      throw new RangeError(`a memory disk is a positive multiple of 512 bytes, got ${String(bytes)}`);
+    }
+    return new BlockStorage(native.NativeBlkStorage.memory(bytes / 512, options.readOnly));
+  }
+
+  /** Size and features, as the frontend is told. */
+  get geometry(): BlkGeometry {
+    return this.native.geometry;
+  }
+
+  /** Bytes of a memory disk, for tests and demos. */
+  readMemory(offset: number, length: number): Buffer {
+    return this.native.readMemory(offset, length);
+  }
+}
+
+/** What the toolstack wrote for a disk: `params` (what to serve), `mode`, `type`. */
+export interface DiskConfig {
+  readonly key: DeviceKey;
+  readonly params: string;
+  /** `r` (read-only) or `w`. */
+  readonly mode: string;
+  readonly type: string | undefined;
+}
+
+/** How disks are served. */
+export interface BlockOptions {
+  /** The backend domain's platform (simulated or Xen): the queues run on its event loop. */
+  readonly platform: Platform;
+  /**
+   * The storage of a disk. Default: {@link defaultStorage}: `params` is a
+   * path (raw image or block device), or `memory:<size>` (`64M`, `1G`...)
+   * for a disk in memory; `mode` `r` makes it read-only.
+   */
+  readonly storage?: (disk: DiskConfig) => BlockStorage | Promise<BlockStorage>;
+}
+
+const SIZE = /^([0-9]+)([KMGT]?)$/;
+
+/** The default choice of storage for a disk (see {@link BlockOptions.storage}). */
+export function defaultStorage(disk: DiskConfig): BlockStorage {
+  const readOnly = disk.mode.startsWith('r');
+  if (disk.params.startsWith('memory:')) {
+    const m = SIZE.exec(disk.params.slice('memory:'.length));
+    if (!m) throw new Error(`bad memory disk size in params ${JSON.stringify(disk.params)}`);
+    const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[m[2] ?? ''] ?? 0;
+    return BlockStorage.memory(Number(m[1]) * 2 ** shift, { readOnly });
+  }
+  if (!disk.params.startsWith('/')) throw new Error(`params must name an absolute path or memory:<size>, got ${JSON.stringify(disk.params)}`);
+  return BlockStorage.file(disk.params, { readOnly });
+}
+
+/** One disk, for as long as the device exists. */
+interface DiskRecord {
+  storage: BlockStorage | null;
+  queue: NativeBlkQueue | null;
+  /** Notices from the data path since the last connect. */
+  notices: number;
+}
+
+/** The vbd device type. */
+export class BlockService {
+  readonly #options: BlockOptions;
+  readonly #disks = new Map<string, DiskRecord>();
+
+  constructor(options: BlockOptions) {
+    this.#options = options;
+  }
+
+  /** The device type's operations, for `registry.register('vbd', service.ops)`. */
+  readonly ops: DeviceOps<DiskRecord> = {
+    alloc: (ctx) => {
+      const rec: DiskRecord = { storage: null, queue: null, notices: 0 };
+      this.#disks.set(ctx.name, rec);
+      return rec;
+    },
+    init: (ctx, rec) => this.#init(ctx, rec),
+    connect: (ctx, rec) => this.#connect(ctx, rec),
+    disconnect: (ctx, rec) => {
+      rec.queue?.stop();
+      rec.queue = null;
+      ctx.log(1, 'disk disconnected');
+    },
+    free: (ctx, rec) => {
+      rec.queue?.stop();
+      rec.queue = null;
+      rec.storage = null;
+      this.#disks.delete(ctx.name);
+    },
+  };
+
+  /** The counters of a connected disk (`vbd-<domid>-<devid>`). */
+  stats(domid: number, devid: number): BlkQueueStats | undefined {
+    return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queue?.stats();
+  }
+
+  /** The storage of a disk (`vbd-<domid>-<devid>`), once opened. */
+  storage(domid: number, devid: number): BlockStorage | undefined {
+    return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.storage ?? undefined;
+  }
+
+  async #init(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+    const params = (await ctx.readBackend('params')) ?? '';
+    const mode = (await ctx.readBackend('mode')) ?? 'w';
+    const type = await ctx.readBackend('type');
+    const disk: DiskConfig = { key: ctx.key, params, mode, type };
+    const storage = await (this.#options.storage ?? defaultStorage)(disk);
+    rec.storage = storage;
+    const g = storage.geometry;
+    // What a frontend reads before it sets up its rings: all of it before
+    // InitWait, in one transaction.
+    const nodes: [string, string][] = [
+      ['sectors', String(g.sectors)],
+      ['sector-size', String(g.sectorSize)],
+      ['physical-sector-size', String(g.physicalSectorSize)],
+      ['info', String(g.readOnly ? VDISK_READONLY : 0)],
+      ['feature-flush-cache', g.flush ? '1' : '0'],
+      ['feature-barrier', '1'],
+      ['feature-discard', g.discard ? '1' : '0'],
+      ['feature-max-indirect-segments', String(native.blkMaxIndirectSegments())],
+      ['feature-persistent', '0'],
+      ['max-ring-page-order', String(MAX_RING_PAGE_ORDER)],
+    ];
+    if (g.discard) {
+      nodes.push(['discard-granularity', String(g.discardGranularity)], ['discard-alignment', String(g.discardAlignment)], ['discard-secure', g.discardSecure ? '1' : '0']);
+    }
+    await ctx.xs.transaction(async (tx) => {
+      for (const [node, value] of nodes) await tx.write(`${ctx.backendPath}/${node}`, value);
+    });
+    ctx.log(1, `disk ${params}: ${String(g.sectors)} sectors${g.readOnly ? ', read-only' : ''}`);
+  }
+
+  async #connect(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+    const storage = rec.storage;
+    if (!storage) throw new Error('the disk was not opened');
+    const queues = parseXenbusInt(await ctx.readFrontend('multi-queue-num-queues')) ?? 1;
+    if (queues !== 1) throw new Error(`the frontend asks for ${String(queues)} queues; this backend offers one`);
+    const orderNode = await ctx.readFrontend('ring-page-order');
+    const order = orderNode === undefined ? 0 : parseXenbusInt(orderNode);
+    if (order === undefined || order < 0 || order > MAX_RING_PAGE_ORDER) {
+      throw new Error(`bad ring-page-order ${JSON.stringify(orderNode)} (at most ${String(MAX_RING_PAGE_ORDER)})`);
+    }
+    const names = orderNode === undefined ? ['ring-ref'] : Array.from({ length: 2 ** order }, (_, i) => `ring-ref${String(i)}`);
+    const ringRefs: number[] = [];
+    for (const name of names) {
+      const ref = parseXenbusInt(await ctx.readFrontend(name));
+      if (ref === undefined || ref < 0 || ref > 0xffff_ffff) throw new Error(`the frontend gave no valid ${name}`);
+      ringRefs.push(ref);
+    }
+    const port = parseXenbusInt(await ctx.readFrontend('event-channel'));
+    if (port === undefined || port <= 0) throw new Error('the frontend gave no valid event-channel');
+    rec.notices = 0;
+    try {
+      rec.queue = native.NativeBlkQueue.start(
+        this.#options.platform.native,
+        storage.native,
+        { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
+        (notice) => {
+          // A hostile guest could repeat this forever: the first is an
+          // error, the rest noise.
+          ctx.log(rec.notices++ === 0 ? 0 : 2, notice);
+        },
+      );
+    } catch (err) {
+      throw PlatformError.fromNative(err);
+    }
+    ctx.log(1, `disk connected (${String(ringRefs.length)} ring page(s), port ${String(port)}, ${ctx.protocol ?? 'native'} layout)`);
+  }
+}

@@ -1,0 +1,415 @@
+// A simulated guest's block device: the rings and port from the Rust side
+// (NativeSimBlkFront), the xenbus handshake from SimFrontend, negotiated as
+// Linux's xen-blkfront does: the ring size from the backend's
+// `max-ring-page-order` at InitWait, the disk's geometry and features once
+// the backend is Connected.
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { BehaviorSubject, filter, firstValueFrom, map, timeout } from 'rxjs';
+
+import { native } from '../native.js';
+import { PlatformError, platformCall, platformCallAsync } from '../platform/errors.js';
+import type { SimHost } from '../platform/index.js';
+import { parseXenbusInt } from '../xenbus/state.js';
+import type { XenStore } from '../xenstore/index.js';
+import { SimFrontend } from './frontend.js';
+
+/** A blkif slot layout, as the frontend's `protocol` node names it. */
+export type BlkifProtocolName = 'x86_64-abi' | 'x86_32-abi';
+
+/** The native frontend (one per connection). */
+export type NativeSimBlkFront = native.NativeSimBlkFront;
+
+/** Counters of a simulated block frontend. */
+export type SimBlockFrontendStats = native.SimBlkFrontStats;
+
+/** How the simulated guest sets up its block device. */
+export interface SimBlockFrontendOptions {
+  /**
+   * The largest ring the guest wants, as 2^order pages (0 to 4; default 0,
+   * as Linux's `xen_blkfront.max_ring_page_order`). The ring used is the
+   * smaller of this and the backend's `max-ring-page-order`.
+   */
+  readonly ringPageOrder?: number;
+  /** The slot layout (default: the native one). */
+  readonly protocol?: BlkifProtocolName;
+  /** Requests in flight at most (default: as many as the ring has slots). */
+  readonly queueDepth?: number;
+  /** The domain serving the device (default: the frontend's `backend-id`, else 0). */
+  readonly backendDomid?: number;
+  /**
+   * The most segments the guest puts in one indirect request (Linux's
+   * `xen_blkfront.max_indirect_segments`); default: whatever the backend
+   * offers, up to 4096.
+   */
+  readonly maxIndirectSegments?: number;
+  /** How long one operation waits for the backend before `ETIMEDOUT` (default 30000). */
+  readonly timeoutMs?: number;
+}
+
+/** What the backend offers, read once it is Connected. */
+export interface SimBlockFeatures {
+  /** `feature-flush-cache`: flush requests are served. */
+  readonly flushCache: boolean;
+  /** `feature-barrier`. */
+  readonly barrier: boolean;
+  /** `feature-discard`: discard requests are served. */
+  readonly discard: boolean;
+  /** `discard-secure`: secure discard is served. */
+  readonly discardSecure: boolean;
+  /** `discard-granularity` in bytes (0 if not given). */
+  readonly discardGranularity: number;
+  /** `discard-alignment` in bytes (0 if not given). */
+  readonly discardAlignment: number;
+  /** Segments per indirect request in use (from `feature-max-indirect-segments`); undefined: none. */
+  readonly maxIndirectSegments: number | undefined;
+  /** The ring in use spans 2^ringPageOrder pages. */
+  readonly ringPageOrder: number;
+}
+
+/** `info` bits (blkif.h / vdisk). */
+const VDISK_CDROM = 1;
+const VDISK_REMOVABLE = 2;
+const VDISK_READONLY = 4;
+/** The largest `ring-page-order` (XENBUS_MAX_RING_GRANT_ORDER). */
+const MAX_RING_PAGE_ORDER = 4;
+/** Segments one indirect request can carry (8 indirect pages of 512). */
+const MAX_INDIRECT_SEGMENTS = 4096;
+
+/**
+ * An unsigned node as C's `sscanf("%u")`-style readers take it (blanks, an
+ * optional `+`, digits up to the first non-digit); anything else, or a
+ * missing node, is `undefined`.
+ */
+function parseUnsigned(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^\s*\+?(\d+)/.exec(text);
+  if (!m?.[1]) return undefined;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+type Phase =
+  | { readonly kind: 'waiting' }
+  | { readonly kind: 'connected' }
+  | { readonly kind: 'failed'; readonly error: Error }
+  | { readonly kind: 'closed' };
+
+/** A guest's block device (vbd), guest side. */
+export class SimBlockFrontend {
+  readonly #phase = new BehaviorSubject<Phase>({ kind: 'waiting' });
+  #native: NativeSimBlkFront | null = null;
+  /** The current native frontend's grants ended and port closed. */
+  #released = false;
+  #order = 0;
+  #indirect: number | undefined = undefined;
+  #sectors = 0;
+  #sectorSize = 0;
+  #info = 0;
+  #features: SimBlockFeatures | null = null;
+  #closed = false;
+
+  private constructor(
+    readonly host: SimHost,
+    readonly xs: XenStore,
+    readonly domid: number,
+    readonly frontendPath: string,
+    readonly options: SimBlockFrontendOptions,
+    readonly handshake: SimFrontend,
+  ) {}
+
+  /**
+   * Starts the vbd at `frontendPath` of guest `domid`: when the backend
+   * waits (InitWait), reads what it offers, sets up the rings and port and
+   * publishes them (state Initialised); when it is Connected, reads the
+   * disk's size and features.
+   */
+  static async attach(
+    host: SimHost,
+    xs: XenStore,
+    domid: number,
+    frontendPath: string,
+    options: SimBlockFrontendOptions = {},
+  ): Promise<SimBlockFrontend> {
+    const wanted = options.ringPageOrder ?? 0;
+    if (!Number.isInteger(wanted) || wanted < 0 || wanted > MAX_RING_PAGE_ORDER) {
+      throw new PlatformError('EINVAL', `ring page order ${String(wanted)} not in 0..${String(MAX_RING_PAGE_ORDER)}`);
+    }
+    // The hooks run from backend state changes, which arrive once the
+    // handshake is attached; they wait for the object itself.
+    let resolve: (fe: SimBlockFrontend) => void = () => undefined;
+    const self = new Promise<SimBlockFrontend>((r) => {
+      resolve = r;
+    });
+    const handshake = await SimFrontend.attach(xs, frontendPath, {
+      prepare: async () => (await self).#prepare(),
+      connected: async () => (await self).#connected(),
+      closed: async () => (await self).#disconnected(),
+    });
+    const fe = new SimBlockFrontend(host, xs, domid, frontendPath, options, handshake);
+    resolve(fe);
+    return fe;
+  }
+
+  /** The native frontend of the current connection (set up at InitWait). */
+  get native(): NativeSimBlkFront | null {
+    return this.#native;
+  }
+
+  /** The disk's size (`sectors`), in 512-byte sectors as Linux's blkfront reads it. */
+  get sectors(): number {
+    return this.#sectors;
+  }
+
+  /** The backend's `sector-size` in bytes (blkif requests always count 512-byte sectors). */
+  get sectorSize(): number {
+    return this.#sectorSize;
+  }
+
+  /** The backend's `info` bits. */
+  get info(): number {
+    return this.#info;
+  }
+
+  /** `info` has VDISK_READONLY: the disk is read-only. */
+  get readOnly(): boolean {
+    return (this.#info & VDISK_READONLY) !== 0;
+  }
+
+  /** `info` has VDISK_CDROM. */
+  get cdrom(): boolean {
+    return (this.#info & VDISK_CDROM) !== 0;
+  }
+
+  /** `info` has VDISK_REMOVABLE. */
+  get removable(): boolean {
+    return (this.#info & VDISK_REMOVABLE) !== 0;
+  }
+
+  /** What the backend offers (null until Connected). */
+  get features(): SimBlockFeatures | null {
+    return this.#features;
+  }
+
+  /** Whether the disk is connected and usable. */
+  get connected(): boolean {
+    return this.#phase.value.kind === 'connected';
+  }
+
+  /** Why the connection failed (unreadable backend nodes, no guest memory...), if it did. */
+  get failure(): Error | undefined {
+    const p = this.#phase.value;
+    return p.kind === 'failed' ? p.error : undefined;
+  }
+
+  /**
+   * Resolves once the backend is Connected and the disk's size and
+   * features are read; rejects if that failed, the device closed, or after
+   * `ms`.
+   */
+  waitConnected(ms = 60_000): Promise<void> {
+    return firstValueFrom(
+      this.#phase.pipe(
+        filter((p) => p.kind !== 'waiting'),
+        timeout(ms),
+        map((p) => {
+          if (p.kind === 'failed') throw p.error;
+          if (p.kind === 'closed') throw new PlatformError('ESHUTDOWN', 'the block device closed');
+        }),
+      ),
+    );
+  }
+
+  async #backendNode(node: string): Promise<string | undefined> {
+    return this.xs.tryRead(`${this.handshake.backendPath}/${node}`);
+  }
+
+  /** The backend waits: negotiate, set up the rings, and return the nodes to publish. */
+  async #prepare(): Promise<Record<string, string>> {
+    try {
+      this.#closeNative();
+      this.#phase.next({ kind: 'waiting' });
+      const offeredOrder = parseUnsigned(await this.#backendNode('max-ring-page-order')) ?? 0;
+      const order = Math.min(this.options.ringPageOrder ?? 0, offeredOrder, MAX_RING_PAGE_ORDER);
+      const offered = parseUnsigned(await this.#backendNode('feature-max-indirect-segments'));
+      let indirect = offered === undefined || offered === 0 ? undefined : Math.min(offered, MAX_INDIRECT_SEGMENTS);
+      if (indirect !== undefined && this.options.maxIndirectSegments !== undefined) {
+        indirect = Math.min(indirect, this.options.maxIndirectSegments);
+      }
+      const backendDomid =
+        this.options.backendDomid ?? parseXenbusInt(await this.xs.tryRead(`${this.frontendPath}/backend-id`)) ?? 0;
+      // Requests carry the virtual device number, as blkfront's handle.
+      const devid = parseUnsigned(this.frontendPath.slice(this.frontendPath.lastIndexOf('/') + 1)) ?? 0;
+      const fe = platformCall(() =>
+        native.NativeSimBlkFront.create(this.host.native, this.domid, backendDomid, {
+          ringPageOrder: order,
+          ...(this.options.protocol === undefined ? {} : { protocol: this.options.protocol }),
+          ...(indirect === undefined ? {} : { maxIndirectSegments: indirect }),
+          ...(this.options.queueDepth === undefined ? {} : { queueDepth: this.options.queueDepth }),
+          ...(this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs }),
+          handle: devid & 0xffff,
+        }),
+      );
+      this.#native = fe;
+      this.#released = false;
+      this.#order = order;
+      this.#indirect = indirect;
+      const nodes: Record<string, string> = {};
+      if (order === 0) {
+        nodes['ring-ref'] = String(fe.ringRefs[0]);
+      } else {
+        nodes['ring-page-order'] = String(order);
+        fe.ringRefs.forEach((ref, i) => {
+          nodes[`ring-ref${String(i)}`] = String(ref);
+        });
+      }
+      nodes['event-channel'] = String(fe.port);
+      nodes.protocol = fe.protocol;
+      // This frontend grants each request's pages afresh.
+      nodes['feature-persistent'] = '0';
+      await this.#removeStaleRingNodes(nodes);
+      return nodes;
+    } catch (err) {
+      this.#fail(err);
+      throw err;
+    }
+  }
+
+  /** Removes ring nodes of an earlier connection that this one does not write (a larger ring's `ring-ref3`...). */
+  async #removeStaleRingNodes(nodes: Readonly<Record<string, string>>): Promise<void> {
+    const children = await this.xs.list(this.frontendPath).catch(() => []);
+    for (const name of children) {
+      if (/^(ring-ref\d*|ring-page-order)$/.test(name) && !(name in nodes)) {
+        await this.xs.rm(`${this.frontendPath}/${name}`).catch(() => undefined);
+      }
+    }
+  }
+
+  /** The backend is Connected: read the disk's size and features. */
+  async #connected(): Promise<void> {
+    try {
+      const sectors = parseUnsigned(await this.#backendNode('sectors'));
+      const info = parseUnsigned(await this.#backendNode('info'));
+      const sectorSize = parseUnsigned(await this.#backendNode('sector-size'));
+      if (sectors === undefined || info === undefined || sectorSize === undefined) {
+        throw new PlatformError(
+          'EPROTO',
+          `reading backend fields at ${this.handshake.backendPath}: sectors, info and sector-size are required`,
+        );
+      }
+      const flag = async (node: string): Promise<boolean> => (parseUnsigned(await this.#backendNode(node)) ?? 0) !== 0;
+      const discard = await flag('feature-discard');
+      this.#features = {
+        flushCache: await flag('feature-flush-cache'),
+        barrier: await flag('feature-barrier'),
+        discard,
+        discardSecure: discard && (await flag('discard-secure')),
+        discardGranularity: discard ? (parseUnsigned(await this.#backendNode('discard-granularity')) ?? 0) : 0,
+        discardAlignment: discard ? (parseUnsigned(await this.#backendNode('discard-alignment')) ?? 0) : 0,
+        maxIndirectSegments: this.#indirect,
+        ringPageOrder: this.#order,
+      };
+      this.#sectors = sectors;
+      this.#sectorSize = sectorSize;
+      this.#info = info;
+      this.#phase.next({ kind: 'connected' });
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  #fail(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.#phase.next({ kind: 'failed', error });
+  }
+
+  /** The connection closed (the backend's doing or ours): let go of the rings. */
+  async #disconnected(): Promise<void> {
+    this.#phase.next({ kind: 'closed' });
+    const fe = this.#native;
+    if (!fe || this.#released) return;
+    // The backend unmaps the ring once it sees Closed; until then close is
+    // EBUSY (as it is while an operation still waits for its response).
+    for (let i = 0; i < 300 && !this.#released; i++) {
+      try {
+        fe.close();
+        this.#released = true;
+      } catch {
+        await delay(10);
+      }
+    }
+  }
+
+  #closeNative(): void {
+    const fe = this.#native;
+    const released = this.#released;
+    this.#native = null;
+    try {
+      if (!released) fe?.close();
+    } catch {
+      // Still mapped by the backend: its pages stay granted until dropped.
+    }
+  }
+
+  #usable(): NativeSimBlkFront {
+    const fe = this.#native;
+    if (this.#closed || this.#phase.value.kind === 'closed') {
+      throw new PlatformError('ESHUTDOWN', 'the block device is closed');
+    }
+    if (!fe || this.#phase.value.kind !== 'connected') {
+      throw new PlatformError('ENOTCONN', 'the block device is not connected');
+    }
+    return fe;
+  }
+
+  /** Reads `length` bytes (whole 512-byte sectors) from 512-byte sector `sector`. */
+  async read(sector: number, length: number): Promise<Buffer> {
+    const fe = this.#usable();
+    return platformCallAsync(() => fe.read(sector, length));
+  }
+
+  /** Writes `data` (whole 512-byte sectors) at 512-byte sector `sector`. */
+  async write(sector: number, data: Buffer): Promise<void> {
+    const fe = this.#usable();
+    return platformCallAsync(() => fe.write(sector, data));
+  }
+
+  /** Flushes the backend's write cache. */
+  async flush(): Promise<void> {
+    const fe = this.#usable();
+    return platformCallAsync(() => fe.flush());
+  }
+
+  /** Discards `sectors` 512-byte sectors from `sector` (securely if `secure`). */
+  async discard(sector: number, sectors: number, secure = false): Promise<void> {
+    const fe = this.#usable();
+    return platformCallAsync(() => fe.discard(sector, sectors, secure));
+  }
+
+  /** The native frontend's counters (zeros before InitWait). */
+  stats(): SimBlockFrontendStats {
+    return this.#native?.stats() ?? { requests: 0, responses: 0, notifications: 0, waits: 0 };
+  }
+
+  /** Stops following the backend, without the close handshake (the guest died); the rings are left as they are. */
+  detach(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.handshake.detach();
+    this.#phase.next({ kind: 'closed' });
+    this.#phase.complete();
+  }
+
+  /** Closes the device (Closing, Closed), then ends the rings' grants once the backend unmapped them. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.handshake.close();
+    } finally {
+      this.handshake.detach();
+      await this.#disconnected();
+      this.#phase.complete();
+    }
+  }
+}
