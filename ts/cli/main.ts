@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { packageInfo } from '../package-info.js';
 import { seconds } from './args.js';
 import { addConsoleCommand } from './console.js';
+import { addServeCommand } from './serve.js';
 import { addXenstoredCommand } from './xenstored.js';
 import { addXsCommand } from './xs.js';
 
@@ -46,6 +47,7 @@ program
     console.log(`xenrx: native addon installed at ${path}`);
   });
 
+addServeCommand(program);
 addXenstoredCommand(program);
 addXsCommand(program);
 addConsoleCommand(program);

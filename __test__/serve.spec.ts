@@ -1,0 +1,35 @@
+// `xenrx serve` as a dom0 runs it, here on its embedded simulated host:
+// every guest's disks and consoles served until SIGTERM, then disconnected.
+import test from 'ava';
+
+import { runXenrx, startXenrx } from './helpers/process.js';
+
+test('xenrx serve --simulated serves each guest a disk and a console until SIGTERM, then closes them', async (t) => {
+  const serve = startXenrx(['serve', '--simulated', '--guests', '2']);
+  t.teardown(() => {
+    if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
+  });
+  await serve.waitFor(/guest2 started/);
+  const devices = ['console-1-0', 'vbd-1-51712', 'console-2-0', 'vbd-2-51712'];
+  for (const d of devices) t.true(serve.output().includes(`${d}: Connected`), d);
+  t.is(await serve.stop('SIGTERM'), 0);
+  const out = serve.output();
+  t.true(out.includes('SIGTERM: disconnecting'));
+  // Each device was taken down (disconnected and freed) before the process
+  // said it stopped.
+  const stoppedAt = out.indexOf('stopped cleanly');
+  t.true(stoppedAt > 0, out);
+  for (const d of devices) {
+    const removed = out.search(new RegExp(`${d}: [A-Za-z]+ \\(removed\\)`));
+    t.true(removed > 0 && removed < stoppedAt, `${d} taken down before the end:\n${out}`);
+  }
+});
+
+test('xenrx serve refuses what it cannot do, before doing anything', async (t) => {
+  const guests = await runXenrx(['serve', '--guests', '1']);
+  t.not(guests.code, 0);
+  t.regex(guests.stderr, /--guests needs --simulated/);
+  const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vif']);
+  t.not(types.code, 0);
+  t.regex(types.stderr, /unknown device type "vif"/);
+});

@@ -1,0 +1,105 @@
+// `xenrx serve`: what a dom0 runs. It connects to the system's XenStore (or
+// --socket), opens the platform (real Xen where /dev/xen/evtchn exists, or
+// an embedded simulated host with --simulated, to try it), registers the
+// block backend and the console backend, and serves every guest's devices
+// of those types until SIGINT or SIGTERM, then disconnects them cleanly.
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+
+import { integer } from './args.js';
+import { untilStopped } from './signals.js';
+
+const TYPES = ['vbd', 'console'] as const;
+type DeviceType = (typeof TYPES)[number];
+
+interface Options {
+  socket?: string;
+  simulated: boolean;
+  guests: number;
+  types: DeviceType[];
+  debug: number;
+  pty: boolean;
+}
+
+function deviceTypes(value: string): DeviceType[] {
+  const list = value.split(',').map((s) => s.trim());
+  for (const t of list) {
+    if (!(TYPES as readonly string[]).includes(t)) throw new InvalidArgumentError(`unknown device type ${JSON.stringify(t)} (known: ${TYPES.join(', ')})`);
+  }
+  return list as DeviceType[];
+}
+
+function log(line: string): void {
+  console.log(`xenrx serve: ${line}`);
+}
+
+/** Adds the `serve` subcommand. */
+export function addServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description("serve guests' block and console devices until SIGINT or SIGTERM")
+    .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)')
+    .option('--simulated', 'run on an embedded simulated host (XenStore and hypervisor) instead of Xen', false)
+    .option('--guests <n>', 'with --simulated: start this many guests, each with a console and a 64 MiB disk in memory', integer('a guest count', 0, 64), 0)
+    .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
+    .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
+    .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
+    .action(async (opts: Options) => {
+      if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
+      // Loaded here: --help must work without the native addon.
+      const { BlockService, ConsoleService } = await import('../backends/index.js');
+      const { Platform } = await import('../platform/index.js');
+      const { SimulatedHost } = await import('../simhost/index.js');
+      const { XenStore } = await import('../xenstore/index.js');
+      const { XenbusRegistry, xenbusStateName } = await import('../xenbus/index.js');
+
+      const host = opts.simulated ? await SimulatedHost.start() : null;
+      const xs = host ? host.dom0 : await XenStore.connect({ path: opts.socket });
+      const platform = host ? host.platform : Platform.xen();
+      log(`XenStore ${host ? `${host.socket} (simulated host)` : (opts.socket ?? 'found as libxenstore does')}, platform ${platform.kind}, backend domain ${String(platform.domid)}`);
+      const registry = await XenbusRegistry.create(xs, {
+        ...(host ? { domains: host.domains } : {}),
+        logger: (e) => {
+          if (e.level <= opts.debug) (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.device ?? 'xenbus'}: ${e.message}`);
+        },
+      });
+      const disks = new BlockService({ platform });
+      if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
+      if (opts.types.includes('console')) await registry.register('console', new ConsoleService({ platform, pty: opts.pty }).ops);
+      // Each device's backend state as it changes (not every step of the
+      // machine).
+      const last = new Map<string, string>();
+      const states = registry.devices$.subscribe((d) => {
+        const line = `${xenbusStateName(d.beState)}${d.phase === 'active' ? '' : ` (${d.phase})`}`;
+        if (last.get(d.name) === line) return;
+        last.set(d.name, line);
+        if (d.phase === 'removed') last.delete(d.name);
+        if (opts.debug >= 1) log(`${d.name}: ${line}`);
+      });
+      // Listen for signals before saying we are ready for them.
+      const stopped = untilStopped();
+      log(`serving ${opts.types.join(', ')}`);
+
+      if (host) {
+        for (let domid = 1; domid <= opts.guests; domid++) {
+          const guest = await host.createGuest(domid, `guest${String(domid)}`);
+          if (opts.types.includes('console')) await host.addConsole(guest);
+          if (opts.types.includes('vbd')) await host.addDisk(guest, { params: 'memory:64M', ringPageOrder: 2 });
+          log(`guest${String(domid)} started`);
+        }
+      }
+
+      const signal = await stopped;
+      // Every device is taken down as on a backend's removal: Closing,
+      // queues stopped, rings unmapped, ports closed.
+      log(`${signal ?? 'stopped'}: disconnecting`);
+      await registry.close();
+      states.unsubscribe();
+      if (host) await host.stop();
+      else {
+        xs.close();
+        platform.stop();
+      }
+      log('stopped cleanly');
+    });
+}
