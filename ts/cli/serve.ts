@@ -14,6 +14,7 @@ type DeviceType = (typeof TYPES)[number];
 
 interface Options {
   socket?: string;
+  hypervisor?: string;
   simulated: boolean;
   guests: number;
   types: DeviceType[];
@@ -37,25 +38,31 @@ function log(line: string): void {
 export function addServeCommand(program: Command): void {
   program
     .command('serve')
-    .description("serve guests' block and console devices until SIGINT or SIGTERM")
+    .description("serve guests' disks and consoles until SIGTERM")
     .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)')
     .option('--simulated', 'run on an embedded simulated host (XenStore and hypervisor) instead of Xen', false)
+    .option('--hypervisor <socket>', "instead of Xen, the simulated hypervisor another process serves on this socket (SimHypervisor.serve), with --socket naming that host's XenStore")
     .option('--guests <n>', 'with --simulated: start this many guests, each with a console and a 64 MiB disk in memory', integer('a guest count', 0, 64), 0)
     .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
     .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
+      if (opts.hypervisor !== undefined && opts.simulated) throw new InvalidArgumentError('--hypervisor and --simulated exclude each other');
       // Loaded here: --help must work without the native addon.
       const { BlockService, ConsoleService } = await import('../backends/index.js');
-      const { Platform } = await import('../platform/index.js');
+      const { Platform, SimHost } = await import('../platform/index.js');
       const { SimulatedHost } = await import('../simhost/index.js');
       const { XenStore } = await import('../xenstore/index.js');
       const { XenbusRegistry, xenbusStateName } = await import('../xenbus/index.js');
 
       const host = opts.simulated ? await SimulatedHost.start() : null;
       const xs = host ? host.dom0 : await XenStore.connect({ path: opts.socket });
-      const platform = host ? host.platform : Platform.xen();
+      const platform = host
+        ? host.platform
+        : opts.hypervisor !== undefined
+          ? Platform.simulated(SimHost.connect(opts.hypervisor))
+          : Platform.xen();
       log(`XenStore ${host ? `${host.socket} (simulated host)` : (opts.socket ?? 'found as libxenstore does')}, platform ${platform.kind}, backend domain ${String(platform.domid)}`);
       const registry = await XenbusRegistry.create(xs, {
         ...(host ? { domains: host.domains } : {}),
