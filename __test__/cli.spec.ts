@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 
 import { runXenrx as runCli, startXenrx } from './helpers/process.js';
 
@@ -12,12 +13,43 @@ test('--help lists every subcommand on one line', async (t) => {
   const commands = stdout.slice(stdout.indexOf('Commands:')).split('\n').slice(1).filter((l) => l.trim() !== '');
   t.deepEqual(
     commands.map((l) => /^ {2}(\S+)/.exec(l)?.[1]),
-    ['demo', 'info', 'build-native', 'xenstored', 'xs', 'console', 'help'],
+    ['demo', 'info', 'build-native', 'serve', 'xenstored', 'xs', 'console', 'help'],
     `continuation lines or missing commands in:\n${stdout}`,
   );
 });
 
-test('the demo boots two guests with consoles, then shuts down cleanly', async (t) => {
+/** Fails unless each pattern matches `text` after where the one before it matched. */
+function assertInOrder(t: ExecutionContext, text: string, patterns: readonly RegExp[]): void {
+  let from = 0;
+  for (const pattern of patterns) {
+    const m = pattern.exec(text.slice(from));
+    if (!m) {
+      t.fail(`${String(pattern)} not found after ${String(from)} in:\n${text}`);
+      return;
+    }
+    from += m.index + m[0].length;
+  }
+  t.pass();
+}
+
+/** The disk workload's summary line, parsed; undefined if it did not verify its data. */
+function verifiedDiskSummary(text: string): { written: number; read: number; requests: number; responses: number; errors: number } | undefined {
+  const m =
+    /disk xvda: wrote (\d+) MiB at [\d.]+ MiB\/s, read back (\d+) MiB at [\d.]+ MiB\/s; data verified byte for byte \(read back in the guest and in dom0's storage\); backend: (\d+) requests, (\d+) responses, (\d+) errors$/m.exec(
+      text,
+    );
+  if (!m) return undefined;
+  const [written, read, requests, responses, errors] = m.slice(1).map(Number) as [number, number, number, number, number];
+  return { written, read, requests, responses, errors };
+}
+
+// The disk's story: connected, its workload, then closed (frontend and
+// backend) before the registry removes it.
+const diskConnected = /xenbus vbd-1-51712: backend Connected, frontend Connected$/m;
+const diskSummary = /disk xvda: wrote .*; backend: \d+ requests/;
+const diskClosed = [/xenbus vbd-1-51712: backend Closed, frontend Closed$/m, /xenbus vbd-1-51712: .*\(removed\)$/m];
+
+test('the demo boots two guests with consoles and a disk, then shuts down cleanly', async (t) => {
   // Long enough never to run out: the test waits for the demo's last step.
   const demo = startXenrx(['demo', '--duration', '600']);
   t.teardown(() => {
@@ -32,10 +64,32 @@ test('the demo boots two guests with consoles, then shuts down cleanly', async (
     /guest2 VM run state: shutdown/,
     /console-2-0: .*\(removed\)/,
   ];
-  for (const step of steps) await demo.waitFor(step);
+  // The disk's steps, which run alongside: they must come in this order.
+  const diskSteps = [
+    diskConnected,
+    /guest1: disk xvda \(vbd 51712\), 256 MiB in memory, ring of 4 pages/,
+    /disk xvda: writing 64 MiB in 1 MiB chunks/,
+    /disk xvda: writing +\d+% \(/,
+    /disk xvda: verifying +\d+% \(/,
+    /disk xvda: verifying 100% \(/,
+    diskSummary,
+  ];
+  for (const step of [...steps, ...diskSteps]) await demo.waitFor(step);
   t.is(await demo.stop('SIGTERM'), 0);
   const stdout = demo.output();
   for (const step of steps) t.regex(stdout, step);
+  assertInOrder(t, stdout, [...diskSteps, ...diskClosed]);
+  const summary = verifiedDiskSummary(stdout);
+  t.truthy(summary, `the disk's data did not verify:\n${stdout}`);
+  if (summary) {
+    t.true(summary.written > 0);
+    t.is(summary.read, summary.written);
+    // At least a request per MiB each way, each answered, none failed.
+    t.true(summary.requests >= summary.written + summary.read, JSON.stringify(summary));
+    t.is(summary.responses, summary.requests);
+    t.is(summary.errors, 0);
+  }
+  t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
   t.regex(stdout, /stopped cleanly/);
 });
 
@@ -43,8 +97,30 @@ test('the demo stops cleanly on SIGINT', async (t) => {
   const demo = startXenrx(['demo', '--duration', '60']);
   await demo.waitFor(/attach from another terminal/);
   t.is(await demo.stop('SIGINT'), 0);
-  t.regex(demo.output(), /SIGINT: shutting down/);
-  t.regex(demo.output(), /stopped cleanly/);
+  const stdout = demo.output();
+  t.regex(stdout, /SIGINT: shutting down/);
+  // Whenever the signal came, the disk workload ended with a summary
+  // (stopped, or done if it was quicker), then the disk was closed.
+  t.regex(stdout, /disk xvda: wrote .*; (data verified byte for byte|stopped by the shutdown)/);
+  assertInOrder(t, stdout, [diskConnected, diskSummary, ...diskClosed, /stopped cleanly/]);
+  assertInOrder(t, stdout, [/SIGINT: shutting down/, ...diskClosed]);
+  t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
+});
+
+test('the demo stops its disk workload midway on SIGTERM, and closes the disk', async (t) => {
+  const demo = startXenrx(['demo', '--duration', '600']);
+  t.teardown(() => {
+    if (demo.child.exitCode === null) demo.child.kill('SIGKILL');
+  });
+  // The first progress line: the workload is running (it may finish before
+  // the signal is handled; either way it must end with a summary).
+  await demo.waitFor(/disk xvda: writing +\d+% \(/);
+  t.is(await demo.stop('SIGTERM'), 0);
+  const stdout = demo.output();
+  t.regex(stdout, /disk xvda: wrote .*; (data verified byte for byte|stopped by the shutdown)/);
+  assertInOrder(t, stdout, [diskConnected, diskSummary, ...diskClosed, /stopped cleanly/]);
+  assertInOrder(t, stdout, [/SIGTERM: shutting down/, ...diskClosed]);
+  t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
 });
 
 test('info reports the loaded native core as JSON', async (t) => {

@@ -1,19 +1,23 @@
 // `xenrx demo`: the main job, on the embedded simulated host. Two simulated
 // guests boot with PV consoles served by the console backend; the demo
 // prints their xenbus devices walking through the states, their VM run
-// states and their console output, types into one console, destroys the
-// other guest, and keeps running until Ctrl-C (or --duration) shuts
-// everything down cleanly.
+// states and their console output. The first guest also gets a disk in
+// memory, served by the block backend, on which it writes 64 MiB and reads
+// it back to verify it (with a progress bar on a terminal). The demo types
+// into one console, destroys the other guest, and keeps running until
+// Ctrl-C (or --duration) shuts everything down cleanly.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { distinctUntilChanged, map } from 'rxjs';
+import { EMPTY, distinctUntilChanged, filter, firstValueFrom, map, timeout } from 'rxjs';
 import type { Subscription } from 'rxjs';
 
-import { ConsoleService } from '../backends/index.js';
+import { BlockService, ConsoleService } from '../backends/index.js';
 import { nativeInfo } from '../index.js';
 import { SimulatedHost } from '../simhost/index.js';
 import type { Guest, SimConsoleFrontend } from '../simhost/index.js';
-import { XenbusRegistry, xenbusStateName } from '../xenbus/index.js';
+import { XenbusRegistry, XenbusState, xenbusStateName } from '../xenbus/index.js';
+import { runDiskWorkload } from './demo-disk.js';
+import { DemoOutput } from './demo-output.js';
 import { untilStopped } from './signals.js';
 
 /** How long the demo runs, in seconds; `undefined`: until Ctrl-C. */
@@ -21,8 +25,20 @@ export interface DemoOptions {
   readonly duration?: number;
 }
 
+/** The disk the first guest gets: in memory, with a 4-page ring. */
+const DISK = { params: 'memory:256M', ringPageOrder: 2, devid: 51712, name: 'xvda' } as const;
+
+/**
+ * With a time limit, the share of it the disk workload may spend writing
+ * (it then verifies what it wrote, which takes less): the workload ends
+ * well within the limit even on a slow, busy machine.
+ */
+const WRITE_SHARE = 0.4;
+
+const out = new DemoOutput();
+
 function say(line: string): void {
-  console.log(`demo | ${line}`);
+  out.line(`demo | ${line}`);
 }
 
 /** A guest's "kernel": boot messages, a heartbeat, and an echo of what is typed at it. */
@@ -61,6 +77,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   });
   const consoles = new ConsoleService({ platform: host.platform, pty: true });
   await registry.register('console', consoles.ops);
+  const disks = new BlockService({ platform: host.platform });
+  await registry.register('vbd', disks.ops);
   const subs: Subscription[] = [];
   // Each device's walk through the xenbus states.
   subs.push(
@@ -74,18 +92,29 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
 
   const stops: (() => void)[] = [];
   const frontends = new Map<number, SimConsoleFrontend>();
+  const guests = new Map<number, Guest>();
   for (const domid of [1, 2]) {
     const lc = host.domains.lifecycle(domid);
     subs.push(lc.runState$.subscribe((s) => say(`guest${String(domid)} VM run state: ${s}`)));
     subs.push(lc.connect());
-    subs.push(consoles.lines$(domid).subscribe((line) => console.log(`guest${String(domid)} | ${line}`)));
+    subs.push(consoles.lines$(domid).subscribe((line) => out.line(`guest${String(domid)} | ${line}`)));
     const guest = await host.createGuest(domid, `guest${String(domid)}`);
+    guests.set(domid, guest);
     const fe = await host.addConsole(guest);
     frontends.set(domid, fe);
     await fe.handshake.waitState(4);
     stops.push(runGuest(guest, fe));
     say(`guest${String(domid)}: console on ${consoles.ptyPath(domid) ?? '(no pty)'}`);
   }
+  // Next to guest1's console, a disk.
+  const guest1 = guests.get(1);
+  if (!guest1) throw new Error('guest1 was not created');
+  const disk = await host.addDisk(guest1, { params: DISK.params, ringPageOrder: DISK.ringPageOrder, devid: DISK.devid });
+  say(
+    `guest1: disk ${DISK.name} (vbd ${String(DISK.devid)}), ${String((disk.sectors * 512) / 2 ** 20)} MiB in memory, ` +
+      `ring of ${String(2 ** (disk.features?.ringPageOrder ?? 0))} pages, ` +
+      `${disk.features?.maxIndirectSegments === undefined ? 'no indirect requests' : `${String(disk.features.maxIndirectSegments)} segments per indirect request`}`,
+  );
   const stopped = new AbortController();
   // Listen for Ctrl-C before saying we are ready for it.
   const stoppedBy = untilStopped(stopped.signal);
@@ -101,12 +130,34 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     await host.destroyGuest(2);
   })().catch(() => undefined);
 
+  const workload = runDiskWorkload({
+    disk,
+    name: DISK.name,
+    say,
+    ...(out.tty ? { status: (text: string | null) => out.status(text === null ? null : `demo | ${text}`) } : {}),
+    signal: stopped.signal,
+    ...(options.duration === undefined ? {} : { writeBudgetMs: options.duration * 1000 * WRITE_SHARE }),
+    backendStats: () => disks.stats(1, DISK.devid),
+    backendStorage: () => disks.storage(1, DISK.devid),
+  }).catch((err: unknown) => say(`disk ${DISK.name}: workload failed: ${err instanceof Error ? err.message : String(err)}`));
+
   const limit = options.duration === undefined ? undefined : setTimeout(() => stopped.abort(), options.duration * 1000);
   const signal = await stoppedBy;
   if (limit) clearTimeout(limit);
   stopped.abort();
   await story;
   say(signal ? `${signal}: shutting down` : 'time is up: shutting down');
+  // The workload stops between two chunks; the disk closes (Closing,
+  // Closed with its backend) while the registry still serves it.
+  await workload;
+  const diskClosed = firstValueFrom(
+    (registry.state$('vbd', 1, DISK.devid) ?? EMPTY).pipe(
+      filter((d) => d.beState === XenbusState.Closed),
+      timeout(10_000),
+    ),
+  ).catch(() => undefined);
+  await disk.close().catch(() => undefined);
+  await diskClosed;
   for (const s of stops) s();
   for (const fe of frontends.values()) await fe.close().catch(() => undefined);
   await registry.close();
