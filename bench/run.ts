@@ -5,6 +5,7 @@ const benches: Record<string, () => Promise<{ run: () => void | Promise<void> }>
   xenstore: () => import('./xenstore.js'),
   platform: () => import('./platform.js'),
   xenbus: () => import('./xenbus.js'),
+  blk: () => import('./blk.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -406,6 +406,18 @@ export declare class NativeXsClient {
   close(): void
 }
 
+/**
+ * 4 KiB random reads or writes through `queues` block queues of one
+ * simulated guest, `depth` in flight each, from a MemDisk, for `millis`.
+ */
+export declare function benchBlkIops(queues: number, depth: number, write: boolean, millis: number): BlkBenchFigures
+
+/**
+ * Sequential reads or writes of `segments` pages per request (indirect
+ * above 11) through one block queue, `depth` in flight, for `millis`.
+ */
+export declare function benchBlkSequential(segments: number, depth: number, write: boolean, millis: number): BlkBenchFigures
+
 /** Latencies (ns) of the same ping-pong over bare eventfds, two threads. */
 export declare function benchEventfdRoundTrips(count: number): Array<number>
 
@@ -417,6 +429,12 @@ export declare function benchGrantCopyRate(dev: NativeGrantDevice, domid: number
 
 /** Grant map+unmap operations per second for a batch. */
 export declare function benchMapUnmapRate(dev: NativeGrantDevice, domid: number, refs: Array<number>, millis: number): number
+
+/**
+ * memcpy bytes per second of `block_bytes` blocks between two page-aligned
+ * buffers.
+ */
+export declare function benchMemcpyBlocks(blockBytes: number, millis: number): number
 
 /** memcpy bytes per second, 4 KiB blocks, `batch` per round. */
 export declare function benchMemcpyRate(pages: number, batch: number, millis: number): number
@@ -432,6 +450,28 @@ export declare function benchNotifyRate(ch: NativeEventChannel, port: number, mi
  * rings, the backend on a platform event loop.
  */
 export declare function benchRingRoundTrips(queues: number, millis: number): number
+
+/** What a block backend benchmark measured (bench/blk), over its window. */
+export interface BlkBenchFigures {
+  /** Requests completed per second, all queues. */
+  requestsPerSec: number
+  /** Data bytes moved per second, all queues. */
+  bytesPerSec: number
+  /** Requests completed in the window. */
+  requests: number
+  /** Length of the window, in seconds. */
+  seconds: number
+  /** Requests whose data was checked (reads, and writes read back). */
+  verified: number
+  /** Events the backend sent per response. */
+  backendNotificationsPerRequest: number
+  /** Events the frontends sent per request. */
+  frontendNotificationsPerRequest: number
+  /** Times a frontend slept on its port per request. */
+  frontendWaitsPerRequest: number
+  /** CPUs the process kept busy in the window. */
+  cpuBusy: number
+}
 
 /** What a frontend is told about a disk. */
 export interface BlkGeometry {

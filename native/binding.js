@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeBlkQueue }
 export { NativeBlkStorage }
 export { NativeConsoleBackend }
@@ -790,10 +790,13 @@ export { NativeSimHypervisor }
 export { NativeXenCtrl }
 export { NativeXenstored }
 export { NativeXsClient }
+export { benchBlkIops }
+export { benchBlkSequential }
 export { benchEventfdRoundTrips }
 export { benchEvtchnRoundTrips }
 export { benchGrantCopyRate }
 export { benchMapUnmapRate }
+export { benchMemcpyBlocks }
 export { benchMemcpyRate }
 export { benchMmapMunmapRate }
 export { benchNotifyRate }

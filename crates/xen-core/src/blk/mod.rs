@@ -2,6 +2,7 @@
 //! validated and served from a [`storage::Storage`].
 
 mod backend;
+pub mod bench;
 pub mod frontend;
 mod queue;
 pub mod request;

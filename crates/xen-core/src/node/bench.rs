@@ -99,3 +99,91 @@ pub fn bench_ring_round_trips(queues: u32, millis: u32) -> Result<f64> {
     crate::ring::bench::ring_round_trips(queues as usize, Duration::from_millis(u64::from(millis)))
         .map_err(io_error)
 }
+
+/// What a block backend benchmark measured (bench/blk), over its window.
+#[napi(object)]
+pub struct BlkBenchFigures {
+    /// Requests completed per second, all queues.
+    pub requests_per_sec: f64,
+    /// Data bytes moved per second, all queues.
+    pub bytes_per_sec: f64,
+    /// Requests completed in the window.
+    pub requests: f64,
+    /// Length of the window, in seconds.
+    pub seconds: f64,
+    /// Requests whose data was checked (reads, and writes read back).
+    pub verified: f64,
+    /// Events the backend sent per response.
+    pub backend_notifications_per_request: f64,
+    /// Events the frontends sent per request.
+    pub frontend_notifications_per_request: f64,
+    /// Times a frontend slept on its port per request.
+    pub frontend_waits_per_request: f64,
+    /// CPUs the process kept busy in the window.
+    pub cpu_busy: f64,
+}
+
+impl From<crate::blk::bench::BlkFigures> for BlkBenchFigures {
+    fn from(f: crate::blk::bench::BlkFigures) -> BlkBenchFigures {
+        BlkBenchFigures {
+            requests_per_sec: f.requests_per_sec,
+            bytes_per_sec: f.bytes_per_sec,
+            requests: f.requests as f64,
+            seconds: f.seconds,
+            verified: f.verified as f64,
+            backend_notifications_per_request: f.backend_notifications_per_request,
+            frontend_notifications_per_request: f.frontend_notifications_per_request,
+            frontend_waits_per_request: f.frontend_waits_per_request,
+            cpu_busy: f.cpu_busy,
+        }
+    }
+}
+
+/// 4 KiB random reads or writes through `queues` block queues of one
+/// simulated guest, `depth` in flight each, from a MemDisk, for `millis`.
+#[napi]
+pub fn bench_blk_iops(
+    queues: u32,
+    depth: u32,
+    write: bool,
+    millis: u32,
+) -> Result<BlkBenchFigures> {
+    crate::blk::bench::random_iops(
+        queues as usize,
+        depth,
+        write,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map(BlkBenchFigures::from)
+    .map_err(io_error)
+}
+
+/// Sequential reads or writes of `segments` pages per request (indirect
+/// above 11) through one block queue, `depth` in flight, for `millis`.
+#[napi]
+pub fn bench_blk_sequential(
+    segments: u32,
+    depth: u32,
+    write: bool,
+    millis: u32,
+) -> Result<BlkBenchFigures> {
+    crate::blk::bench::sequential(
+        segments,
+        depth,
+        write,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map(BlkBenchFigures::from)
+    .map_err(io_error)
+}
+
+/// memcpy bytes per second of `block_bytes` blocks between two page-aligned
+/// buffers.
+#[napi]
+pub fn bench_memcpy_blocks(block_bytes: u32, millis: u32) -> Result<f64> {
+    crate::blk::bench::memcpy_blocks(
+        block_bytes as usize,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map_err(io_error)
+}
