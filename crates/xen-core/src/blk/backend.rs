@@ -188,6 +188,7 @@ fn source<P: BlkifAbi + Send + 'static>(
         platform.gntdev().clone(),
         frontend,
         port,
+        platform.evtchn().clone(),
         offer,
         storage,
         counters.clone(),

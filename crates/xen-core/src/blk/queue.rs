@@ -28,7 +28,7 @@ use super::stats::Counters;
 use super::storage::{IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage, SECTOR_SIZE};
 use crate::platform::event_loop::{Control, Source, Wake};
 use crate::platform::{
-    CopySegment, CopySide, DomId, GntSt, GrantMapper, GrantMapping, GrantRef, Port,
+    CopySegment, CopySide, DomId, EventChannels, GntSt, GrantMapper, GrantMapping, GrantRef, Port,
 };
 use crate::ring::blkif::{
     BlkifAbi, Response, Segment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, SEGMENT_SIZE,
@@ -48,6 +48,10 @@ pub enum QueueEvent {
     /// The frontend broke the ring protocol: the queue serves it no more.
     Failed(String),
 }
+
+/// Requests taken in a row before what is done is answered and the
+/// frontend notified, without waiting for the end of the pass.
+const PUBLISH_EVERY: usize = 8;
 
 /// A request being served.
 struct InFlight {
@@ -77,6 +81,8 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     pub(super) gntdev: Arc<dyn GrantMapper>,
     pub(super) frontend: DomId,
     pub(super) port: Port,
+    /// To notify the frontend in the middle of a long pass.
+    pub(super) evtchn: Arc<dyn EventChannels>,
     pub(super) offer: Offer,
     pub(super) storage: Box<dyn Storage>,
     pub(super) counters: Arc<Counters>,
@@ -108,6 +114,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         gntdev: Arc<dyn GrantMapper>,
         frontend: DomId,
         port: Port,
+        evtchn: Arc<dyn EventChannels>,
         offer: Offer,
         storage: Box<dyn Storage>,
         counters: Arc<Counters>,
@@ -119,6 +126,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             gntdev,
             frontend,
             port,
+            evtchn,
             offer,
             storage,
             counters,
@@ -161,9 +169,17 @@ impl<P: BlkifAbi> QueueSource<P> {
     }
 
     /// Takes requests off the ring until it is empty, the queue is fenced,
-    /// or the ring is broken.
+    /// or the ring is broken. Every [`PUBLISH_EVERY`] requests, what is
+    /// done is answered and the frontend notified at once, so that it
+    /// works on those while the rest are served (as blkback answers each
+    /// batch as it completes), rather than both sides taking turns.
     fn consume(&mut self) {
+        let mut taken = 0usize;
         while !self.failed && self.fenced.is_none() {
+            if taken > 0 && taken.is_multiple_of(PUBLISH_EVERY) {
+                self.publish_now();
+            }
+            taken += 1;
             let slot = {
                 let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
                     self.fail("ring memory unusable".into());
@@ -517,6 +533,15 @@ impl<P: BlkifAbi> QueueSource<P> {
     fn recycle_guest(&mut self, mut guest: Vec<(GrantRef, u16, u16)>) {
         guest.clear();
         self.guest_lists.push(guest);
+    }
+
+    /// Answers what is done now and notifies the frontend directly if the
+    /// ring asks for it, in the middle of a pass.
+    fn publish_now(&mut self) {
+        self.reap();
+        if self.respond() && self.evtchn.notify(self.port).is_ok() {
+            Counters::add(&self.counters.notifications, 1);
+        }
     }
 
     /// Writes the waiting responses and publishes them; whether the
