@@ -312,3 +312,41 @@ fn a_write_from_a_frontend_that_vanished_never_reaches_the_disk() {
     assert_eq!(disk.read_at(8 * 512, 4096), vec![0; 4096]);
     assert_eq!(disk.read_at(0, 4096), pattern(4096, 5));
 }
+
+#[test]
+fn garbage_in_an_indirect_page_fails_that_request_only() {
+    let w = world();
+    let disk = MemDisk::new(SECTORS);
+    let mut d = attach(
+        &w,
+        GUEST,
+        opts(0, BlkifProtocol::X86_64),
+        Box::new(disk),
+        256,
+    );
+    // Twenty segments in an indirect page, one of them nonsense.
+    let mut segs = vec![
+        Segment {
+            gref: 0,
+            first_sect: 0,
+            last_sect: 7
+        };
+        20
+    ];
+    segs[13] = Segment {
+        gref: 0,
+        first_sect: 6,
+        last_sect: 2,
+    };
+    let id = d.front.submit(BlkOp::Raw(BLKIF_OP_READ, 0, segs)).unwrap();
+    assert!(matches!(d.front.wait(id), Err(BlkFrontError::IoError(_))));
+    let events = d.events.lock().unwrap().clone();
+    assert!(
+        matches!(&events[..], [QueueEvent::Refused { reason, .. }] if reason.contains("segment 13")),
+        "{events:?}"
+    );
+    // The device goes on: a large transfer through indirect pages works.
+    let data = pattern(30 * 4096, 4);
+    d.front.write(64, &data).unwrap();
+    assert_eq!(d.front.read(64, data.len()).unwrap(), data);
+}
