@@ -9,6 +9,25 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * A disk whose storage is implemented in JavaScript: requests go to
+ * `onRequests` in batches, and each is answered with `complete`.
+ */
+export declare class NativeBlkJsStorage {
+  /** Makes the storage; `onRequests` gets each batch of requests. */
+  static create(geometry: BlkJsGeometry, onRequests: (requests: BlkJsRequest[]) => void): NativeBlkJsStorage
+  /** The storage, for queues (each queue gets a handle of its own). */
+  storage(): NativeBlkStorage
+  /**
+   * Answers request `tag`: `error` fails it; a read passes its bytes
+   * (exactly the length asked for). False if the request is not waiting
+   * (answered already, or its queue stopped).
+   */
+  complete(tag: number, error?: string | undefined | null, data?: Buffer | undefined | null): boolean
+  /** Requests handed out and not answered yet. */
+  get inFlight(): number
+}
+
 /** A block queue serving a guest's ring. */
 export declare class NativeBlkQueue {
   /**
@@ -493,6 +512,37 @@ export interface BlkGeometry {
   discardAlignment: number
   /** Secure discard is offered. */
   discardSecure: boolean
+}
+
+/** What a storage implemented in JavaScript offers. */
+export interface BlkJsGeometry {
+  /** Size in 512-byte sectors. */
+  sectors: number
+  /** Writes and discards are refused. */
+  readOnly?: boolean
+  /**
+   * Writes may sit in a volatile cache until a flush
+   * (`feature-flush-cache`).
+   */
+  flush?: boolean
+  /** Discard is offered (granularity: one 512-byte sector). */
+  discard?: boolean
+}
+
+/** One request for JavaScript to serve. */
+export interface BlkJsRequest {
+  /** Its name, for `complete`; unique across the storage's queues. */
+  tag: number
+  /** `read`, `write`, `flush` or `discard`. */
+  op: 'read' | 'write' | 'flush' | 'discard'
+  /** Byte offset on the disk. */
+  offset: number
+  /** Bytes to read, write or discard (0 for a flush). */
+  length: number
+  /** A write's bytes. */
+  data?: Buffer
+  /** A discard that must make the data unrecoverable. */
+  secure?: boolean
 }
 
 /** `feature-max-indirect-segments` of the block backend. */

@@ -7,6 +7,8 @@
 import { native } from '../native.js';
 import type { BlkGeometry, BlkQueueStats, NativeBlkQueue, NativeBlkStorage } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
+import { customStorage } from './block-storage-js.js';
+import type { BlockStorageHandler } from './block-storage-js.js';
 import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
 import { parseXenbusInt } from '../xenbus/state.js';
@@ -36,6 +38,11 @@ export class BlockStorage {
       throw new RangeError(`a memory disk is a positive multiple of 512 bytes, got ${String(bytes)}`);
     }
     return new BlockStorage(native.NativeBlkStorage.memory(bytes / 512, options.readOnly));
+  }
+
+  /** A disk implemented in TypeScript: `handler` serves its requests (see {@link BlockStorageHandler}). */
+  static custom(handler: BlockStorageHandler): BlockStorage {
+    return new BlockStorage(customStorage(handler));
   }
 
   /** Size and features, as the frontend is told. */

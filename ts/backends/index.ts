@@ -4,3 +4,4 @@ export { findConsoleTty, openConsoleTerminal } from './console-tty.js';
 export type { ConsoleTty } from './console-tty.js';
 export { BlockService, BlockStorage, MAX_RING_PAGE_ORDER, defaultStorage } from './block.js';
 export type { BlockOptions, DiskConfig } from './block.js';
+export type { BlockStorageHandler } from './block-storage-js.js';

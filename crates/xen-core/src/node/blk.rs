@@ -58,7 +58,12 @@ pub struct BlkGeometry {
 enum Kind {
     File { path: PathBuf, options: FileOptions },
     Memory(MemDisk),
+    Factory(StorageFactory),
 }
+
+/// Storage made by other code (e.g. implemented in JavaScript): opens a
+/// fresh handle on it, one per queue.
+pub(crate) type StorageFactory = Box<dyn Fn() -> Result<Box<dyn Storage>> + Send + Sync>;
 
 /// A disk's storage: a raw image or block device, or memory. Each queue
 /// serving it gets a handle of its own.
@@ -139,7 +144,18 @@ impl NativeBlkStorage {
                 }
                 Ok(disk.read_at(offset as u64, length as usize).into())
             }
-            Kind::File { .. } => Err(coded_error("EINVAL", "not a memory disk")),
+            Kind::File { .. } | Kind::Factory(_) => Err(coded_error("EINVAL", "not a memory disk")),
+        }
+    }
+
+    /// A disk whose queues each get the storage `open` makes.
+    pub(crate) fn from_factory(
+        geometry: crate::blk::storage::Geometry,
+        open: StorageFactory,
+    ) -> NativeBlkStorage {
+        NativeBlkStorage {
+            kind: Kind::Factory(open),
+            geometry,
         }
     }
 
@@ -150,6 +166,7 @@ impl NativeBlkStorage {
                 FileDisk::open(path, *options)
                     .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?,
             ),
+            Kind::Factory(open) => open()?,
         })
     }
 }

@@ -29,6 +29,7 @@ pub fn native_info() -> NativeInfo {
 pub mod bench;
 pub mod blk;
 pub mod blk_frontend;
+pub mod blk_js_storage;
 pub mod console;
 pub mod domains;
 mod errors;
