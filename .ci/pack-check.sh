@@ -53,6 +53,7 @@ step "npm pack both packages"
 ls -l "$work"/*.tgz
 tar -tzf "$work/xenrx-$version.tgz" > "$work/main-files.txt"
 grep -qx 'package/native/binding.js' "$work/main-files.txt" || { echo "loader missing from main package" >&2; exit 1; }
+grep -qx 'package/systemd/xenrx.service' "$work/main-files.txt" || { echo "systemd unit missing from main package" >&2; exit 1; }
 if grep -q '\.node$' "$work/main-files.txt"; then echo "main package must not carry a binary" >&2; exit 1; fi
 
 step "licenses: the main package MIT, the platform package (feature xen, xenctrl-sys) GPL-3.0-only"
@@ -119,6 +120,26 @@ EOF
   grep -q -- '--no-fsync' xenstored-help.txt
   echo "XenStore example: the counter survived a daemon restart"
   rm -rf "$state"
+  # The README's block example, from the installed package: a guest's disk
+  # in memory, written and read back through the Rust data path.
+  cat > block-example.mjs <<'EOF'
+import { BlockService, SimulatedHost, XenbusRegistry } from 'xenrx';
+
+const host = await SimulatedHost.start();
+const registry = await XenbusRegistry.create(host.dom0, { domains: host.domains });
+const disks = new BlockService({ platform: host.platform });
+await registry.register('vbd', disks.ops);
+const guest = await host.createGuest(1, 'guest1');
+const disk = await host.addDisk(guest, { params: 'memory:64M', ringPageOrder: 2 });
+await disk.write(0, Buffer.alloc(65536, 0xab));
+console.log((await disk.read(0, 512)).subarray(0, 4).toString('hex'), disks.stats(1, 51712)?.requests);
+await registry.close();
+await host.stop();
+EOF
+  [ "$(node block-example.mjs)" = "abababab 2" ]
+  echo "block example: a guest's disk written and read back"
+  npx --no-install xenrx serve --help > serve-help.txt
+  grep -q -- '--simulated' serve-help.txt
 )
 
 step "fallback: main package alone, then npx xenrx build-native (with Rust)"
