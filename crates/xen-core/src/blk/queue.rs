@@ -102,6 +102,8 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     responses: VecDeque<Response>,
     segments: Vec<Segment>,
     indirect: Vec<u8>,
+    /// The grant-copy descriptors' buffer, reused by every request.
+    copies: Vec<CopySegment<'static>>,
     failed: bool,
     _layout: std::marker::PhantomData<P>,
 }
@@ -142,6 +144,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             responses: VecDeque::new(),
             segments: Vec::new(),
             indirect: Vec::new(),
+            copies: Vec::new(),
             failed: false,
             _layout: std::marker::PhantomData,
         }
@@ -319,6 +322,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             let copied = copy_segments(
                 &*self.gntdev,
                 self.frontend,
+                &mut self.copies,
                 &mut data,
                 &guest,
                 Direction::FromGuest,
@@ -339,36 +343,31 @@ impl<P: BlkifAbi> QueueSource<P> {
         let bytes = n * SEGMENT_SIZE;
         self.indirect.clear();
         self.indirect.resize(grefs.len() * 4096, 0);
-        let mut copies: Vec<CopySegment<'_>> = self
-            .indirect
-            .chunks_mut(4096)
-            .zip(grefs)
-            .map(|(chunk, g)| {
-                CopySegment::new(
-                    CopySide::Grant {
-                        domid: self.frontend,
-                        gref: *g,
-                        offset: 0,
-                    },
-                    CopySide::Into(chunk),
-                    4096,
-                )
-            })
-            .collect();
-        self.gntdev
+        let frontend = self.frontend;
+        let mut copies = recycle(std::mem::take(&mut self.copies));
+        copies.extend(self.indirect.chunks_mut(4096).zip(grefs).map(|(chunk, g)| {
+            CopySegment::new(
+                CopySide::Grant {
+                    domid: frontend,
+                    gref: *g,
+                    offset: 0,
+                },
+                CopySide::Into(chunk),
+                4096,
+            )
+        }));
+        let copied = self
+            .gntdev
             .copy(&mut copies)
-            .map_err(|e| format!("indirect pages: {e}"))?;
-        if let Some((i, c)) = copies
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.status != GntSt::Okay)
-        {
-            return Err(format!(
-                "indirect page {i} (gref {}): {}",
-                grefs[i], c.status
-            ));
-        }
-        drop(copies);
+            .map_err(|e| format!("indirect pages: {e}"))
+            .and_then(|()| match first_failure(&copies) {
+                Some((i, status)) => {
+                    Err(format!("indirect page {i} (gref {}): {status}", grefs[i]))
+                }
+                None => Ok(()),
+            });
+        self.copies = recycle(copies);
+        copied?;
         for chunk in self.indirect[..bytes].chunks_exact(SEGMENT_SIZE) {
             let raw: &[u8; SEGMENT_SIZE] = chunk.try_into().expect("segment size");
             self.segments.push(Segment::decode(raw));
@@ -469,6 +468,7 @@ impl<P: BlkifAbi> QueueSource<P> {
                 copy_segments(
                     &*self.gntdev,
                     self.frontend,
+                    &mut self.copies,
                     &mut data,
                     &guest,
                     Direction::IntoGuest,
@@ -612,41 +612,81 @@ fn bytes_of(data: &[IoSegment]) -> u64 {
 }
 
 /// Copies a request's data between the guest's pages and ours, one grant
-/// copy call for the whole request; the first failed segment names the
-/// error.
+/// copy call for the whole request, with the descriptors in `scratch`'s
+/// buffer; the first failed segment names the error.
 fn copy_segments(
     gntdev: &dyn GrantMapper,
     frontend: DomId,
+    scratch: &mut Vec<CopySegment<'static>>,
     data: &mut [IoSegment],
     guest: &[(GrantRef, u16, u16)],
     dir: Direction,
 ) -> Result<(), String> {
-    let mut copies: Vec<CopySegment<'_>> = data
-        .iter_mut()
-        .zip(guest)
-        .map(|(local, &(gref, offset, len))| {
-            let grant = CopySide::Grant {
-                domid: frontend,
-                gref,
-                offset,
-            };
-            match dir {
-                Direction::FromGuest => {
-                    CopySegment::new(grant, CopySide::Into(local.bytes_mut()), len)
+    let mut copies = recycle(std::mem::take(scratch));
+    copies.extend(
+        data.iter_mut()
+            .zip(guest)
+            .map(|(local, &(gref, offset, len))| {
+                let grant = CopySide::Grant {
+                    domid: frontend,
+                    gref,
+                    offset,
+                };
+                match dir {
+                    Direction::FromGuest => {
+                        CopySegment::new(grant, CopySide::Into(local.bytes_mut()), len)
+                    }
+                    Direction::IntoGuest => {
+                        CopySegment::new(CopySide::From(local.bytes()), grant, len)
+                    }
                 }
-                Direction::IntoGuest => CopySegment::new(CopySide::From(local.bytes()), grant, len),
-            }
-        })
-        .collect();
-    gntdev
+            }),
+    );
+    let copied = gntdev
         .copy(&mut copies)
-        .map_err(|e| format!("grant copy: {e}"))?;
-    match copies
+        .map_err(|e| format!("grant copy: {e}"))
+        .and_then(|()| match first_failure(&copies) {
+            Some((i, status)) => Err(format!("segment {i} (gref {}): {status}", guest[i].0)),
+            None => Ok(()),
+        });
+    *scratch = recycle(copies);
+    copied
+}
+
+/// The first segment of a grant copy that failed, and its status.
+fn first_failure(copies: &[CopySegment<'_>]) -> Option<(usize, GntSt)> {
+    copies
         .iter()
-        .enumerate()
-        .find(|(_, c)| c.status != GntSt::Okay)
-    {
-        Some((i, c)) => Err(format!("segment {i} (gref {}): {}", guest[i].0, c.status)),
-        None => Ok(()),
+        .position(|c| c.status != GntSt::Okay)
+        .map(|i| (i, copies[i].status))
+}
+
+/// An empty vector with `v`'s buffer, for descriptors that borrow other
+/// buffers: nothing of the old borrows survives (it is emptied first), and
+/// collecting in place keeps the allocation, so steady traffic allocates
+/// no descriptor list per request.
+fn recycle<'b>(mut v: Vec<CopySegment<'_>>) -> Vec<CopySegment<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_descriptor_list_keeps_its_buffer_and_nothing_else() {
+        let a = [1u8; 8];
+        let mut b = [0u8; 8];
+        let mut v: Vec<CopySegment<'_>> = Vec::with_capacity(16);
+        v.push(CopySegment::new(
+            CopySide::From(&a),
+            CopySide::Into(&mut b),
+            8,
+        ));
+        let (ptr, cap) = (v.as_ptr() as usize, v.capacity());
+        let v: Vec<CopySegment<'static>> = recycle(v);
+        assert!(v.is_empty());
+        assert_eq!((v.as_ptr() as usize, v.capacity()), (ptr, cap));
     }
 }
