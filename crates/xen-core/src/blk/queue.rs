@@ -24,6 +24,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use super::request::{self, check, Checked, Offer, Plan, Segments};
+use super::reuse_vec;
 use super::stats::Counters;
 use super::storage::{IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage, SECTOR_SIZE};
 use crate::platform::event_loop::{Control, Source, Wake};
@@ -344,7 +345,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         self.indirect.clear();
         self.indirect.resize(grefs.len() * 4096, 0);
         let frontend = self.frontend;
-        let mut copies = recycle(std::mem::take(&mut self.copies));
+        let mut copies = reuse_vec(std::mem::take(&mut self.copies));
         copies.extend(self.indirect.chunks_mut(4096).zip(grefs).map(|(chunk, g)| {
             CopySegment::new(
                 CopySide::Grant {
@@ -366,7 +367,7 @@ impl<P: BlkifAbi> QueueSource<P> {
                 }
                 None => Ok(()),
             });
-        self.copies = recycle(copies);
+        self.copies = reuse_vec(copies);
         copied?;
         for chunk in self.indirect[..bytes].chunks_exact(SEGMENT_SIZE) {
             let raw: &[u8; SEGMENT_SIZE] = chunk.try_into().expect("segment size");
@@ -622,7 +623,7 @@ fn copy_segments(
     guest: &[(GrantRef, u16, u16)],
     dir: Direction,
 ) -> Result<(), String> {
-    let mut copies = recycle(std::mem::take(scratch));
+    let mut copies = reuse_vec(std::mem::take(scratch));
     copies.extend(
         data.iter_mut()
             .zip(guest)
@@ -649,7 +650,7 @@ fn copy_segments(
             Some((i, status)) => Err(format!("segment {i} (gref {}): {status}", guest[i].0)),
             None => Ok(()),
         });
-    *scratch = recycle(copies);
+    *scratch = reuse_vec(copies);
     copied
 }
 
@@ -659,34 +660,4 @@ fn first_failure(copies: &[CopySegment<'_>]) -> Option<(usize, GntSt)> {
         .iter()
         .position(|c| c.status != GntSt::Okay)
         .map(|i| (i, copies[i].status))
-}
-
-/// An empty vector with `v`'s buffer, for descriptors that borrow other
-/// buffers: nothing of the old borrows survives (it is emptied first), and
-/// collecting in place keeps the allocation, so steady traffic allocates
-/// no descriptor list per request.
-fn recycle<'b>(mut v: Vec<CopySegment<'_>>) -> Vec<CopySegment<'b>> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("emptied")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recycled_descriptor_list_keeps_its_buffer_and_nothing_else() {
-        let a = [1u8; 8];
-        let mut b = [0u8; 8];
-        let mut v: Vec<CopySegment<'_>> = Vec::with_capacity(16);
-        v.push(CopySegment::new(
-            CopySide::From(&a),
-            CopySide::Into(&mut b),
-            8,
-        ));
-        let (ptr, cap) = (v.as_ptr() as usize, v.capacity());
-        let v: Vec<CopySegment<'static>> = recycle(v);
-        assert!(v.is_empty());
-        assert_eq!((v.as_ptr() as usize, v.capacity()), (ptr, cap));
-    }
 }

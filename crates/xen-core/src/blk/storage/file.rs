@@ -25,6 +25,7 @@ use super::{
     check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, IoSegment, Storage,
     StorageError, PAGE_SIZE, SECTOR_SIZE,
 };
+use crate::blk::reuse_vec;
 
 /// How to open a [`FileDisk`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,14 +219,22 @@ fn block_discard_info(dev: &Path) -> Option<DiscardInfo> {
 /// as after a short transfer.
 const IOV_MAX: usize = 1024;
 
+/// A worker's iovec buffers, reused by every request it does.
+#[derive(Default)]
+struct Iovecs {
+    read: Vec<IoSliceMut<'static>>,
+    write: Vec<IoSlice<'static>>,
+}
+
 fn execute(
     fd: BorrowedFd<'_>,
     backing: Backing,
     request: &mut IoRequest,
+    iovecs: &mut Iovecs,
 ) -> Result<(), StorageError> {
     match request.op {
-        IoOp::Read => read_segments(fd, request.offset, &mut request.segments),
-        IoOp::Write => write_segments(fd, request.offset, &request.segments),
+        IoOp::Read => read_segments(fd, request.offset, &mut request.segments, &mut iovecs.read),
+        IoOp::Write => write_segments(fd, request.offset, &request.segments, &mut iovecs.write),
         IoOp::Flush => retry(|| rustix::fs::fdatasync(fd)).map_err(|e| StorageError::Io(e.into())),
         IoOp::Discard { len, secure } => {
             discard(fd, discard_method(backing, secure), request.offset, len)
@@ -261,18 +270,23 @@ fn read_segments(
     fd: BorrowedFd<'_>,
     mut offset: u64,
     segments: &mut [IoSegment],
+    scratch: &mut Vec<IoSliceMut<'static>>,
 ) -> Result<(), StorageError> {
     let mut at = (0, 0);
     while at.0 < segments.len() {
-        let mut iov: Vec<IoSliceMut<'_>> = segments[at.0..]
-            .iter_mut()
-            .take(IOV_MAX)
-            .enumerate()
-            .map(|(i, s)| IoSliceMut::new(&mut s.bytes_mut()[if i == 0 { at.1 } else { 0 }..]))
-            .collect();
-        let n = retry(|| rustix::io::preadv(fd, &mut iov, offset))
-            .map_err(|e| StorageError::Io(e.into()))?;
-        if n == 0 && iov.iter().any(|s| !s.is_empty()) {
+        let mut iov: Vec<IoSliceMut<'_>> = reuse_vec(std::mem::take(scratch));
+        iov.extend(
+            segments[at.0..]
+                .iter_mut()
+                .take(IOV_MAX)
+                .enumerate()
+                .map(|(i, s)| IoSliceMut::new(&mut s.bytes_mut()[if i == 0 { at.1 } else { 0 }..])),
+        );
+        let n = retry(|| rustix::io::preadv(fd, &mut iov, offset));
+        let ended = matches!(n, Ok(0)) && iov.iter().any(|s| !s.is_empty());
+        *scratch = reuse_vec(iov);
+        let n = n.map_err(|e| StorageError::Io(e.into()))?;
+        if ended {
             // The end of the file: a disk reads zeros there.
             for (i, s) in segments[at.0..].iter_mut().enumerate() {
                 s.bytes_mut()[if i == 0 { at.1 } else { 0 }..].fill(0);
@@ -289,18 +303,23 @@ fn write_segments(
     fd: BorrowedFd<'_>,
     mut offset: u64,
     segments: &[IoSegment],
+    scratch: &mut Vec<IoSlice<'static>>,
 ) -> Result<(), StorageError> {
     let mut at = (0, 0);
     while at.0 < segments.len() {
-        let iov: Vec<IoSlice<'_>> = segments[at.0..]
-            .iter()
-            .take(IOV_MAX)
-            .enumerate()
-            .map(|(i, s)| IoSlice::new(&s.bytes()[if i == 0 { at.1 } else { 0 }..]))
-            .collect();
-        let n = retry(|| rustix::io::pwritev(fd, &iov, offset))
-            .map_err(|e| StorageError::Io(e.into()))?;
-        if n == 0 && iov.iter().any(|s| !s.is_empty()) {
+        let mut iov: Vec<IoSlice<'_>> = reuse_vec(std::mem::take(scratch));
+        iov.extend(
+            segments[at.0..]
+                .iter()
+                .take(IOV_MAX)
+                .enumerate()
+                .map(|(i, s)| IoSlice::new(&s.bytes()[if i == 0 { at.1 } else { 0 }..])),
+        );
+        let n = retry(|| rustix::io::pwritev(fd, &iov, offset));
+        let stuck = matches!(n, Ok(0)) && iov.iter().any(|s| !s.is_empty());
+        *scratch = reuse_vec(iov);
+        let n = n.map_err(|e| StorageError::Io(e.into()))?;
+        if stuck {
             return Err(StorageError::Io(io::ErrorKind::WriteZero.into()));
         }
         offset += n as u64;
@@ -472,6 +491,7 @@ impl Drop for Pool {
 impl Shared {
     /// A worker's life: requests until the queue is empty and stopping.
     fn work(&self) {
+        let mut iovecs = Iovecs::default();
         loop {
             let mut request = {
                 let mut queue = lock(&self.queue);
@@ -485,7 +505,7 @@ impl Shared {
                     queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            let result = execute(self.fd.as_fd(), self.backing, &mut request);
+            let result = execute(self.fd.as_fd(), self.backing, &mut request, &mut iovecs);
             self.complete(IoCompletion {
                 tag: request.tag,
                 result,
