@@ -60,17 +60,14 @@ impl Store {
         self.journaled = true;
     }
 
-    /// Copies the rarely-changed tables before something may change them.
-    pub(super) fn before_meta_change(&mut self) {
+    /// Copies the rarely-changed tables (domains, quotas, special-node
+    /// permissions) before something may change them: the engine's own
+    /// requests do it, and so must a caller changing the store directly
+    /// (the daemon's inspection hook).
+    pub fn before_meta_change(&mut self) {
         if self.journaled && self.meta_before.is_none() {
             self.meta_before = Some(self.meta());
         }
-    }
-
-    /// Like [`Store::before_meta_change`], for callers outside the engine
-    /// (the daemon's inspection hook) about to change anything.
-    pub fn before_any_change(&mut self) {
-        self.before_meta_change();
     }
 
     fn meta(&self) -> Meta {

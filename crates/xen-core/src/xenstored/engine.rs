@@ -136,7 +136,7 @@ impl Engine {
                         self.settle(&mut pass, out, origin);
                     }
                     EngineMsg::Inspect(f) => {
-                        self.store.before_any_change();
+                        self.store.before_meta_change();
                         f(&mut self.store);
                         self.settle(&mut pass, Outcome::default(), Origin::Inspect);
                     }
