@@ -85,3 +85,19 @@ impl RawClient {
         }
     }
 }
+
+/// A simulated hypervisor with these domains, and its host-side client.
+pub fn sim_host(
+    domids: &[crate::platform::DomId],
+) -> (
+    crate::platform::sim::SimHypervisor,
+    crate::platform::sim::SimHost,
+) {
+    let hv = crate::platform::sim::SimHypervisor::new();
+    for d in domids {
+        hv.create_domain(crate::platform::sim::DomainConfig::new(*d))
+            .unwrap();
+    }
+    let host = hv.host();
+    (hv, host)
+}

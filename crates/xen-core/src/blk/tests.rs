@@ -8,7 +8,7 @@ use super::frontend::{BlkFrontError, BlkOp, FrontOptions, SimBlkFront};
 use super::request::Offer;
 use super::storage::{FileDisk, FileOptions, MemDisk, Storage};
 use super::*;
-use crate::platform::sim::{DomainConfig, SimHost, SimHypervisor};
+use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{DomId, Platform};
 use crate::ring::blkif::{BlkifProtocol, Segment, BLKIF_OP_READ, BLKIF_OP_WRITE};
 
@@ -24,11 +24,7 @@ struct World {
 }
 
 fn world() -> World {
-    let hv = SimHypervisor::new();
-    for d in [BACK, GUEST, OTHER] {
-        hv.create_domain(DomainConfig::new(d)).unwrap();
-    }
-    let host = hv.host();
+    let (hv, host) = crate::testutil::sim_host(&[BACK, GUEST, OTHER]);
     let platform = Arc::new(Platform::simulated(&host, BACK).unwrap());
     World {
         _hv: hv,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::platform::event_loop::wait_readable;
-use crate::platform::sim::{DomainConfig, SimHost, SimHypervisor};
+use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{GntSt, GrantError, Platform};
 use crate::ring::console::{IN_SIZE, OUT_SIZE};
 use crate::ring::ConsoleIndexes;
@@ -20,12 +20,7 @@ const OTHER: DomId = 6;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn host() -> (SimHypervisor, SimHost) {
-    let hv = SimHypervisor::new();
-    for d in [BACK, GUEST, OTHER] {
-        hv.create_domain(DomainConfig::new(d)).unwrap();
-    }
-    let host = hv.host();
-    (hv, host)
+    crate::testutil::sim_host(&[BACK, GUEST, OTHER])
 }
 
 fn guest(host: &SimHost, domid: DomId) -> SimConsoleFrontend {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use super::*;
-use crate::platform::sim::{DomainConfig, SimEvtchn, SimHost, SimHypervisor};
+use crate::platform::sim::{SimEvtchn, SimHost, SimHypervisor};
 use crate::platform::{CopySegment, CopySide, GntSt, GrantMapper, GrantMapping, Platform};
 use crate::ring::blkif::{BlkifAbi, BlkifNative};
 use crate::ring::shared::{BackRing, RSP_EVENT};
@@ -21,12 +21,7 @@ const DISK_SECTORS: usize = 4096;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn host() -> (SimHypervisor, SimHost) {
-    let hv = SimHypervisor::new();
-    for d in [BACK, GUEST, OTHER] {
-        hv.create_domain(DomainConfig::new(d)).unwrap();
-    }
-    let host = hv.host();
-    (hv, host)
+    crate::testutil::sim_host(&[BACK, GUEST, OTHER])
 }
 
 fn front(host: &SimHost, options: FrontOptions) -> SimBlkFront {
