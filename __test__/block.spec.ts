@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { BlockService, SimulatedHost, XenbusRegistry } from '../ts/index.js';
+import { BlockService, SimulatedHost, XenbusRegistry, addDevice } from '../ts/index.js';
 import type { LogEntry } from '../ts/index.js';
 import { pollUntil, readUntil } from './helpers/poll.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
@@ -122,4 +122,90 @@ test('a disk whose params name nothing fails that device alone', async (t) => {
   t.is(closed, '6');
   t.false(badConnected);
   t.deepEqual(await good.read(0, 4096), pattern(4096, 2));
+});
+
+test('a guest uses two queues: each has its ring and port under queue-N/, and both carry data', async (t) => {
+  const s = await setup(t);
+  const guest = await s.host.createGuest(6, 'guest6');
+  const fe = await s.host.addDisk(guest, { params: 'memory:16M', queues: 2, ringPageOrder: 1 });
+  const offered = Number(await s.host.dom0.read('/local/domain/0/backend/vbd/6/51712/multi-queue-max-queues'));
+  t.true(offered >= 1);
+  // The guest asks for 2; a backend offering one gets one queue.
+  const expected = Math.min(2, offered);
+  t.is(fe.features?.queues, expected);
+  t.is(fe.natives.length, expected);
+  const front = '/local/domain/6/device/vbd/51712';
+  if (expected === 2) {
+    t.is(await guest.xs.read(`${front}/multi-queue-num-queues`), '2');
+    for (const q of [0, 1]) {
+      t.is(await guest.xs.read(`${front}/queue-${String(q)}/event-channel`), String(fe.natives[q]?.port));
+      t.is(await guest.xs.read(`${front}/queue-${String(q)}/ring-ref1`), String(fe.natives[q]?.ringRefs[1]));
+    }
+    t.is(await guest.xs.tryRead(`${front}/ring-ref0`), undefined);
+  }
+  // Operations alternate between the queues and run side by side.
+  const writes = Array.from({ length: 8 }, (_, i) => fe.write(i * 64, pattern(32 * 1024, i)));
+  await Promise.all(writes);
+  const reads = await Promise.all(Array.from({ length: 8 }, (_, i) => fe.read(i * 64, 32 * 1024)));
+  reads.forEach((r, i) => t.deepEqual(r, pattern(32 * 1024, i), `extent ${String(i)}`));
+  const perQueue = s.disks.queueStats(6, 51712);
+  t.is(perQueue.length, expected);
+  for (const q of perQueue) t.true(q.writes >= 4 / expected && q.reads >= 4 / expected, JSON.stringify(perQueue));
+  const total = s.disks.stats(6, 51712);
+  t.is(total?.writes, 8);
+  t.is(total?.reads, 8);
+  t.is(total?.errors, 0);
+});
+
+test('a frontend asking for more queues than offered fails its device alone', async (t) => {
+  const logs: LogEntry[] = [];
+  const host = await SimulatedHost.start();
+  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), domains: host.domains });
+  const disks = new BlockService({ platform: host.platform, maxQueues: 2 });
+  await registry.register('vbd', disks.ops);
+  t.teardown(async () => {
+    await registry.close();
+    await host.stop();
+  });
+  t.throws(() => new BlockService({ platform: host.platform, maxQueues: 0 }), { instanceOf: RangeError });
+  const guest = await host.createGuest(7, 'guest7');
+  const fe = await host.addDisk(guest, { params: 'memory:1M', queues: 4 });
+  // The guest takes the smaller of its wish and the offer.
+  t.is(fe.features?.queues, 2);
+  await fe.write(0, pattern(4096, 5));
+  t.deepEqual(await fe.read(0, 4096), pattern(4096, 5));
+  // A hostile guest announces 3 queues, beyond the offer: its device
+  // fails, the others carry on.
+  const other = await host.createGuest(8, 'guest8');
+  const good = await host.addDisk(other, { params: 'memory:1M' });
+  const hostile = await host.createGuest(10, 'guest10');
+  const { frontendPath, backendPath } = await addDevice(host.dom0, {
+    type: 'vbd',
+    frontendDomid: 10,
+    devid: 51712,
+    backend: { params: 'memory:1M', mode: 'w', type: 'phy', 'device-type': 'disk' },
+    frontend: { 'virtual-device': '51712', 'device-type': 'disk' },
+  });
+  await readUntil(() => host.dom0.tryRead(`${backendPath}/state`), (v) => v === '2');
+  for (const [k, v] of [['multi-queue-num-queues', '3'], ['queue-0/ring-ref', '8'], ['queue-0/event-channel', '5'], ['state', '3']]) {
+    await hostile.xs.write(`${frontendPath}/${String(k)}`, String(v));
+  }
+  const failed = () => logs.some((e) => e.device === 'vbd-10-51712' && e.level === 0 && e.message.includes('multi-queue-num-queues'));
+  await pollUntil(failed);
+  t.true(failed(), JSON.stringify(logs.filter((e) => e.device === 'vbd-10-51712')));
+  t.not(await host.dom0.tryRead(`${backendPath}/state`), '4');
+  await good.write(8, pattern(4096, 6));
+  t.deepEqual(await good.read(8, 4096), pattern(4096, 6));
+});
+
+test('a cdrom is advertised as a removable CD drive', async (t) => {
+  const s = await setup(t);
+  const guest = await s.host.createGuest(9, 'guest9');
+  const fe = await s.host.addDisk(guest, { params: 'memory:1M', readOnly: true, deviceType: 'cdrom', devid: 5632 });
+  t.true(fe.cdrom);
+  t.true(fe.removable);
+  t.true(fe.readOnly);
+  const disk = await s.host.addDisk(guest, { params: 'memory:1M' });
+  t.false(disk.cdrom);
+  t.false(disk.removable);
 });

@@ -4,6 +4,8 @@
 // flush, barrier, discard, indirect segments, multi-page rings), as Linux
 // blkback does before the frontend connects; connect reads the frontend's
 // rings, port and protocol and starts the queue.
+import { availableParallelism } from 'node:os';
+
 import { native } from '../native.js';
 import type { BlkGeometry, BlkQueueStats, NativeBlkQueue, NativeBlkStorage } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
@@ -16,7 +18,9 @@ import { parseXenbusInt } from '../xenbus/state.js';
 /** The most ring pages a frontend may use: `max-ring-page-order` 4, as blkback. */
 export const MAX_RING_PAGE_ORDER = 4;
 
-/** `info` bit of a read-only disk (`VDISK_READONLY`). */
+/** `info` bits (blkif.h's VDISK_*). */
+const VDISK_CDROM = 1;
+const VDISK_REMOVABLE = 2;
 const VDISK_READONLY = 4;
 
 /** A disk's storage: a raw image or block device, or memory. */
@@ -63,6 +67,8 @@ export interface DiskConfig {
   /** `r` (read-only) or `w`. */
   readonly mode: string;
   readonly type: string | undefined;
+  /** `device-type`: `disk` (the default) or `cdrom`. */
+  readonly deviceType: string | undefined;
 }
 
 /** How disks are served. */
@@ -75,7 +81,16 @@ export interface BlockOptions {
    * for a disk in memory; `mode` `r` makes it read-only.
    */
   readonly storage?: (disk: DiskConfig) => BlockStorage | Promise<BlockStorage>;
+  /**
+   * The most queues (rings) a frontend may use, `multi-queue-max-queues`
+   * (default: the number of CPUs, as blkback). Each queue has its own
+   * ring, port and storage handle; all run on the platform's event loop.
+   */
+  readonly maxQueues?: number;
 }
+
+/** The most queues a backend may offer (blkif.h sets no limit; this bounds XenStore reads). */
+export const MAX_QUEUES = 64;
 
 const SIZE = /^([0-9]+)([KMGT]?)$/;
 
@@ -95,7 +110,8 @@ export function defaultStorage(disk: DiskConfig): BlockStorage {
 /** One disk, for as long as the device exists. */
 interface DiskRecord {
   storage: BlockStorage | null;
-  queue: NativeBlkQueue | null;
+  /** One per ring the frontend set up; empty while not connected. */
+  queues: NativeBlkQueue[];
   /** Notices from the data path since the last connect. */
   notices: number;
 }
@@ -103,37 +119,53 @@ interface DiskRecord {
 /** The vbd device type. */
 export class BlockService {
   readonly #options: BlockOptions;
+  readonly #maxQueues: number;
   readonly #disks = new Map<string, DiskRecord>();
 
   constructor(options: BlockOptions) {
     this.#options = options;
+    const max = options.maxQueues ?? Math.min(availableParallelism(), MAX_QUEUES);
+    if (!Number.isInteger(max) || max < 1 || max > MAX_QUEUES) {
+      throw new RangeError(`maxQueues must be a whole number from 1 to ${String(MAX_QUEUES)}, got ${String(max)}`);
+    }
+    this.#maxQueues = max;
   }
 
   /** The device type's operations, for `registry.register('vbd', service.ops)`. */
   readonly ops: DeviceOps<DiskRecord> = {
     alloc: (ctx) => {
-      const rec: DiskRecord = { storage: null, queue: null, notices: 0 };
+      const rec: DiskRecord = { storage: null, queues: [], notices: 0 };
       this.#disks.set(ctx.name, rec);
       return rec;
     },
     init: (ctx, rec) => this.#init(ctx, rec),
     connect: (ctx, rec) => this.#connect(ctx, rec),
     disconnect: (ctx, rec) => {
-      rec.queue?.stop();
-      rec.queue = null;
+      stopQueues(rec);
       ctx.log(1, 'disk disconnected');
     },
     free: (ctx, rec) => {
-      rec.queue?.stop();
-      rec.queue = null;
+      stopQueues(rec);
       rec.storage = null;
       this.#disks.delete(ctx.name);
     },
   };
 
-  /** The counters of a connected disk (`vbd-<domid>-<devid>`). */
+  /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
-    return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queue?.stats();
+    const queues = this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queues ?? [];
+    if (queues.length === 0) return undefined;
+    const sum = queues[0]?.stats() as BlkQueueStats;
+    for (const q of queues.slice(1)) {
+      const s = q.stats();
+      for (const k of Object.keys(sum) as (keyof BlkQueueStats)[]) sum[k] += s[k];
+    }
+    return sum;
+  }
+
+  /** The counters of each queue of a connected disk, in queue order. */
+  queueStats(domid: number, devid: number): BlkQueueStats[] {
+    return (this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queues ?? []).map((q) => q.stats());
   }
 
   /** The storage of a disk (`vbd-<domid>-<devid>`), once opened. */
@@ -145,7 +177,8 @@ export class BlockService {
     const params = (await ctx.readBackend('params')) ?? '';
     const mode = (await ctx.readBackend('mode')) ?? 'w';
     const type = await ctx.readBackend('type');
-    const disk: DiskConfig = { key: ctx.key, params, mode, type };
+    const deviceType = await ctx.readBackend('device-type');
+    const disk: DiskConfig = { key: ctx.key, params, mode, type, deviceType };
     const storage = await (this.#options.storage ?? defaultStorage)(disk);
     rec.storage = storage;
     const g = storage.geometry;
@@ -155,13 +188,14 @@ export class BlockService {
       ['sectors', String(g.sectors)],
       ['sector-size', String(g.sectorSize)],
       ['physical-sector-size', String(g.physicalSectorSize)],
-      ['info', String(g.readOnly ? VDISK_READONLY : 0)],
+      ['info', String(diskInfo(g.readOnly, deviceType))],
       ['feature-flush-cache', g.flush ? '1' : '0'],
       ['feature-barrier', '1'],
       ['feature-discard', g.discard ? '1' : '0'],
       ['feature-max-indirect-segments', String(native.blkMaxIndirectSegments())],
       ['feature-persistent', '0'],
       ['max-ring-page-order', String(MAX_RING_PAGE_ORDER)],
+      ['multi-queue-max-queues', String(this.#maxQueues)],
     ];
     if (g.discard) {
       nodes.push(['discard-granularity', String(g.discardGranularity)], ['discard-alignment', String(g.discardAlignment)], ['discard-secure', g.discardSecure ? '1' : '0']);
@@ -175,37 +209,74 @@ export class BlockService {
   async #connect(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
     const storage = rec.storage;
     if (!storage) throw new Error('the disk was not opened');
-    const queues = parseXenbusInt(await ctx.readFrontend('multi-queue-num-queues')) ?? 1;
-    if (queues !== 1) throw new Error(`the frontend asks for ${String(queues)} queues; this backend offers one`);
+    // As blkback: no node is one queue, whose nodes sit in the device's
+    // directory; N > 1 queues each have theirs under queue-<i>/.
+    const queuesNode = await ctx.readFrontend('multi-queue-num-queues');
+    const count = queuesNode === undefined ? 1 : parseXenbusInt(queuesNode);
+    if (count === undefined || count < 1 || count > this.#maxQueues) {
+      throw new Error(`bad multi-queue-num-queues ${JSON.stringify(queuesNode)} (1 to ${String(this.#maxQueues)} offered)`);
+    }
     const orderNode = await ctx.readFrontend('ring-page-order');
     const order = orderNode === undefined ? 0 : parseXenbusInt(orderNode);
     if (order === undefined || order < 0 || order > MAX_RING_PAGE_ORDER) {
       throw new Error(`bad ring-page-order ${JSON.stringify(orderNode)} (at most ${String(MAX_RING_PAGE_ORDER)})`);
     }
     const names = orderNode === undefined ? ['ring-ref'] : Array.from({ length: 2 ** order }, (_, i) => `ring-ref${String(i)}`);
-    const ringRefs: number[] = [];
-    for (const name of names) {
-      const ref = parseXenbusInt(await ctx.readFrontend(name));
-      if (ref === undefined || ref < 0 || ref > 0xffff_ffff) throw new Error(`the frontend gave no valid ${name}`);
-      ringRefs.push(ref);
+    const rings: { ringRefs: number[]; port: number }[] = [];
+    for (let q = 0; q < count; q++) {
+      const dir = count === 1 ? '' : `queue-${String(q)}/`;
+      const ringRefs: number[] = [];
+      for (const name of names) {
+        const ref = parseXenbusInt(await ctx.readFrontend(dir + name));
+        if (ref === undefined || ref < 0 || ref > 0xffff_ffff) throw new Error(`the frontend gave no valid ${dir}${name}`);
+        ringRefs.push(ref);
+      }
+      const port = parseXenbusInt(await ctx.readFrontend(`${dir}event-channel`));
+      if (port === undefined || port <= 0) throw new Error(`the frontend gave no valid ${dir}event-channel`);
+      rings.push({ ringRefs, port });
     }
-    const port = parseXenbusInt(await ctx.readFrontend('event-channel'));
-    if (port === undefined || port <= 0) throw new Error('the frontend gave no valid event-channel');
     rec.notices = 0;
+    stopQueues(rec);
     try {
-      rec.queue = native.NativeBlkQueue.start(
-        this.#options.platform.native,
-        storage.native,
-        { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
-        (notice) => {
-          // A hostile guest could repeat this forever: the first is an
-          // error, the rest noise.
-          ctx.log(rec.notices++ === 0 ? 0 : 2, notice);
-        },
-      );
+      rings.forEach(({ ringRefs, port }, q) => {
+        const prefix = count === 1 ? '' : `queue ${String(q)}: `;
+        rec.queues.push(
+          native.NativeBlkQueue.start(
+            this.#options.platform.native,
+            storage.native,
+            { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
+            (notice) => {
+              // A hostile guest could repeat this forever: the first is an
+              // error, the rest noise.
+              ctx.log(rec.notices++ === 0 ? 0 : 2, prefix + notice);
+            },
+          ),
+        );
+      });
     } catch (err) {
+      // All queues or none.
+      stopQueues(rec);
       throw PlatformError.fromNative(err);
     }
-    ctx.log(1, `disk connected (${String(ringRefs.length)} ring page(s), port ${String(port)}, ${ctx.protocol ?? 'native'} layout)`);
+    const ports = rings.map((r) => String(r.port)).join(', ');
+    ctx.log(
+      1,
+      `disk connected (${String(count)} queue(s) of ${String(names.length)} ring page(s), port(s) ${ports}, ${ctx.protocol ?? 'native'} layout)`,
+    );
   }
+}
+
+/**
+ * The `info` bits: read-only as the storage is; a `cdrom` is a CD drive,
+ * whose medium is removable (as QEMU's xen-block and blkback report it).
+ */
+function diskInfo(readOnly: boolean, deviceType: string | undefined): number {
+  let info = readOnly ? VDISK_READONLY : 0;
+  if (deviceType === 'cdrom') info |= VDISK_CDROM | VDISK_REMOVABLE;
+  return info;
+}
+
+function stopQueues(rec: DiskRecord): void {
+  for (const q of rec.queues) q.stop();
+  rec.queues = [];
 }

@@ -45,6 +45,12 @@ export interface SimBlockFrontendOptions {
   readonly maxIndirectSegments?: number;
   /** How long one operation waits for the backend before `ETIMEDOUT` (default 30000). */
   readonly timeoutMs?: number;
+  /**
+   * The most queues the guest wants (Linux's `xen_blkfront.max_queues`;
+   * default 1). The queues used are the smaller of this and the backend's
+   * `multi-queue-max-queues`; operations are spread over them in turn.
+   */
+  readonly queues?: number;
 }
 
 /** What the backend offers, read once it is Connected. */
@@ -65,6 +71,8 @@ export interface SimBlockFeatures {
   readonly maxIndirectSegments: number | undefined;
   /** The ring in use spans 2^ringPageOrder pages. */
   readonly ringPageOrder: number;
+  /** Queues (rings) in use. */
+  readonly queues: number;
 }
 
 /** `info` bits (blkif.h / vdisk). */
@@ -75,6 +83,8 @@ const VDISK_READONLY = 4;
 const MAX_RING_PAGE_ORDER = 4;
 /** Segments one indirect request can carry (8 indirect pages of 512). */
 const MAX_INDIRECT_SEGMENTS = 4096;
+/** The most queues a guest asks for (bounds its XenStore writes). */
+const MAX_QUEUES = 64;
 
 /**
  * An unsigned node as C's `sscanf("%u")`-style readers take it (blanks, an
@@ -98,9 +108,12 @@ type Phase =
 /** A guest's block device (vbd), guest side. */
 export class SimBlockFrontend {
   readonly #phase = new BehaviorSubject<Phase>({ kind: 'waiting' });
-  #native: NativeSimBlkFront | null = null;
-  /** The current native frontend's grants ended and port closed. */
+  /** One per queue of the current connection (set up at InitWait). */
+  #natives: NativeSimBlkFront[] = [];
+  /** The current native frontends' grants ended and ports closed. */
   #released = false;
+  /** The queue the next operation goes to. */
+  #next = 0;
   #order = 0;
   #indirect: number | undefined = undefined;
   #sectors = 0;
@@ -135,6 +148,10 @@ export class SimBlockFrontend {
     if (!Number.isInteger(wanted) || wanted < 0 || wanted > MAX_RING_PAGE_ORDER) {
       throw new PlatformError('EINVAL', `ring page order ${String(wanted)} not in 0..${String(MAX_RING_PAGE_ORDER)}`);
     }
+    const queues = options.queues ?? 1;
+    if (!Number.isInteger(queues) || queues < 1 || queues > MAX_QUEUES) {
+      throw new PlatformError('EINVAL', `queues ${String(queues)} not in 1..${String(MAX_QUEUES)}`);
+    }
     // The hooks run from backend state changes, which arrive once the
     // handshake is attached; they wait for the object itself.
     let resolve: (fe: SimBlockFrontend) => void = () => undefined;
@@ -151,9 +168,14 @@ export class SimBlockFrontend {
     return fe;
   }
 
-  /** The native frontend of the current connection (set up at InitWait). */
+  /** The native frontend of the current connection's first queue (set up at InitWait). */
   get native(): NativeSimBlkFront | null {
-    return this.#native;
+    return this.#natives[0] ?? null;
+  }
+
+  /** The native frontends of the current connection, one per queue. */
+  get natives(): readonly NativeSimBlkFront[] {
+    return this.#natives;
   }
 
   /** The disk's size (`sectors`), in 512-byte sectors as Linux's blkfront reads it. */
@@ -240,31 +262,51 @@ export class SimBlockFrontend {
         this.options.backendDomid ?? parseXenbusInt(await this.xs.tryRead(`${this.frontendPath}/backend-id`)) ?? 0;
       // Requests carry the virtual device number, as blkfront's handle.
       const devid = parseUnsigned(this.frontendPath.slice(this.frontendPath.lastIndexOf('/') + 1)) ?? 0;
-      const fe = platformCall(() =>
-        native.NativeSimBlkFront.create(this.host.native, this.domid, backendDomid, {
-          ringPageOrder: order,
-          ...(this.options.protocol === undefined ? {} : { protocol: this.options.protocol }),
-          ...(indirect === undefined ? {} : { maxIndirectSegments: indirect }),
-          ...(this.options.queueDepth === undefined ? {} : { queueDepth: this.options.queueDepth }),
-          ...(this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs }),
-          handle: devid & 0xffff,
-        }),
-      );
-      this.#native = fe;
+      const offeredQueues = parseUnsigned(await this.#backendNode('multi-queue-max-queues')) ?? 1;
+      const queues = Math.max(1, Math.min(this.options.queues ?? 1, offeredQueues, MAX_QUEUES));
+      const natives: NativeSimBlkFront[] = [];
+      try {
+        for (let q = 0; q < queues; q++) {
+          natives.push(
+            platformCall(() =>
+              native.NativeSimBlkFront.create(this.host.native, this.domid, backendDomid, {
+                ringPageOrder: order,
+                ...(this.options.protocol === undefined ? {} : { protocol: this.options.protocol }),
+                ...(indirect === undefined ? {} : { maxIndirectSegments: indirect }),
+                ...(this.options.queueDepth === undefined ? {} : { queueDepth: this.options.queueDepth }),
+                ...(this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs }),
+                handle: devid & 0xffff,
+              }),
+            ),
+          );
+        }
+      } catch (err) {
+        for (const fe of natives) fe.close();
+        throw err;
+      }
+      this.#natives = natives;
       this.#released = false;
+      this.#next = 0;
       this.#order = order;
       this.#indirect = indirect;
+      // As blkfront: one queue keeps its nodes in the device's directory;
+      // more each get a queue-<i>/ directory, announced by
+      // multi-queue-num-queues.
       const nodes: Record<string, string> = {};
-      if (order === 0) {
-        nodes['ring-ref'] = String(fe.ringRefs[0]);
-      } else {
-        nodes['ring-page-order'] = String(order);
-        fe.ringRefs.forEach((ref, i) => {
-          nodes[`ring-ref${String(i)}`] = String(ref);
-        });
-      }
-      nodes['event-channel'] = String(fe.port);
-      nodes.protocol = fe.protocol;
+      if (order !== 0) nodes['ring-page-order'] = String(order);
+      if (queues > 1) nodes['multi-queue-num-queues'] = String(queues);
+      natives.forEach((fe, q) => {
+        const dir = queues === 1 ? '' : `queue-${String(q)}/`;
+        if (order === 0) {
+          nodes[`${dir}ring-ref`] = String(fe.ringRefs[0]);
+        } else {
+          fe.ringRefs.forEach((ref, i) => {
+            nodes[`${dir}ring-ref${String(i)}`] = String(ref);
+          });
+        }
+        nodes[`${dir}event-channel`] = String(fe.port);
+      });
+      nodes.protocol = natives[0]?.protocol ?? 'x86_64-abi';
       // This frontend grants each request's pages afresh.
       nodes['feature-persistent'] = '0';
       await this.#removeStaleRingNodes(nodes);
@@ -275,13 +317,13 @@ export class SimBlockFrontend {
     }
   }
 
-  /** Removes ring nodes of an earlier connection that this one does not write (a larger ring's `ring-ref3`...). */
+  /** Removes ring nodes of an earlier connection that this one does not write (a larger ring's `ring-ref3`, queue directories...). */
   async #removeStaleRingNodes(nodes: Readonly<Record<string, string>>): Promise<void> {
     const children = await this.xs.list(this.frontendPath).catch(() => []);
     for (const name of children) {
-      if (/^(ring-ref\d*|ring-page-order)$/.test(name) && !(name in nodes)) {
-        await this.xs.rm(`${this.frontendPath}/${name}`).catch(() => undefined);
-      }
+      const stale = /^(ring-ref\d*|ring-page-order|multi-queue-num-queues)$/.test(name) && !(name in nodes);
+      const queueDir = /^queue-\d+$/.test(name);
+      if (stale || queueDir) await this.xs.rm(`${this.frontendPath}/${name}`).catch(() => undefined);
     }
   }
 
@@ -308,6 +350,7 @@ export class SimBlockFrontend {
         discardAlignment: discard ? (parseUnsigned(await this.#backendNode('discard-alignment')) ?? 0) : 0,
         maxIndirectSegments: this.#indirect,
         ringPageOrder: this.#order,
+        queues: this.#natives.length,
       };
       this.#sectors = sectors;
       this.#sectorSize = sectorSize;
@@ -326,39 +369,48 @@ export class SimBlockFrontend {
   /** The connection closed (the backend's doing or ours): let go of the rings. */
   async #disconnected(): Promise<void> {
     this.#phase.next({ kind: 'closed' });
-    const fe = this.#native;
-    if (!fe || this.#released) return;
-    // The backend unmaps the ring once it sees Closed; until then close is
+    if (this.#natives.length === 0 || this.#released) return;
+    // The backend unmaps the rings once it sees Closed; until then close is
     // EBUSY (as it is while an operation still waits for its response).
-    for (let i = 0; i < 300 && !this.#released; i++) {
+    const open = new Set(this.#natives);
+    for (let i = 0; i < 300 && open.size > 0; i++) {
+      for (const fe of [...open]) {
+        try {
+          fe.close();
+          open.delete(fe);
+        } catch {
+          // Still mapped: try again.
+        }
+      }
+      if (open.size > 0) await delay(10);
+    }
+    this.#released = open.size === 0;
+  }
+
+  #closeNative(): void {
+    const natives = this.#natives;
+    const released = this.#released;
+    this.#natives = [];
+    if (released) return;
+    for (const fe of natives) {
       try {
         fe.close();
-        this.#released = true;
       } catch {
-        await delay(10);
+        // Still mapped by the backend: its pages stay granted until dropped.
       }
     }
   }
 
-  #closeNative(): void {
-    const fe = this.#native;
-    const released = this.#released;
-    this.#native = null;
-    try {
-      if (!released) fe?.close();
-    } catch {
-      // Still mapped by the backend: its pages stay granted until dropped.
-    }
-  }
-
+  /** The queue for the next operation (in turn), if the disk is usable. */
   #usable(): NativeSimBlkFront {
-    const fe = this.#native;
+    const fe = this.#natives[this.#next % Math.max(1, this.#natives.length)];
     if (this.#closed || this.#phase.value.kind === 'closed') {
       throw new PlatformError('ESHUTDOWN', 'the block device is closed');
     }
     if (!fe || this.#phase.value.kind !== 'connected') {
       throw new PlatformError('ENOTCONN', 'the block device is not connected');
     }
+    this.#next = (this.#next + 1) % this.#natives.length;
     return fe;
   }
 
@@ -386,9 +438,17 @@ export class SimBlockFrontend {
     return platformCallAsync(() => fe.discard(sector, sectors, secure));
   }
 
-  /** The native frontend's counters (zeros before InitWait). */
+  /** The native frontends' counters, summed over the queues (zeros before InitWait). */
   stats(): SimBlockFrontendStats {
-    return this.#native?.stats() ?? { requests: 0, responses: 0, notifications: 0, waits: 0 };
+    const sum = { requests: 0, responses: 0, notifications: 0, waits: 0 };
+    for (const fe of this.#natives) {
+      const s = fe.stats();
+      sum.requests += s.requests;
+      sum.responses += s.responses;
+      sum.notifications += s.notifications;
+      sum.waits += s.waits;
+    }
+    return sum;
   }
 
   /** Stops following the backend, without the close handshake (the guest died); the rings are left as they are. */

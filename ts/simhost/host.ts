@@ -34,6 +34,10 @@ export interface DiskSpec {
   readonly ringPageOrder?: number;
   /** The slot layout the guest uses (default the native one). */
   readonly protocol?: 'x86_64-abi' | 'x86_32-abi';
+  /** The most queues the guest asks for (default 1). */
+  readonly queues?: number;
+  /** `device-type`, as xl writes it (default `disk`). */
+  readonly deviceType?: 'disk' | 'cdrom';
 }
 
 /** A running guest. */
@@ -138,13 +142,14 @@ export class SimulatedHost {
       frontendDomid: guest.domid,
       devid,
       backendDomid,
-      backend: { params: disk.params, mode: disk.readOnly === true ? 'r' : 'w', type: 'phy', 'device-type': 'disk' },
-      frontend: { 'virtual-device': String(devid), 'device-type': 'disk' },
+      backend: { params: disk.params, mode: disk.readOnly === true ? 'r' : 'w', type: 'phy', 'device-type': disk.deviceType ?? 'disk' },
+      frontend: { 'virtual-device': String(devid), 'device-type': disk.deviceType ?? 'disk' },
     });
     const fe = await SimBlockFrontend.attach(this.sim, guest.xs, guest.domid, frontendPath, {
       backendDomid,
       ...(disk.ringPageOrder !== undefined ? { ringPageOrder: disk.ringPageOrder } : {}),
       ...(disk.protocol !== undefined ? { protocol: disk.protocol } : {}),
+      ...(disk.queues !== undefined ? { queues: disk.queues } : {}),
     });
     const list = this.#disks.get(guest.domid) ?? [];
     list.push(fe);
