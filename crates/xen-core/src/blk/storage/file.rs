@@ -1,31 +1,33 @@
 //! A disk in a raw image file or a block device.
 //!
-//! Requests run on a small pool of worker threads, each doing one blocking
-//! system call per request: `preadv`/`pwritev` over all its segments,
-//! `fdatasync`, `fallocate` or a discard ioctl. Finished requests queue up
-//! and an eventfd becomes readable. The pool is the last section of this
-//! file, behind `start`, `submit`, `complete`, `reap` and `stop`, so that an
-//! io_uring engine can take its place.
+//! One of two engines does the I/O, each with one system call or one ring
+//! entry per request: `preadv`/`pwritev` over all its segments,
+//! `fdatasync`, `fallocate` or a discard ioctl. The io_uring engine
+//! (`uring.rs`) is used where the kernel offers io_uring; a pool of
+//! worker threads doing blocking calls (`pool.rs`) is the fallback, and can
+//! be asked for. Either way finished requests queue up and an eventfd
+//! becomes readable. This file holds what both share: opening and probing
+//! the disk, the discard decisions, and what one blocking request does.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 
 use rustix::event::EventfdFlags;
 use rustix::fs::{AtFlags, FallocateFlags, FileType, StatxFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{opcode, Getter, Opcode, Setter};
 
+use super::uring::{self, Uring};
 use super::{
     check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, IoSegment, Storage,
     StorageError, PAGE_SIZE, SECTOR_SIZE,
 };
 use crate::blk::reuse_vec;
+
+use super::pool::Pool;
 
 /// How to open a [`FileDisk`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +37,11 @@ pub struct FileOptions {
     /// Bypass the page cache (`O_DIRECT`). Requests must then be aligned to
     /// the geometry's logical sector size, or they fail with `EINVAL`.
     pub direct: bool,
-    /// Worker threads doing the I/O (at least one is started).
+    /// Worker threads doing the I/O under [`Engine::Threads`] (at least one
+    /// is started); the io_uring engine needs none.
     pub workers: usize,
+    /// What does the I/O.
+    pub engine: Engine,
 }
 
 impl Default for FileOptions {
@@ -45,13 +50,28 @@ impl Default for FileOptions {
             read_only: false,
             direct: false,
             workers: 4,
+            engine: Engine::Auto,
         }
     }
 }
 
+/// What does a [`FileDisk`]'s I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring when the kernel offers it (it may be missing, disabled by
+    /// the `kernel.io_uring_disabled` sysctl, or refused by a seccomp
+    /// filter), worker threads otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or the open fails.
+    Uring,
+    /// Worker threads doing blocking system calls.
+    Threads,
+}
+
 /// What holds the sectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backing {
+pub(super) enum Backing {
     File,
     BlockDevice,
 }
@@ -62,7 +82,14 @@ enum Backing {
 /// are then discarded); [`FileDisk::close`] does the same and hands them back.
 pub struct FileDisk {
     geometry: Geometry,
-    engine: Pool,
+    io: Io,
+}
+
+/// The engine running.
+enum Io {
+    Threads(Pool),
+    /// Boxed: the ring's state is ten times the pool's handle.
+    Uring(Box<Uring>),
 }
 
 impl FileDisk {
@@ -75,16 +102,53 @@ impl FileDisk {
         }
         let file = open.open(path)?;
         let (backing, geometry) = probe(&file, &options)?;
-        let engine = Pool::start(file.into(), backing, options.workers.max(1))?;
-        Ok(FileDisk { geometry, engine })
+        FileDisk::start(file.into(), backing, geometry, &options)
     }
 
-    /// Waits for every submitted request, stops the workers, and returns the
+    /// Starts the engine `options` ask for on an opened disk.
+    fn start(
+        fd: OwnedFd,
+        backing: Backing,
+        geometry: Geometry,
+        options: &FileOptions,
+    ) -> io::Result<FileDisk> {
+        let ring = match options.engine {
+            Engine::Threads => None,
+            Engine::Uring => Some(uring::probe()?),
+            // Whatever keeps io_uring from us, the threads can do the work.
+            Engine::Auto => uring::probe().ok(),
+        };
+        let io = match ring {
+            Some(ring) => Io::Uring(Box::new(Uring::start(ring, fd, backing)?)),
+            None => {
+                let wake =
+                    rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+                Io::Threads(Pool::start(fd, backing, options.workers.max(1), wake)?)
+            }
+        };
+        Ok(FileDisk { geometry, io })
+    }
+
+    /// The engine doing the I/O: [`Engine::Uring`] or [`Engine::Threads`],
+    /// never `Auto`.
+    pub fn engine(&self) -> Engine {
+        match self.io {
+            Io::Threads(_) => Engine::Threads,
+            Io::Uring(_) => Engine::Uring,
+        }
+    }
+
+    /// Waits for every submitted request, stops the engine, and returns the
     /// completions not reaped yet.
     pub fn close(mut self) -> Vec<IoCompletion> {
-        self.engine.stop();
         let mut out = Vec::new();
-        self.engine.reap(&mut out);
+        match &mut self.io {
+            Io::Threads(pool) => {
+                pool.stop();
+                pool.reap(&mut out);
+            }
+            Io::Uring(ring) => ring.stop(&mut out),
+        }
         out
     }
 }
@@ -95,22 +159,40 @@ impl Storage for FileDisk {
     }
 
     fn submit(&mut self, request: IoRequest) {
-        match check_range(&self.geometry, &request) {
-            Ok(()) => self.engine.submit(request),
-            Err(e) => self.engine.complete(IoCompletion {
+        if let Err(e) = check_range(&self.geometry, &request) {
+            let refused = IoCompletion {
                 tag: request.tag,
                 result: Err(e),
                 segments: request.segments,
-            }),
+            };
+            return match &mut self.io {
+                Io::Threads(pool) => pool.complete(refused),
+                Io::Uring(ring) => ring.complete(refused),
+            };
+        }
+        match &mut self.io {
+            Io::Threads(pool) => pool.submit(request),
+            Io::Uring(ring) => ring.submit(request),
         }
     }
 
     fn completions(&mut self, out: &mut Vec<IoCompletion>) {
-        self.engine.reap(out);
+        match &mut self.io {
+            Io::Threads(pool) => pool.reap(out),
+            Io::Uring(ring) => ring.reap(out),
+        }
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.engine.wake_fd())
+        Some(match &self.io {
+            Io::Threads(pool) => pool.wake_fd(),
+            Io::Uring(ring) => ring.wake_fd(),
+        })
+    }
+
+    fn resize(&mut self, sectors: u64) {
+        // The image or device changed size under us (its owner grew it).
+        self.geometry.sectors = sectors;
     }
 }
 
@@ -217,16 +299,16 @@ fn block_discard_info(dev: &Path) -> Option<DiscardInfo> {
 
 /// Most iovecs one system call takes (`UIO_MAXIOV`); longer requests go on
 /// as after a short transfer.
-const IOV_MAX: usize = 1024;
+pub(super) const IOV_MAX: usize = 1024;
 
 /// A worker's iovec buffers, reused by every request it does.
 #[derive(Default)]
-struct Iovecs {
+pub(super) struct Iovecs {
     read: Vec<IoSliceMut<'static>>,
     write: Vec<IoSlice<'static>>,
 }
 
-fn execute(
+pub(super) fn execute(
     fd: BorrowedFd<'_>,
     backing: Backing,
     request: &mut IoRequest,
@@ -254,7 +336,7 @@ fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Resu
 
 /// Moves the cursor `(segment, byte in it)` on by `n` transferred bytes,
 /// past any empty segments.
-fn advance(segments: &[IoSegment], at: &mut (usize, usize), mut n: usize) {
+pub(super) fn advance(segments: &[IoSegment], at: &mut (usize, usize), mut n: usize) {
     while let Some(seg) = segments.get(at.0) {
         let left = usize::from(seg.len) - at.1;
         if n < left {
@@ -330,7 +412,7 @@ fn write_segments(
 
 /// How a discard is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DiscardMethod {
+pub(super) enum DiscardMethod {
     /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: the range reads zeros after.
     PunchHole,
     /// The `BLKDISCARD` ioctl.
@@ -341,7 +423,7 @@ enum DiscardMethod {
     Unsupported,
 }
 
-fn discard_method(backing: Backing, secure: bool) -> DiscardMethod {
+pub(super) fn discard_method(backing: Backing, secure: bool) -> DiscardMethod {
     match (backing, secure) {
         (Backing::File, false) => DiscardMethod::PunchHole,
         // A punched hole's old blocks may still be on the medium.
@@ -386,146 +468,10 @@ fn discard(
 }
 
 /// A file system or device that cannot discard says `EOPNOTSUPP`.
-fn discard_error(e: Errno) -> StorageError {
+pub(super) fn discard_error(e: Errno) -> StorageError {
     match e {
         Errno::OPNOTSUPP => StorageError::Unsupported,
         e => StorageError::Io(e.into()),
-    }
-}
-
-// ---- The engine: a pool of worker threads (an io_uring ring could take its place) ----
-
-/// Worker threads taking requests from a queue, and the finished ones.
-struct Pool {
-    shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-struct Shared {
-    fd: OwnedFd,
-    backing: Backing,
-    queue: Mutex<Queue>,
-    /// Signalled when a request is queued or the pool stops.
-    work: Condvar,
-    done: Mutex<Vec<IoCompletion>>,
-    /// An eventfd, readable while `done` may hold completions.
-    wake: OwnedFd,
-}
-
-#[derive(Default)]
-struct Queue {
-    requests: VecDeque<IoRequest>,
-    stopping: bool,
-}
-
-/// Locks, shrugging off poison: every critical section here is a push or a
-/// take, never left half-done.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Pool {
-    fn start(fd: OwnedFd, backing: Backing, workers: usize) -> io::Result<Pool> {
-        let wake = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
-        let shared = Arc::new(Shared {
-            fd,
-            backing,
-            queue: Mutex::new(Queue::default()),
-            work: Condvar::new(),
-            done: Mutex::new(Vec::new()),
-            wake,
-        });
-        let mut pool = Pool {
-            shared,
-            workers: Vec::with_capacity(workers),
-        };
-        for i in 0..workers {
-            let shared = Arc::clone(&pool.shared);
-            // On failure `pool` is dropped, stopping the workers started.
-            let worker = thread::Builder::new()
-                .name(format!("xenrx-blk-io{i}"))
-                .spawn(move || shared.work())?;
-            pool.workers.push(worker);
-        }
-        Ok(pool)
-    }
-
-    fn submit(&self, request: IoRequest) {
-        lock(&self.shared.queue).requests.push_back(request);
-        self.shared.work.notify_one();
-    }
-
-    fn complete(&self, completion: IoCompletion) {
-        self.shared.complete(completion);
-    }
-
-    fn reap(&self, out: &mut Vec<IoCompletion>) {
-        // The doorbell first, then the queue: a completion pushed after the
-        // take rings again, so none waits behind a quiet fd.
-        let mut count = [0u8; 8];
-        let _ = rustix::io::read(&self.shared.wake, &mut count);
-        out.append(&mut lock(&self.shared.done));
-    }
-
-    fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.shared.wake.as_fd()
-    }
-
-    /// Lets the workers finish the queue, then joins them. Idempotent.
-    fn stop(&mut self) {
-        lock(&self.shared.queue).stopping = true;
-        self.shared.work.notify_all();
-        for worker in self.workers.drain(..) {
-            // A worker that panicked has nothing left to give back.
-            let _ = worker.join();
-        }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Shared {
-    /// A worker's life: requests until the queue is empty and stopping.
-    fn work(&self) {
-        let mut iovecs = Iovecs::default();
-        loop {
-            let mut request = {
-                let mut queue = lock(&self.queue);
-                loop {
-                    if let Some(request) = queue.requests.pop_front() {
-                        break request;
-                    }
-                    if queue.stopping {
-                        return;
-                    }
-                    queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            let result = execute(self.fd.as_fd(), self.backing, &mut request, &mut iovecs);
-            self.complete(IoCompletion {
-                tag: request.tag,
-                result,
-                segments: request.segments,
-            });
-        }
-    }
-
-    fn complete(&self, completion: IoCompletion) {
-        let first = {
-            let mut done = lock(&self.done);
-            done.push(completion);
-            done.len() == 1
-        };
-        // Only the completion that made the queue non-empty rings: later
-        // ones are taken with it, by the reap its ring causes (or by one
-        // already past its doorbell read). A full counter already rings.
-        if first {
-            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Tests of [`FileDisk`] on image files in the temporary directory, and of
-//! the block-device decisions that need no device.
+//! Tests of [`FileDisk`] on image files in the temporary directory, each
+//! run on both engines (see `for_each_engine!`), and of the block-device
+//! decisions that need no device.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -24,38 +25,98 @@ fn open(file: &NamedTempFile, options: FileOptions) -> FileDisk {
     FileDisk::open(file.path(), options).expect("open the image")
 }
 
-fn writable() -> FileOptions {
-    FileOptions::default()
+fn writable(engine: Engine) -> FileOptions {
+    FileOptions {
+        engine,
+        ..FileOptions::default()
+    }
 }
 
-#[test]
-fn round_trip_across_segments_at_odd_offsets() {
+/// Whether the kernel offers io_uring; if not, says which test skips it.
+/// (`auto_picks_uring_exactly_when_the_kernel_offers_it` checks the engine
+/// is there wherever the probe succeeds.)
+fn uring_offered(test: &str) -> bool {
+    match uring::probe() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test} on io_uring: the kernel does not offer it ({e})");
+            false
+        }
+    }
+}
+
+/// The io_uring engine of `disk`, which must have one.
+fn ring(disk: &FileDisk) -> &Uring {
+    match &disk.io {
+        Io::Uring(ring) => ring,
+        Io::Threads(_) => panic!("the thread engine runs"),
+    }
+}
+
+/// Each test body named, taking an engine, runs once per engine: as
+/// `with_threads::NAME` and `with_uring::NAME`, the latter only where the
+/// kernel offers io_uring (elsewhere it says that it skips).
+macro_rules! for_each_engine {
+    ($($name:ident),* $(,)?) => {
+        mod with_threads {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Engine::Threads);
+            })*
+        }
+        mod with_uring {
+            $(#[test]
+            fn $name() {
+                if super::uring_offered(stringify!($name)) {
+                    super::$name(super::Engine::Uring);
+                }
+            })*
+        }
+    };
+}
+
+for_each_engine!(
+    round_trip_across_segments_at_odd_offsets,
+    out_of_range_is_refused,
+    read_only_refuses_writes_and_discards,
+    geometry_of_an_image_file,
+    reads_past_the_end_of_the_file_are_zeros,
+    flush_after_writes_succeeds,
+    discard_punches_a_hole_or_says_unsupported,
+    secure_discard_of_a_file_is_unsupported,
+    many_requests_in_flight_complete_once_each,
+    close_gives_back_every_completion_not_reaped,
+    drop_with_requests_in_flight_finishes_them,
+    refusals_wake_the_fd_too,
+    direct_io_round_trip_or_refusal,
+    more_segments_than_one_call_takes,
+    block_device_discards_reach_the_ioctl,
+);
+
+fn round_trip_across_segments_at_odd_offsets(engine: Engine) {
     let file = image(64 * 512, &[]);
-    check_round_trip(&mut open(&file, writable()));
+    check_round_trip(&mut open(&file, writable(engine)));
 }
 
-#[test]
-fn out_of_range_is_refused() {
+fn out_of_range_is_refused(engine: Engine) {
     let file = image(100 * 512, &[]);
-    check_out_of_range(&mut open(&file, writable()), 100 * 512);
+    check_out_of_range(&mut open(&file, writable(engine)), 100 * 512);
 }
 
-#[test]
-fn read_only_refuses_writes_and_discards() {
+fn read_only_refuses_writes_and_discards(engine: Engine) {
     let file = image(8192, &pattern(8192, 4));
     let options = FileOptions {
         read_only: true,
-        ..writable()
+        ..writable(engine)
     };
     check_read_only(&mut open(&file, options));
     assert!(std::fs::read(file.path()).unwrap() == pattern(8192, 4));
 }
 
-#[test]
-fn geometry_of_an_image_file() {
+fn geometry_of_an_image_file(engine: Engine) {
     // A tail shorter than a sector is not part of the disk.
     let file = image((1 << 20) + 100, &[]);
-    let disk = open(&file, writable());
+    let disk = open(&file, writable(engine));
     let g = disk.geometry();
     assert_eq!(g.sectors, 2048);
     assert_eq!((g.sector_size, g.physical_sector_size), (512, 4096));
@@ -69,10 +130,9 @@ fn geometry_of_an_image_file() {
     assert!(disk.wake_fd().is_some());
 }
 
-#[test]
-fn reads_past_the_end_of_the_file_are_zeros() {
+fn reads_past_the_end_of_the_file_are_zeros(engine: Engine) {
     let file = image(8192, &pattern(8192, 6));
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     // Someone shrinks the image under the open disk.
     file.as_file().set_len(4096 + 512).unwrap();
     let done = run(&mut disk, read(1, 4096, &[(0, 512), (512, 3584)]));
@@ -80,23 +140,33 @@ fn reads_past_the_end_of_the_file_are_zeros() {
     let back = gather(&done.segments);
     assert!(back[..512] == pattern(8192, 6)[4096..4608]);
     assert!(back[512..].iter().all(|&b| b == 0));
+    if engine == Engine::Uring {
+        // The short read went on with a second entry, which met the end.
+        assert!(ring(&disk).continued() >= 1);
+    }
 }
 
-#[test]
-fn flush_succeeds() {
-    let file = image(4096, &[]);
-    let mut disk = open(&file, writable());
-    run(&mut disk, write(1, 0, &[(0, 4096)], &pattern(4096, 1)))
+fn flush_after_writes_succeeds(engine: Engine) {
+    const N: u64 = 16;
+    let file = image(N * 8192, &[]);
+    let mut disk = open(&file, writable(engine));
+    run(&mut disk, write(N, 0, &[(0, 4096)], &pattern(4096, 1)))
         .result
         .unwrap();
-    run(&mut disk, bare(2, IoOp::Flush, 0)).result.unwrap();
+    run(&mut disk, bare(N + 1, IoOp::Flush, 0)).result.unwrap();
+    // A flush behind writes still in flight (the queue fences them; storage
+    // need not): each succeeds, and the writes are in the file.
+    submit_writes(&mut disk, 0..N);
+    disk.submit(bare(N, IoOp::Flush, 0));
+    assert_each_once(tags(&reap(&mut disk, N as usize + 1), &mut 0), N + 1);
+    run(&mut disk, bare(N + 1, IoOp::Flush, 0)).result.unwrap();
+    assert_written(&file, 0..N);
 }
 
-#[test]
-fn discard_punches_a_hole_or_says_unsupported() {
+fn discard_punches_a_hole_or_says_unsupported(engine: Engine) {
     let data = pattern(16384, 7);
     let file = image(16384, &data);
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     let op = IoOp::Discard {
         len: 6656,
         secure: false,
@@ -113,10 +183,9 @@ fn discard_punches_a_hole_or_says_unsupported() {
     }
 }
 
-#[test]
-fn secure_discard_of_a_file_is_unsupported() {
+fn secure_discard_of_a_file_is_unsupported(engine: Engine) {
     let file = image(8192, &[]);
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     let op = IoOp::Discard {
         len: 4096,
         secure: true,
@@ -142,17 +211,28 @@ fn tags(done: &[IoCompletion], pages: &mut usize) -> Vec<u64> {
     done.iter().map(|c| c.tag).collect()
 }
 
+/// The file holds what `submit_writes` wrote for `tags`.
+fn assert_written(file: &NamedTempFile, tags: std::ops::Range<u64>) {
+    let bytes = std::fs::read(file.path()).unwrap();
+    for tag in tags {
+        let at = (tag * 8192) as usize;
+        assert!(
+            bytes[at..at + 8192] == pattern(8192, tag as u8),
+            "tag {tag}"
+        );
+    }
+}
+
 /// `tags` holds each of `0..n` exactly once.
 fn assert_each_once(mut tags: Vec<u64>, n: u64) {
     tags.sort_unstable();
     assert_eq!(tags, (0..n).collect::<Vec<_>>());
 }
 
-#[test]
-fn many_requests_in_flight_complete_once_each() {
+fn many_requests_in_flight_complete_once_each(engine: Engine) {
     const N: u64 = 200;
     let file = image(N * 8192, &[]);
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     submit_writes(&mut disk, 0..N);
     let mut pages = 0;
     assert_each_once(tags(&reap(&mut disk, N as usize), &mut pages), N);
@@ -178,11 +258,10 @@ fn many_requests_in_flight_complete_once_each() {
     assert!(more.is_empty());
 }
 
-#[test]
-fn close_gives_back_every_completion_not_reaped() {
+fn close_gives_back_every_completion_not_reaped(engine: Engine) {
     const N: u64 = 64;
     let file = image(N * 8192, &[]);
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     submit_writes(&mut disk, 0..N);
     let mut reaped = Vec::new();
     disk.completions(&mut reaped);
@@ -194,11 +273,10 @@ fn close_gives_back_every_completion_not_reaped() {
     assert_eq!(pages, 2 * N as usize);
 }
 
-#[test]
-fn drop_with_requests_in_flight_finishes_them() {
+fn drop_with_requests_in_flight_finishes_them(engine: Engine) {
     const N: u64 = 64;
     let file = image(N * 8192, &[]);
-    let mut disk = open(&file, writable());
+    let mut disk = open(&file, writable(engine));
     submit_writes(&mut disk, 0..N);
     let mut reaped = Vec::new();
     disk.completions(&mut reaped);
@@ -206,23 +284,141 @@ fn drop_with_requests_in_flight_finishes_them() {
     assert_eq!(reaped.iter().collect::<BTreeSet<_>>().len(), reaped.len());
     drop(disk);
     // Every submitted write reached the file before the drop returned.
-    let bytes = std::fs::read(file.path()).unwrap();
-    for tag in 0..N {
-        let at = (tag * 8192) as usize;
+    assert_written(&file, 0..N);
+}
+
+fn refusals_wake_the_fd_too(engine: Engine) {
+    let file = image(4096, &[]);
+    let mut disk = open(&file, writable(engine));
+    disk.submit(read(1, 4096, &[(0, 512)]));
+    let done = reap(&mut disk, 1);
+    assert!(matches!(done[0].result, Err(StorageError::OutOfRange)));
+}
+
+/// Segments of 512 bytes at `start`s varying with the index.
+fn many_segments(n: usize, shift: u16) -> Vec<(u16, u16)> {
+    (0..n)
+        .map(|i| ((i as u16 + shift) % 8 * 512, 512))
+        .collect()
+}
+
+fn more_segments_than_one_call_takes(engine: Engine) {
+    // One request of more segments than one system call or ring entry
+    // takes goes on after the first IOV_MAX, as after a short transfer.
+    let n = IOV_MAX + 100;
+    let len = n * 512;
+    let file = image(len as u64 + 4096, &[]);
+    let mut disk = open(&file, writable(engine));
+    let data = pattern(len, 9);
+    run(&mut disk, write(1, 512, &many_segments(n, 0), &data))
+        .result
+        .unwrap();
+    let done = run(&mut disk, read(2, 512, &many_segments(n, 3)));
+    done.result.unwrap();
+    assert!(gather(&done.segments) == data);
+    assert!(std::fs::read(file.path()).unwrap()[512..512 + len] == data);
+    if engine == Engine::Uring {
+        assert!(ring(&disk).continued() >= 2, "one more entry each");
+    }
+}
+
+fn block_device_discards_reach_the_ioctl(engine: Engine) {
+    // A regular file taken for a block device: the discard ioctl (the
+    // io_uring engine's helper thread does it) is refused with ENOTTY,
+    // and that completion wakes the fd like the ring's.
+    let file = image(65536, &pattern(65536, 2));
+    let options = writable(engine);
+    let (_, geometry) = probe(file.as_file(), &options).unwrap();
+    let fd = file.reopen().unwrap().into();
+    let mut disk = FileDisk::start(fd, Backing::BlockDevice, geometry, &options).unwrap();
+    assert_eq!(disk.engine(), engine);
+    for (tag, secure) in [(1, false), (2, true)] {
+        let op = IoOp::Discard { len: 4096, secure };
+        match run(&mut disk, bare(tag, op, 4096)).result {
+            Err(StorageError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOTTY)),
+            other => panic!("discard: {other:?}"),
+        }
+    }
+    // Discards and transfers at once, on both paths.
+    let discard = IoOp::Discard {
+        len: 512,
+        secure: false,
+    };
+    disk.submit(bare(3, discard, 0));
+    disk.submit(read(4, 0, &[(0, 4096)]));
+    let mut done = reap(&mut disk, 2);
+    done.sort_by_key(|c| c.tag);
+    assert!(matches!(done[0].result, Err(StorageError::Io(_))));
+    assert!(gather(&done[1].segments) == pattern(4096, 2));
+    assert_eq!(disk.close().len(), 0);
+}
+
+#[test]
+fn auto_picks_uring_exactly_when_the_kernel_offers_it() {
+    let file = image(4096, &[]);
+    let offered = uring::probe();
+    let auto = open(&file, writable(Engine::Auto)).engine();
+    let forced = FileDisk::open(file.path(), writable(Engine::Uring));
+    match &offered {
+        Ok(_) => {
+            assert_eq!(auto, Engine::Uring);
+            assert_eq!(forced.unwrap().engine(), Engine::Uring);
+        }
+        Err(e) => {
+            eprintln!("io_uring is not offered here ({e}): the uring tests skip");
+            assert_eq!(auto, Engine::Threads);
+            assert!(forced.is_err(), "Engine::Uring must not fall back");
+        }
+    }
+    let threads = open(&file, writable(Engine::Threads));
+    assert_eq!(threads.engine(), Engine::Threads);
+    assert_eq!(FileOptions::default().engine, Engine::Auto);
+}
+
+#[test]
+fn uring_backlog_beyond_the_submission_queue() {
+    if !uring_offered("uring_backlog_beyond_the_submission_queue") {
+        return;
+    }
+    let file = image(4096, &[]);
+    let slots = ring(&open(&file, writable(Engine::Uring))).slots();
+    let n = 3 * slots as u64 + 5;
+    let file = image(n * 8192, &[]);
+    let mut disk = open(&file, writable(Engine::Uring));
+    // Nothing is reaped yet, so no slot is free again.
+    submit_writes(&mut disk, 0..n);
+    assert_eq!(ring(&disk).backlogged(), n as usize - slots);
+    assert_each_once(tags(&reap(&mut disk, n as usize), &mut 0), n);
+    assert_eq!(ring(&disk).backlogged(), 0);
+    for tag in 0..n {
+        disk.submit(read(tag, tag * 8192, &[(0, 4096), (0, 4096)]));
+    }
+    for c in reap(&mut disk, n as usize) {
         assert!(
-            bytes[at..at + 8192] == pattern(8192, tag as u8),
-            "tag {tag}"
+            gather(&c.segments) == pattern(8192, c.tag as u8),
+            "tag {}",
+            c.tag
         );
     }
 }
 
 #[test]
-fn refusals_wake_the_fd_too() {
+fn uring_close_waits_for_the_kernel_and_the_backlog() {
+    if !uring_offered("uring_close_waits_for_the_kernel_and_the_backlog") {
+        return;
+    }
     let file = image(4096, &[]);
-    let mut disk = open(&file, writable());
-    disk.submit(read(1, 4096, &[(0, 512)]));
-    let done = reap(&mut disk, 1);
-    assert!(matches!(done[0].result, Err(StorageError::OutOfRange)));
+    let slots = ring(&open(&file, writable(Engine::Uring))).slots() as u64;
+    let n = 2 * slots + 3;
+    let file = image(n * 8192, &[]);
+    let mut disk = open(&file, writable(Engine::Uring));
+    submit_writes(&mut disk, 0..n);
+    disk.submit(bare(n, IoOp::Flush, 0));
+    assert!(ring(&disk).backlogged() > 0);
+    let mut pages = 0;
+    assert_each_once(tags(&disk.close(), &mut pages), n + 1);
+    assert_eq!(pages, 2 * n as usize);
+    assert_written(&file, 0..n);
 }
 
 #[test]
@@ -230,17 +426,17 @@ fn zero_workers_means_one() {
     let file = image(64 * 512, &[]);
     let options = FileOptions {
         workers: 0,
-        ..writable()
+        // The workers are the thread engine's.
+        ..writable(Engine::Threads)
     };
     check_round_trip(&mut open(&file, options));
 }
 
-#[test]
-fn direct_io_round_trip_or_refusal() {
+fn direct_io_round_trip_or_refusal(engine: Engine) {
     let file = image(65536, &[]);
     let options = FileOptions {
         direct: true,
-        ..writable()
+        ..writable(engine)
     };
     let mut disk = match FileDisk::open(file.path(), options) {
         Ok(disk) => disk,
@@ -260,7 +456,7 @@ fn direct_io_round_trip_or_refusal() {
 fn other_file_types_are_refused() {
     let options = FileOptions {
         read_only: true,
-        ..writable()
+        ..writable(Engine::Auto)
     };
     let e = FileDisk::open("/dev/null", options).err().expect("refused");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

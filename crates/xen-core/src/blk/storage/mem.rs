@@ -165,6 +165,11 @@ impl Storage for MemDisk {
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+
+    fn resize(&mut self, sectors: u64) {
+        // Sparse: growing costs nothing until written.
+        self.geometry.sectors = sectors;
+    }
 }
 
 /// The written chunks; a missing chunk reads as zeros.

@@ -13,11 +13,15 @@ use std::os::fd::BorrowedFd;
 
 pub mod file;
 pub mod mem;
+mod pool;
+pub mod qcow2;
 #[cfg(test)]
 mod testkit;
+mod uring;
 
-pub use file::{FileDisk, FileOptions};
+pub use file::{Engine, FileDisk, FileOptions};
 pub use mem::MemDisk;
+pub use qcow2::{is_qcow2, Qcow2Disk, Qcow2Options, WeakQcow2Disk};
 
 /// Bytes in a sector as blkif counts them, whatever the disk's own.
 pub const SECTOR_SIZE: u64 = 512;
@@ -171,6 +175,12 @@ pub trait Storage: Send {
     /// Readable when finished requests are waiting; `None` if requests
     /// finish inside `submit`.
     fn wake_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// The disk now has `sectors` 512-byte sectors (its image grew, or
+    /// shrank): later requests are judged against that. Storage of a fixed
+    /// size keeps refusing what lies past its end.
+    fn resize(&mut self, sectors: u64) {
+        let _ = sectors;
+    }
 }
 
 /// Checks that a request fits the disk: the common part of every storage's
