@@ -1,11 +1,13 @@
 // The vbd backend through xenbus on the simulated host: the toolstack makes
 // a disk, the guest's blkfront negotiates rings and features in XenStore,
 // and data goes through the Rust data path into the disk's storage.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import test from 'ava';
+import { firstValueFrom } from 'rxjs';
 import type { ExecutionContext } from 'ava';
 
 import { BlockService, SimulatedHost, XenbusRegistry, addDevice } from '../ts/index.js';
@@ -208,4 +210,100 @@ test('a cdrom is advertised as a removable CD drive', async (t) => {
   const disk = await s.host.addDisk(guest, { params: 'memory:1M' });
   t.false(disk.cdrom);
   t.false(disk.removable);
+});
+
+test('persistent grants are negotiated when both ends offer them, and either end can decline', async (t) => {
+  const s = await setup(t);
+  const guest = await s.host.createGuest(11, 'guest11');
+  t.is(await s.host.dom0.read('/local/domain/0/backend/vbd/11/51712/feature-persistent').catch(() => undefined), undefined);
+  const fe = await s.host.addDisk(guest, { params: 'memory:4M', ringPageOrder: 1 });
+  t.is(await s.host.dom0.read('/local/domain/0/backend/vbd/11/51712/feature-persistent'), '1');
+  t.is(await guest.xs.read('/local/domain/11/device/vbd/51712/feature-persistent'), '1');
+  t.true(fe.features?.persistent);
+  for (let round = 0; round < 4; round++) {
+    const data = pattern(64 * 1024, round);
+    await fe.write(64, data);
+    t.deepEqual(await fe.read(64, data.length), data);
+  }
+  const stats = s.disks.stats(11, 51712);
+  // Mapped once, then reused: far fewer mappings than pages moved.
+  t.true((stats?.persistentMaps ?? 0) > 0, JSON.stringify(stats));
+  t.true((stats?.persistentMaps ?? 0) <= 2 * 16 + 1, JSON.stringify(stats));
+  // A guest that declines: grant copy, no mapping kept.
+  const other = await s.host.addDisk(guest, { params: 'memory:4M', devid: 51728, persistent: false });
+  t.false(other.features?.persistent);
+  t.is(await guest.xs.read('/local/domain/11/device/vbd/51728/feature-persistent'), '0');
+  const data = pattern(64 * 1024, 9);
+  await other.write(0, data);
+  t.deepEqual(await other.read(0, data.length), data);
+  t.is(s.disks.stats(11, 51728)?.persistentMaps, 0);
+  // Closing ends every grant once the backend let go.
+  await fe.close();
+  await other.close();
+  t.is(fe.stats().requests, fe.stats().responses);
+});
+
+test('an image that grows is resized live: the frontend is told and can use the new sectors', async (t) => {
+  const s = await setup(t);
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.img');
+  writeFileSync(image, Buffer.alloc(2 * 2 ** 20));
+  const guest = await s.host.createGuest(12, 'guest12');
+  const fe = await s.host.addDisk(guest, { params: image, queues: 2 });
+  t.is(fe.sectors, 4096);
+  // Past the end: refused.
+  await t.throwsAsync(fe.write(4096, pattern(4096, 1)), { code: 'EIO' });
+  // The owner grows the image; the toolstack (or an operator) says so.
+  truncateSync(image, 4 * 2 ** 20);
+  const told = firstValueFrom(fe.sectors$);
+  t.is(await s.disks.resize(12, 51712), 8192);
+  t.is(await told, 8192);
+  t.is(fe.sectors, 8192);
+  t.is(await s.host.dom0.read('/local/domain/0/backend/vbd/12/51712/sectors'), '8192');
+  t.is(await s.host.dom0.read('/local/domain/0/backend/vbd/12/51712/state'), '4');
+  // Both queues take the new end.
+  for (let i = 0; i < 4; i++) await fe.write(4096 + i * 8, pattern(4096, i));
+  for (let i = 0; i < 4; i++) t.deepEqual(await fe.read(4096 + i * 8, 4096), pattern(4096, i));
+  await fe.flush();
+  t.deepEqual(readFileSync(image).subarray(4096 * 512, 4096 * 512 + 4096), pattern(4096, 0));
+  // A memory disk takes its new size; a bad one is refused.
+  const mem = await s.host.addDisk(guest, { params: 'memory:1M', devid: 51728 });
+  await t.throwsAsync(s.disks.resize(12, 51728), { code: 'EINVAL' });
+  await t.throwsAsync(s.disks.resize(12, 99999, 10), { code: 'ENODEV' });
+  t.is(await s.disks.resize(12, 51728, 4096), 4096);
+  await pollUntil(() => mem.sectors === 4096);
+  t.is(mem.sectors, 4096);
+  await mem.write(3000, pattern(4096, 7));
+  t.deepEqual(await mem.read(3000, 4096), pattern(4096, 7));
+});
+
+test('a qcow2 image named by params serves the guest, and qemu-img finds it consistent', async (t) => {
+  const s = await setup(t);
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '8M']);
+  const guest = await s.host.createGuest(13, 'guest13');
+  const fe = await s.host.addDisk(guest, { params: `qcow2:${image}`, queues: 2 });
+  t.is(fe.sectors, (8 * 2 ** 20) / 512);
+  t.true(fe.features?.flushCache);
+  const data = pattern(192 * 1024, 4);
+  await fe.write(1000, data);
+  await fe.flush();
+  t.deepEqual(await fe.read(1000, data.length), data);
+  // A raw reading of the same path sees the qcow2 file, not the disk: the
+  // format comes from params only.
+  const raw = await s.host.addDisk(guest, { params: image, devid: 51728, readOnly: true });
+  t.not(raw.sectors, fe.sectors);
+  await raw.close();
+  await fe.close();
+  await readUntil(
+    () => s.host.dom0.tryRead('/local/domain/0/backend/vbd/13/51712/state'),
+    (v) => v === '6',
+  );
+  execFileSync('qemu-img', ['check', '-q', image]);
+  const out = join(dir, 'disk.raw');
+  execFileSync('qemu-img', ['convert', '-O', 'raw', image, out]);
+  t.deepEqual(readFileSync(out).subarray(1000 * 512, 1000 * 512 + data.length), data);
 });

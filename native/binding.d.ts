@@ -40,6 +40,11 @@ export declare class NativeBlkQueue {
   /** The counters. */
   stats(): BlkQueueStats
   /**
+   * The disk now has `sectors` 512-byte sectors: requests are judged
+   * against that from the queue's next run on.
+   */
+  resize(sectors: number): void
+  /**
    * Stops serving: leaves the event loop, closes the port, unmaps the
    * ring. Idempotent.
    */
@@ -61,8 +66,24 @@ export declare class NativeBlkStorage {
    * what is written takes memory).
    */
   static memory(sectors: number, readOnly?: boolean | undefined | null): NativeBlkStorage
+  /**
+   * A qcow2 image file (opened now to check it and learn its size; the
+   * queues then share one open image). The backing image and external
+   * data file its header names are opened too, as QEMU does: give only
+   * images from a trusted source. Fails with EBUSY while another
+   * storage has the image open for writing.
+   */
+  static qcow2(path: string, readOnly?: boolean | undefined | null): NativeBlkStorage
   /** Size and features. */
   get geometry(): BlkGeometry
+  /**
+   * The disk's size changed: a file or block device is measured again
+   * (`sectors` must then be absent); a disk in memory or in JavaScript
+   * takes `sectors`. Returns the new geometry; the queues serving the
+   * disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
+   * its size (resizing one is qemu-img's job, with the image closed).
+   */
+  resize(sectors?: number | undefined | null): BlkGeometry
   /** Reads bytes of a memory disk (for tests and demos). */
   readMemory(offset: number, length: number): Buffer
 }
@@ -429,13 +450,13 @@ export declare class NativeXsClient {
  * 4 KiB random reads or writes through `queues` block queues of one
  * simulated guest, `depth` in flight each, from a MemDisk, for `millis`.
  */
-export declare function benchBlkIops(queues: number, depth: number, write: boolean, millis: number): BlkBenchFigures
+export declare function benchBlkIops(queues: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
 /**
  * Sequential reads or writes of `segments` pages per request (indirect
  * above 11) through one block queue, `depth` in flight, for `millis`.
  */
-export declare function benchBlkSequential(segments: number, depth: number, write: boolean, millis: number): BlkBenchFigures
+export declare function benchBlkSequential(segments: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
 /** Latencies (ns) of the same ping-pong over bare eventfds, two threads. */
 export declare function benchEventfdRoundTrips(count: number): Array<number>
@@ -514,6 +535,14 @@ export interface BlkGeometry {
   discardSecure: boolean
 }
 
+/**
+ * The format of the disk image at `path`, from its content: "qcow2" (it
+ * starts with the qcow2 magic) or "raw" (anything else). A guess: a guest
+ * with raw write access to an image can make it look like qcow2, so ask
+ * only about images no guest has written raw, or know the format instead.
+ */
+export declare function blkImageFormat(path: string): 'qcow2' | 'raw'
+
 /** What a storage implemented in JavaScript offers. */
 export interface BlkJsGeometry {
   /** Size in 512-byte sectors. */
@@ -570,6 +599,8 @@ export interface BlkQueueStats {
   errors: number
   /** Notifications sent to the guest. */
   notifications: number
+  /** Persistent grants mapped (0 without `feature-persistent`). */
+  persistentMaps: number
 }
 
 /** Where a queue's ring is, as the frontend published it. */
@@ -582,6 +613,11 @@ export interface BlkRingOptions {
   remotePort: number
   /** The frontend's `protocol` (absent: the backend's native layout). */
   protocol?: string
+  /**
+   * Persistent grants negotiated (`feature-persistent` on both ends;
+   * default false).
+   */
+  persistent?: boolean
 }
 
 /** How to serve a guest's console. */
@@ -746,6 +782,11 @@ export interface SimBlkFrontOptions {
   timeoutMs?: number
   /** The `handle` of requests (default 0). */
   handle?: number
+  /**
+   * Persistent grants, negotiated with the backend (default false):
+   * pages are granted once and reused.
+   */
+  persistent?: boolean
 }
 
 /** Counters of a simulated block frontend. */

@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeBlkJsStorage }
 export { NativeBlkQueue }
 export { NativeBlkStorage }
@@ -802,6 +802,7 @@ export { benchMemcpyRate }
 export { benchMmapMunmapRate }
 export { benchNotifyRate }
 export { benchRingRoundTrips }
+export { blkImageFormat }
 export { blkMaxIndirectSegments }
 export { GntSt }
 export { gntstName }

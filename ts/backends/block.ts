@@ -1,9 +1,10 @@
 // The vbd device type: a guest's PV disk (blkif.h), served by the Rust data
 // path on the platform's event loop. init opens the disk named by the
 // toolstack's `params` and advertises it (size, sector sizes, read-only,
-// flush, barrier, discard, indirect segments, multi-page rings), as Linux
-// blkback does before the frontend connects; connect reads the frontend's
-// rings, port and protocol and starts the queue.
+// flush, barrier, discard, indirect segments, persistent grants, multi-page
+// rings, queues), as Linux blkback does before the frontend connects;
+// connect reads the frontend's rings, ports, protocol and features and
+// starts a data-path queue per ring.
 import { availableParallelism } from 'node:os';
 
 import { native } from '../native.js';
@@ -31,6 +32,20 @@ export class BlockStorage {
   static file(path: string, options: { readonly readOnly?: boolean; readonly direct?: boolean } = {}): BlockStorage {
     try {
       return new BlockStorage(native.NativeBlkStorage.file(path, options.readOnly, options.direct));
+    } catch (err) {
+      throw PlatformError.fromNative(err);
+    }
+  }
+
+  /**
+   * A qcow2 image (v2 or v3; its backing image and data file, if its
+   * header names them, are opened too, as QEMU does: serve only images
+   * from a trusted source). The disk's queues share one open image, locked
+   * against a second user.
+   */
+  static qcow2(path: string, options: { readonly readOnly?: boolean } = {}): BlockStorage {
+    try {
+      return new BlockStorage(native.NativeBlkStorage.qcow2(path, options.readOnly));
     } catch (err) {
       throw PlatformError.fromNative(err);
     }
@@ -77,8 +92,10 @@ export interface BlockOptions {
   readonly platform: Platform;
   /**
    * The storage of a disk. Default: {@link defaultStorage}: `params` is a
-   * path (raw image or block device), or `memory:<size>` (`64M`, `1G`...)
-   * for a disk in memory; `mode` `r` makes it read-only.
+   * path (raw image or block device), `qcow2:<path>` for a qcow2 image
+   * (`raw:<path>` and `aio:<path>` name raw ones, as xl writes them for
+   * qdisk), or `memory:<size>` (`64M`, `1G`...) for a disk in memory;
+   * `mode` `r` makes it read-only.
    */
   readonly storage?: (disk: DiskConfig) => BlockStorage | Promise<BlockStorage>;
   /**
@@ -103,12 +120,21 @@ export function defaultStorage(disk: DiskConfig): BlockStorage {
     const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[m[2] ?? ''] ?? 0;
     return BlockStorage.memory(Number(m[1]) * 2 ** shift, { readOnly });
   }
-  if (!disk.params.startsWith('/')) throw new Error(`params must name an absolute path or memory:<size>, got ${JSON.stringify(disk.params)}`);
-  return BlockStorage.file(disk.params, { readOnly });
+  // The format is what params says, never guessed from the image: a guest
+  // could write a qcow2 header into its raw disk, naming a host file as
+  // its backing image.
+  const m = /^(qcow2|raw|aio):(.*)$/.exec(disk.params);
+  const format = m?.[1] ?? 'raw';
+  const path = m?.[2] ?? disk.params;
+  if (!path.startsWith('/')) {
+    throw new Error(`params must name an absolute path ([qcow2:|raw:]/path) or memory:<size>, got ${JSON.stringify(disk.params)}`);
+  }
+  return format === 'qcow2' ? BlockStorage.qcow2(path, { readOnly }) : BlockStorage.file(path, { readOnly });
 }
 
 /** One disk, for as long as the device exists. */
 interface DiskRecord {
+  readonly ctx: DeviceContext;
   storage: BlockStorage | null;
   /** One per ring the frontend set up; empty while not connected. */
   queues: NativeBlkQueue[];
@@ -134,7 +160,7 @@ export class BlockService {
   /** The device type's operations, for `registry.register('vbd', service.ops)`. */
   readonly ops: DeviceOps<DiskRecord> = {
     alloc: (ctx) => {
-      const rec: DiskRecord = { storage: null, queues: [], notices: 0 };
+      const rec: DiskRecord = { ctx, storage: null, queues: [], notices: 0 };
       this.#disks.set(ctx.name, rec);
       return rec;
     },
@@ -168,6 +194,36 @@ export class BlockService {
     return (this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queues ?? []).map((q) => q.stats());
   }
 
+  /**
+   * The disk `vbd-<domid>-<devid>` changed size (an image or volume grown
+   * by its owner): a file or block device is measured again; a disk in
+   * memory or in TypeScript takes `sectors`. As blkback: the connected
+   * queues take the new size for the requests that follow, `sectors` is
+   * rewritten and the backend's state written again, which tells the
+   * frontend to look. Returns the new size in 512-byte sectors.
+   */
+  async resize(domid: number, devid: number, sectors?: number): Promise<number> {
+    const name = `vbd-${String(domid)}-${String(devid)}`;
+    const rec = this.#disks.get(name);
+    if (!rec?.storage) throw new PlatformError('ENODEV', `no disk ${name}`);
+    let g: BlkGeometry;
+    try {
+      g = rec.storage.native.resize(sectors);
+    } catch (err) {
+      throw PlatformError.fromNative(err);
+    }
+    for (const q of rec.queues) q.resize(g.sectors);
+    const { xs, backendPath } = rec.ctx;
+    await xs.transaction(async (tx) => {
+      await tx.write(`${backendPath}/sectors`, String(g.sectors));
+      // The same state again: the frontend's watch fires and it rereads.
+      const state = await tx.tryRead(`${backendPath}/state`);
+      if (state !== undefined) await tx.write(`${backendPath}/state`, state);
+    });
+    rec.ctx.log(1, `disk resized to ${String(g.sectors)} sectors`);
+    return g.sectors;
+  }
+
   /** The storage of a disk (`vbd-<domid>-<devid>`), once opened. */
   storage(domid: number, devid: number): BlockStorage | undefined {
     return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.storage ?? undefined;
@@ -193,7 +249,7 @@ export class BlockService {
       ['feature-barrier', '1'],
       ['feature-discard', g.discard ? '1' : '0'],
       ['feature-max-indirect-segments', String(native.blkMaxIndirectSegments())],
-      ['feature-persistent', '0'],
+      ['feature-persistent', '1'],
       ['max-ring-page-order', String(MAX_RING_PAGE_ORDER)],
       ['multi-queue-max-queues', String(this.#maxQueues)],
     ];
@@ -235,6 +291,8 @@ export class BlockService {
       if (port === undefined || port <= 0) throw new Error(`the frontend gave no valid ${dir}event-channel`);
       rings.push({ ringRefs, port });
     }
+    // Both ends offer persistent grants: the frontend's pages stay mapped.
+    const persistent = (parseXenbusInt(await ctx.readFrontend('feature-persistent')) ?? 0) !== 0;
     rec.notices = 0;
     stopQueues(rec);
     try {
@@ -244,7 +302,7 @@ export class BlockService {
           native.NativeBlkQueue.start(
             this.#options.platform.native,
             storage.native,
-            { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
+            { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, persistent, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
             (notice) => {
               // A hostile guest could repeat this forever: the first is an
               // error, the rest noise.
@@ -261,7 +319,7 @@ export class BlockService {
     const ports = rings.map((r) => String(r.port)).join(', ');
     ctx.log(
       1,
-      `disk connected (${String(count)} queue(s) of ${String(names.length)} ring page(s), port(s) ${ports}, ${ctx.protocol ?? 'native'} layout)`,
+      `disk connected (${String(count)} queue(s) of ${String(names.length)} ring page(s), port(s) ${ports}, ${ctx.protocol ?? 'native'} layout${persistent ? ', persistent grants' : ''})`,
     );
   }
 }

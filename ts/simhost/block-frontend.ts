@@ -5,7 +5,8 @@
 // the backend is Connected.
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { BehaviorSubject, filter, firstValueFrom, map, timeout } from 'rxjs';
+import { BehaviorSubject, Subject, filter, firstValueFrom, map, timeout } from 'rxjs';
+import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
 import { PlatformError, platformCall, platformCallAsync } from '../platform/errors.js';
@@ -51,6 +52,12 @@ export interface SimBlockFrontendOptions {
    * `multi-queue-max-queues`; operations are spread over them in turn.
    */
   readonly queues?: number;
+  /**
+   * Offer persistent grants (`feature-persistent`; default true, as
+   * Linux's `xen_blkfront.feature_persistent`): used when the backend
+   * offers them too.
+   */
+  readonly persistent?: boolean;
 }
 
 /** What the backend offers, read once it is Connected. */
@@ -73,6 +80,8 @@ export interface SimBlockFeatures {
   readonly ringPageOrder: number;
   /** Queues (rings) in use. */
   readonly queues: number;
+  /** Persistent grants in use (both ends offer `feature-persistent`). */
+  readonly persistent: boolean;
 }
 
 /** `info` bits (blkif.h / vdisk). */
@@ -116,6 +125,8 @@ export class SimBlockFrontend {
   #next = 0;
   #order = 0;
   #indirect: number | undefined = undefined;
+  #persistent = false;
+  readonly #resized = new Subject<number>();
   #sectors = 0;
   #sectorSize = 0;
   #info = 0;
@@ -161,6 +172,7 @@ export class SimBlockFrontend {
     const handshake = await SimFrontend.attach(xs, frontendPath, {
       prepare: async () => (await self).#prepare(),
       connected: async () => (await self).#connected(),
+      changed: async () => (await self).#changed(),
       closed: async () => (await self).#disconnected(),
     });
     const fe = new SimBlockFrontend(host, xs, domid, frontendPath, options, handshake);
@@ -263,6 +275,8 @@ export class SimBlockFrontend {
       // Requests carry the virtual device number, as blkfront's handle.
       const devid = parseUnsigned(this.frontendPath.slice(this.frontendPath.lastIndexOf('/') + 1)) ?? 0;
       const offeredQueues = parseUnsigned(await this.#backendNode('multi-queue-max-queues')) ?? 1;
+      const wantPersistent = this.options.persistent ?? true;
+      const persistent = wantPersistent && (parseUnsigned(await this.#backendNode('feature-persistent')) ?? 0) !== 0;
       const queues = Math.max(1, Math.min(this.options.queues ?? 1, offeredQueues, MAX_QUEUES));
       const natives: NativeSimBlkFront[] = [];
       try {
@@ -276,6 +290,7 @@ export class SimBlockFrontend {
                 ...(this.options.queueDepth === undefined ? {} : { queueDepth: this.options.queueDepth }),
                 ...(this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs }),
                 handle: devid & 0xffff,
+                persistent,
               }),
             ),
           );
@@ -289,6 +304,7 @@ export class SimBlockFrontend {
       this.#next = 0;
       this.#order = order;
       this.#indirect = indirect;
+      this.#persistent = persistent;
       // As blkfront: one queue keeps its nodes in the device's directory;
       // more each get a queue-<i>/ directory, announced by
       // multi-queue-num-queues.
@@ -307,8 +323,7 @@ export class SimBlockFrontend {
         nodes[`${dir}event-channel`] = String(fe.port);
       });
       nodes.protocol = natives[0]?.protocol ?? 'x86_64-abi';
-      // This frontend grants each request's pages afresh.
-      nodes['feature-persistent'] = '0';
+      nodes['feature-persistent'] = wantPersistent ? '1' : '0';
       await this.#removeStaleRingNodes(nodes);
       return nodes;
     } catch (err) {
@@ -351,6 +366,7 @@ export class SimBlockFrontend {
         maxIndirectSegments: this.#indirect,
         ringPageOrder: this.#order,
         queues: this.#natives.length,
+        persistent: this.#persistent,
       };
       this.#sectors = sectors;
       this.#sectorSize = sectorSize;
@@ -359,6 +375,21 @@ export class SimBlockFrontend {
     } catch (err) {
       this.#fail(err);
     }
+  }
+
+  /** The backend said the disk changed: read its size again, as blkfront does on a resize. */
+  async #changed(): Promise<void> {
+    if (this.#phase.value.kind !== 'connected') return;
+    const sectors = parseUnsigned(await this.#backendNode('sectors'));
+    if (sectors !== undefined && sectors !== this.#sectors) {
+      this.#sectors = sectors;
+      this.#resized.next(sectors);
+    }
+  }
+
+  /** The disk's size in 512-byte sectors, now and after each resize the backend announces. */
+  get sectors$(): Observable<number> {
+    return this.#resized.asObservable();
   }
 
   #fail(err: unknown): void {

@@ -15,6 +15,11 @@ export interface FrontendHooks {
   connected?(): void | Promise<void>;
   /** The connection closed. */
   closed?(): void | Promise<void>;
+  /**
+   * The backend wrote its state again while both ends are Connected, as
+   * blkback does to say the disk changed (a resize): look again.
+   */
+  changed?(): void | Promise<void>;
 }
 
 /** A simulated frontend of one device. */
@@ -69,6 +74,8 @@ export class SimFrontend {
     } else if (be === XenbusState.Connected && me === XenbusState.Initialised) {
       await this.#setState(XenbusState.Connected);
       await this.hooks.connected?.();
+    } else if (be === XenbusState.Connected && me === XenbusState.Connected) {
+      await this.hooks.changed?.();
     } else if (be === XenbusState.Closing && me !== XenbusState.Closed) {
       // The backend wants to close (hot-unplug): follow it down.
       await this.#setState(XenbusState.Closing);

@@ -36,6 +36,8 @@ export interface DiskSpec {
   readonly protocol?: 'x86_64-abi' | 'x86_32-abi';
   /** The most queues the guest asks for (default 1). */
   readonly queues?: number;
+  /** Whether the guest offers persistent grants (default true, as Linux). */
+  readonly persistent?: boolean;
   /** `device-type`, as xl writes it (default `disk`). */
   readonly deviceType?: 'disk' | 'cdrom';
 }
@@ -150,6 +152,7 @@ export class SimulatedHost {
       ...(disk.ringPageOrder !== undefined ? { ringPageOrder: disk.ringPageOrder } : {}),
       ...(disk.protocol !== undefined ? { protocol: disk.protocol } : {}),
       ...(disk.queues !== undefined ? { queues: disk.queues } : {}),
+      ...(disk.persistent !== undefined ? { persistent: disk.persistent } : {}),
     });
     const list = this.#disks.get(guest.domid) ?? [];
     list.push(fe);

@@ -3,6 +3,7 @@
 //! loop. The handle stops it again.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::queue::{QueueEvent, QueueSource};
@@ -28,6 +29,9 @@ pub struct RingConfig {
     pub remote_port: Port,
     /// The slot layout (`protocol`).
     pub protocol: BlkifProtocol,
+    /// Persistent grants were negotiated (`feature-persistent` 1 on both
+    /// ends): the frontend's data pages are mapped once and kept.
+    pub persistent: bool,
 }
 
 /// Why a queue could not start.
@@ -64,6 +68,7 @@ impl std::error::Error for BlkError {}
 /// guest can end its grants.
 pub struct BlkQueue {
     counters: Arc<Counters>,
+    capacity: Arc<AtomicU64>,
     source: Mutex<Option<SourceHandle>>,
     evtchn: Arc<dyn crate::platform::EventChannels>,
     port: Port,
@@ -94,6 +99,7 @@ impl BlkQueue {
         let port = evtchn
             .bind_interdomain(ring.frontend, ring.remote_port)
             .map_err(BlkError::Bind)?;
+        let capacity = Arc::new(AtomicU64::new(offer.geometry.sectors));
         let source: Result<Box<dyn Source>, SharedRingError> = match ring.protocol {
             BlkifProtocol::X86_64 => source::<BlkifX86_64>(
                 map,
@@ -101,8 +107,10 @@ impl BlkQueue {
                 ring.frontend,
                 port,
                 offer,
+                ring.persistent,
                 storage,
                 &counters,
+                &capacity,
                 sink,
             ),
             BlkifProtocol::X86_32 => source::<BlkifX86_32>(
@@ -111,8 +119,10 @@ impl BlkQueue {
                 ring.frontend,
                 port,
                 offer,
+                ring.persistent,
                 storage,
                 &counters,
+                &capacity,
                 sink,
             ),
         };
@@ -128,6 +138,7 @@ impl BlkQueue {
         match platform.event_loop().add(Some(port), source, false) {
             Ok(handle) => Ok(BlkQueue {
                 counters,
+                capacity,
                 source: Mutex::new(Some(handle)),
                 evtchn,
                 port,
@@ -143,6 +154,13 @@ impl BlkQueue {
     /// The counters.
     pub fn stats(&self) -> BlkStats {
         self.counters.snapshot()
+    }
+
+    /// The disk now has `sectors` 512-byte sectors: requests the queue
+    /// takes from its next run on are judged against that, and storage is
+    /// told (telling the frontend, through XenStore, is the caller's).
+    pub fn resize(&self, sectors: u64) {
+        self.capacity.store(sectors, Ordering::Relaxed);
     }
 
     /// Our end of the event channel.
@@ -177,12 +195,14 @@ fn source<P: BlkifAbi + Send + 'static>(
     frontend: DomId,
     port: Port,
     offer: Offer,
+    persistent: bool,
     storage: Box<dyn Storage>,
     counters: &Arc<Counters>,
+    capacity: &Arc<AtomicU64>,
     sink: Box<dyn FnMut(QueueEvent) + Send>,
 ) -> Result<Box<dyn Source>, SharedRingError> {
     let state = BackRing::<P>::attach(map.mem())?.state();
-    Ok(Box::new(QueueSource::<P>::new(
+    let mut source = QueueSource::<P>::new(
         map,
         state,
         platform.gntdev().clone(),
@@ -190,8 +210,11 @@ fn source<P: BlkifAbi + Send + 'static>(
         port,
         platform.evtchn().clone(),
         offer,
+        persistent,
         storage,
         counters.clone(),
         sink,
-    )))
+    );
+    source.capacity = capacity.clone();
+    Ok(Box::new(source))
 }

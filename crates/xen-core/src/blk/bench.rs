@@ -60,6 +60,9 @@ pub struct Workload {
     /// Bytes at the start of the disk that are written first and then read
     /// or written (split between the queues).
     pub region_bytes: u64,
+    /// Persistent grants negotiated (as Linux blkfront does by default),
+    /// else a grant per page per request and grant copy.
+    pub persistent: bool,
 }
 
 /// What a run measured, over its timed window (after a warm-up).
@@ -98,6 +101,7 @@ pub fn random_iops(
     queues: usize,
     depth: u32,
     write: bool,
+    persistent: bool,
     duration: Duration,
 ) -> io::Result<BlkFigures> {
     run(
@@ -108,6 +112,7 @@ pub fn random_iops(
             write,
             random: true,
             region_bytes: REGION_BYTES,
+            persistent,
         },
         duration,
     )
@@ -119,6 +124,7 @@ pub fn sequential(
     segments: u32,
     depth: u32,
     write: bool,
+    persistent: bool,
     duration: Duration,
 ) -> io::Result<BlkFigures> {
     run(
@@ -129,6 +135,7 @@ pub fn sequential(
             write,
             random: false,
             region_bytes: REGION_BYTES,
+            persistent,
         },
         duration,
     )
@@ -223,6 +230,7 @@ pub fn run(w: &Workload, duration: Duration) -> io::Result<BlkFigures> {
             ring_page_order: order,
             max_indirect_segments: (indirect > 0).then_some(indirect),
             queue_depth: Some(w.depth),
+            persistent: w.persistent,
             ..FrontOptions::default()
         };
         let front = SimBlkFront::new(gnttab.clone(), evtchn, BACK, options).map_err(other)?;
@@ -231,6 +239,7 @@ pub fn run(w: &Workload, duration: Duration) -> io::Result<BlkFigures> {
             ring_refs: front.ring_refs().to_vec(),
             remote_port: front.port(),
             protocol: front.protocol(),
+            persistent: w.persistent,
         };
         let storage = disk.clone();
         let offer = Offer {
@@ -582,6 +591,7 @@ mod tests {
             write,
             random,
             region_bytes: 4 << 20,
+            persistent: false,
         }
     }
 
@@ -600,10 +610,14 @@ mod tests {
 
     #[test]
     fn random_4k_reads_and_writes_on_one_and_two_queues_verify_their_data() {
-        for (queues, depth) in [(1, 1), (1, 32), (2, 32)] {
+        for (queues, depth, persistent) in [(1, 1, false), (1, 32, false), (2, 32, true)] {
             for write in [false, true] {
-                let f = measure(&small(queues, depth, 1, write, true));
-                let what = format!("{queues} queues, depth {depth}, write {write}: {f:?}");
+                let w = Workload {
+                    persistent,
+                    ..small(queues, depth, 1, write, true)
+                };
+                let f = measure(&w);
+                let what = format!("{w:?}: {f:?}");
                 assert!(f.requests > 0 && f.requests_per_sec > 0.0, "{what}");
                 assert_eq!(f.bytes_per_sec, f.requests_per_sec * 4096.0, "{what}");
                 // Reads check every answer; writes read back each queue's last.
@@ -617,10 +631,14 @@ mod tests {
 
     #[test]
     fn sequential_indirect_reads_and_writes_verify_their_data() {
-        for segments in [32, 256] {
+        for (segments, persistent) in [(32, false), (256, false), (256, true)] {
             for write in [false, true] {
-                let f = measure(&small(1, 8, segments, write, false));
-                let what = format!("{segments} segments, write {write}: {f:?}");
+                let w = Workload {
+                    persistent,
+                    ..small(1, 8, segments, write, false)
+                };
+                let f = measure(&w);
+                let what = format!("{w:?}: {f:?}");
                 assert!(f.requests > 0 && f.bytes_per_sec > 0.0, "{what}");
                 assert!(f.verified >= 1, "{what}");
             }
@@ -629,9 +647,9 @@ mod tests {
 
     #[test]
     fn the_public_entry_points_measure_something() {
-        let f = random_iops(1, 4, false, Duration::from_millis(20)).unwrap();
+        let f = random_iops(1, 4, false, true, Duration::from_millis(20)).unwrap();
         assert!(f.requests_per_sec > 0.0 && f.verified > 0);
-        let f = sequential(32, 2, true, Duration::from_millis(20)).unwrap();
+        let f = sequential(32, 2, true, false, Duration::from_millis(20)).unwrap();
         assert!(f.verified > 0);
         for block in [4096, 128 << 10, 1 << 20] {
             assert!(memcpy_blocks(block, Duration::from_millis(5)).unwrap() > 0.0);

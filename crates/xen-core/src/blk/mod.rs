@@ -8,8 +8,10 @@ mod queue;
 pub mod request;
 mod stats;
 pub mod storage;
+mod transfer;
 
 pub use backend::{BlkError, BlkQueue, RingConfig, MAX_RING_PAGE_ORDER};
+pub use transfer::MAX_PERSISTENT_GRANTS;
 
 /// An empty vector with `v`'s buffer, for elements that borrow something
 /// else (grant-copy descriptors, iovecs): `v` is emptied first, so nothing

@@ -21,15 +21,19 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::request::{self, check, Checked, Offer, Plan, Segments};
 use super::reuse_vec;
 use super::stats::Counters;
 use super::storage::{IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage, SECTOR_SIZE};
+use super::transfer::{
+    bytes_of, first_failure, grant_copy, Direction, GrantCache, GuestSegment, MAX_PERSISTENT_GRANTS,
+};
 use crate::platform::event_loop::{Control, Source, Wake};
 use crate::platform::{
-    CopySegment, CopySide, DomId, EventChannels, GntSt, GrantMapper, GrantMapping, GrantRef, Port,
+    CopySegment, CopySide, DomId, EventChannels, GrantMapper, GrantMapping, Port,
 };
 use crate::ring::blkif::{
     BlkifAbi, Response, Segment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, SEGMENT_SIZE,
@@ -60,7 +64,7 @@ struct InFlight {
     operation: u8,
     /// Where a read's data goes: (gref, offset, len) per segment; empty
     /// for anything but a read.
-    guest: Vec<(GrantRef, u16, u16)>,
+    guest: Vec<GuestSegment>,
     /// What follows storage completion.
     step: Step,
 }
@@ -91,7 +95,7 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// Free page buffers and segment lists, reused.
     pages: Vec<Box<Page>>,
     lists: Vec<Vec<IoSegment>>,
-    guest_lists: Vec<Vec<(GrantRef, u16, u16)>>,
+    guest_lists: Vec<Vec<GuestSegment>>,
     /// Requests handed to storage, by tag (slot index).
     inflight: Vec<Option<InFlight>>,
     free_tags: Vec<usize>,
@@ -105,6 +109,10 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     indirect: Vec<u8>,
     /// The grant-copy descriptors' buffer, reused by every request.
     copies: Vec<CopySegment<'static>>,
+    /// With persistent grants: the frontend's pages, kept mapped.
+    persistent: Option<GrantCache>,
+    /// The disk's size as last set by [`super::BlkQueue::resize`].
+    pub(super) capacity: Arc<AtomicU64>,
     failed: bool,
     _layout: std::marker::PhantomData<P>,
 }
@@ -119,10 +127,15 @@ impl<P: BlkifAbi> QueueSource<P> {
         port: Port,
         evtchn: Arc<dyn EventChannels>,
         offer: Offer,
-        storage: Box<dyn Storage>,
+        persistent: bool,
+        mut storage: Box<dyn Storage>,
         counters: Arc<Counters>,
         sink: Box<dyn FnMut(QueueEvent) + Send>,
     ) -> QueueSource<P> {
+        // A handle opened before a resize learns the size the frontend has.
+        if storage.geometry().sectors != offer.geometry.sectors {
+            storage.resize(offer.geometry.sectors);
+        }
         QueueSource {
             ring_map,
             ring,
@@ -146,6 +159,8 @@ impl<P: BlkifAbi> QueueSource<P> {
             segments: Vec::new(),
             indirect: Vec::new(),
             copies: Vec::new(),
+            persistent: persistent.then(|| GrantCache::new(frontend, MAX_PERSISTENT_GRANTS)),
+            capacity: Arc::new(AtomicU64::new(offer.geometry.sectors)),
             failed: false,
             _layout: std::marker::PhantomData,
         }
@@ -299,7 +314,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         write: bool,
         sector: u64,
         segments: Segments,
-    ) -> Result<(Vec<IoSegment>, Vec<(GrantRef, u16, u16)>), String> {
+    ) -> Result<(Vec<IoSegment>, Vec<GuestSegment>), String> {
         self.segments.clear();
         match segments {
             Segments::Direct { seg, n } => self.segments.extend_from_slice(&seg[..n]),
@@ -320,14 +335,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             guest.push((s.gref, start, len));
         }
         if write {
-            let copied = copy_segments(
-                &*self.gntdev,
-                self.frontend,
-                &mut self.copies,
-                &mut data,
-                &guest,
-                Direction::FromGuest,
-            );
+            let copied = self.copy(&mut data, &guest, Direction::FromGuest);
             if let Err(reason) = copied {
                 self.recycle(data);
                 self.recycle_guest(guest);
@@ -344,6 +352,13 @@ impl<P: BlkifAbi> QueueSource<P> {
         let bytes = n * SEGMENT_SIZE;
         self.indirect.clear();
         self.indirect.resize(grefs.len() * 4096, 0);
+        if let Some(cache) = &mut self.persistent {
+            let before = cache.maps();
+            let read = cache.read_pages(&*self.gntdev, &mut self.copies, grefs, &mut self.indirect);
+            Counters::add(&self.counters.persistent_maps, cache.maps() - before);
+            read?;
+            return self.decode_indirect(bytes);
+        }
         let frontend = self.frontend;
         let mut copies = reuse_vec(std::mem::take(&mut self.copies));
         copies.extend(self.indirect.chunks_mut(4096).zip(grefs).map(|(chunk, g)| {
@@ -369,6 +384,10 @@ impl<P: BlkifAbi> QueueSource<P> {
             });
         self.copies = reuse_vec(copies);
         copied?;
+        self.decode_indirect(bytes)
+    }
+
+    fn decode_indirect(&mut self, bytes: usize) -> Result<(), String> {
         for chunk in self.indirect[..bytes].chunks_exact(SEGMENT_SIZE) {
             let raw: &[u8; SEGMENT_SIZE] = chunk.try_into().expect("segment size");
             self.segments.push(Segment::decode(raw));
@@ -382,7 +401,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         op: IoOp,
         offset: u64,
         segments: Vec<IoSegment>,
-        guest: Option<Vec<(GrantRef, u16, u16)>>,
+        guest: Option<Vec<GuestSegment>>,
         step: Step,
     ) {
         let tag = match self.free_tags.pop() {
@@ -466,14 +485,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             // Only a read keeps its guest segments: copy the data there.
             if !guest.is_empty() {
                 Counters::add(&self.counters.bytes_read, bytes_of(&data));
-                copy_segments(
-                    &*self.gntdev,
-                    self.frontend,
-                    &mut self.copies,
-                    &mut data,
-                    &guest,
-                    Direction::IntoGuest,
-                )
+                self.copy(&mut data, &guest, Direction::IntoGuest)
             } else {
                 Ok(())
             }
@@ -526,12 +538,38 @@ impl<P: BlkifAbi> QueueSource<P> {
         }
     }
 
+    /// Moves a request's data between the guest and our buffers, through
+    /// the persistent mappings if negotiated, else by grant copy.
+    fn copy(
+        &mut self,
+        data: &mut [IoSegment],
+        guest: &[GuestSegment],
+        dir: Direction,
+    ) -> Result<(), String> {
+        match &mut self.persistent {
+            Some(cache) => {
+                let before = cache.maps();
+                let copied = cache.copy(&*self.gntdev, &mut self.copies, data, guest, dir);
+                Counters::add(&self.counters.persistent_maps, cache.maps() - before);
+                copied
+            }
+            None => grant_copy(
+                &*self.gntdev,
+                self.frontend,
+                &mut self.copies,
+                data,
+                guest,
+                dir,
+            ),
+        }
+    }
+
     fn recycle(&mut self, mut segments: Vec<IoSegment>) {
         self.pages.extend(segments.drain(..).map(|s| s.page));
         self.lists.push(segments);
     }
 
-    fn recycle_guest(&mut self, mut guest: Vec<(GrantRef, u16, u16)>) {
+    fn recycle_guest(&mut self, mut guest: Vec<GuestSegment>) {
         guest.clear();
         self.guest_lists.push(guest);
     }
@@ -576,6 +614,12 @@ impl<P: BlkifAbi> QueueSource<P> {
 
 impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
     fn wake(&mut self, _why: Wake, cx: &mut Control<'_>) {
+        // A resize takes effect for the requests taken from now on.
+        let sectors = self.capacity.load(Ordering::Relaxed);
+        if sectors != self.offer.geometry.sectors {
+            self.offer.geometry.sectors = sectors;
+            self.storage.resize(sectors);
+        }
         // Storage that finishes inside `submit` is served to the end here
         // (a fenced request's steps included); other storage wakes us
         // through its descriptor.
@@ -600,64 +644,4 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.storage.wake_fd()
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    FromGuest,
-    IntoGuest,
-}
-
-fn bytes_of(data: &[IoSegment]) -> u64 {
-    data.iter().map(|s| u64::from(s.len)).sum()
-}
-
-/// Copies a request's data between the guest's pages and ours, one grant
-/// copy call for the whole request, with the descriptors in `scratch`'s
-/// buffer; the first failed segment names the error.
-fn copy_segments(
-    gntdev: &dyn GrantMapper,
-    frontend: DomId,
-    scratch: &mut Vec<CopySegment<'static>>,
-    data: &mut [IoSegment],
-    guest: &[(GrantRef, u16, u16)],
-    dir: Direction,
-) -> Result<(), String> {
-    let mut copies = reuse_vec(std::mem::take(scratch));
-    copies.extend(
-        data.iter_mut()
-            .zip(guest)
-            .map(|(local, &(gref, offset, len))| {
-                let grant = CopySide::Grant {
-                    domid: frontend,
-                    gref,
-                    offset,
-                };
-                match dir {
-                    Direction::FromGuest => {
-                        CopySegment::new(grant, CopySide::Into(local.bytes_mut()), len)
-                    }
-                    Direction::IntoGuest => {
-                        CopySegment::new(CopySide::From(local.bytes()), grant, len)
-                    }
-                }
-            }),
-    );
-    let copied = gntdev
-        .copy(&mut copies)
-        .map_err(|e| format!("grant copy: {e}"))
-        .and_then(|()| match first_failure(&copies) {
-            Some((i, status)) => Err(format!("segment {i} (gref {}): {status}", guest[i].0)),
-            None => Ok(()),
-        });
-    *scratch = reuse_vec(copies);
-    copied
-}
-
-/// The first segment of a grant copy that failed, and its status.
-fn first_failure(copies: &[CopySegment<'_>]) -> Option<(usize, GntSt)> {
-    copies
-        .iter()
-        .position(|c| c.status != GntSt::Okay)
-        .map(|i| (i, copies[i].status))
 }

@@ -25,6 +25,9 @@ pub struct BlkStats {
     pub errors: u64,
     /// Notifications sent to the frontend.
     pub notifications: u64,
+    /// Persistent grants mapped (each once while it stays cached; 0
+    /// without `feature-persistent`).
+    pub persistent_maps: u64,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +42,7 @@ pub(super) struct Counters {
     pub(super) bytes_written: AtomicU64,
     pub(super) errors: AtomicU64,
     pub(super) notifications: AtomicU64,
+    pub(super) persistent_maps: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +63,7 @@ impl Counters {
             bytes_written: get(&self.bytes_written),
             errors: get(&self.errors),
             notifications: get(&self.notifications),
+            persistent_maps: get(&self.persistent_maps),
         }
     }
 }

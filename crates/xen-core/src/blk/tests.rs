@@ -9,7 +9,7 @@ use super::request::Offer;
 use super::storage::{FileDisk, FileOptions, MemDisk, Storage};
 use super::*;
 use crate::platform::sim::{SimHost, SimHypervisor};
-use crate::platform::{DomId, Platform};
+use crate::platform::{DomId, GrantTable, Platform};
 use crate::ring::blkif::{BlkifProtocol, Segment, BLKIF_OP_READ, BLKIF_OP_WRITE};
 
 const BACK: DomId = 0;
@@ -59,12 +59,14 @@ fn attach(
     let evtchn = Arc::new(w.host.evtchn(domid).unwrap());
     let mut opts = opts;
     opts.max_indirect_segments = (indirect > 0).then_some(indirect);
+    let front_persistent = opts.persistent;
     let front = SimBlkFront::new(w.host.gnttab(domid).unwrap(), evtchn, BACK, opts).unwrap();
     let ring = RingConfig {
         frontend: domid,
         ring_refs: front.ring_refs().to_vec(),
         remote_port: front.port(),
         protocol: front.protocol(),
+        persistent: front_persistent,
     };
     let events: Events = Arc::default();
     let sink = events.clone();
@@ -345,4 +347,136 @@ fn garbage_in_an_indirect_page_fails_that_request_only() {
     let data = pattern(30 * 4096, 4);
     d.front.write(64, &data).unwrap();
     assert_eq!(d.front.read(64, data.len()).unwrap(), data);
+}
+
+fn persistent(order: u32, protocol: BlkifProtocol) -> FrontOptions {
+    FrontOptions {
+        persistent: true,
+        ..opts(order, protocol)
+    }
+}
+
+#[test]
+fn persistent_grants_are_mapped_once_and_reused_in_both_layouts() {
+    let w = world();
+    for (protocol, indirect) in [(BlkifProtocol::X86_64, 0), (BlkifProtocol::X86_32, 64)] {
+        let disk = MemDisk::new(SECTORS);
+        let mut d = attach(
+            &w,
+            GUEST,
+            persistent(1, protocol),
+            Box::new(disk.clone()),
+            indirect,
+        );
+        let data = pattern(40 * 4096, 3);
+        d.front.write(8, &data).unwrap();
+        assert_eq!(disk.read_at(8 * 512, data.len()), data, "{protocol:?}");
+        assert_eq!(d.front.read(8, data.len()).unwrap(), data);
+        let first = d.queue.stats().persistent_maps;
+        assert!(first > 0, "{protocol:?}: nothing mapped persistently");
+        // The same shape of work again: the frontend reuses its pool, the
+        // backend its mappings.
+        for round in 0..5u8 {
+            let data = pattern(40 * 4096, round);
+            d.front.write(100, &data).unwrap();
+            assert_eq!(d.front.read(100, data.len()).unwrap(), data);
+        }
+        let s = d.queue.stats();
+        assert_eq!(s.persistent_maps, first, "{protocol:?}: {s:?}");
+        assert_eq!((s.errors, s.requests), (0, s.responses));
+        // The pages stay granted while the backend maps them; once the
+        // queue stops, every grant ends.
+        d.queue.stop();
+        d.front.close().unwrap();
+    }
+}
+
+#[test]
+fn a_bad_grant_on_persistent_grants_fails_its_request_alone() {
+    let w = world();
+    let disk = MemDisk::new(SECTORS);
+    let mut d = attach(
+        &w,
+        GUEST,
+        persistent(0, BlkifProtocol::X86_64),
+        Box::new(disk),
+        0,
+    );
+    d.front.write(0, &pattern(4096, 1)).unwrap();
+    // A grant reference nobody granted, and one of the ring (granted,
+    // but mapping it for data must not corrupt anything).
+    for gref in [4000, d.front.ring_refs()[0] + 1000] {
+        let seg = Segment {
+            gref,
+            first_sect: 0,
+            last_sect: 7,
+        };
+        let id = d
+            .front
+            .submit(BlkOp::Raw(BLKIF_OP_WRITE, 8, vec![seg]))
+            .unwrap();
+        assert!(matches!(d.front.wait(id), Err(BlkFrontError::IoError(_))));
+    }
+    assert_eq!(d.front.read(0, 4096).unwrap(), pattern(4096, 1));
+    assert_eq!(d.queue.stats().errors, 2);
+    let events = d.events.lock().unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, QueueEvent::Refused { reason, .. } if reason.contains("gref"))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn the_persistent_grant_cache_is_bounded_and_purges_only_what_went_unused() {
+    use super::transfer::GrantCache;
+    let w = world();
+    let gnttab = w.host.gnttab(GUEST).unwrap();
+    let grefs: Vec<_> = (0..14)
+        .map(|_| {
+            let frame = gnttab.alloc_page().unwrap();
+            gnttab
+                .page(frame)
+                .unwrap()
+                .fill(0, 4096, frame as u8)
+                .unwrap();
+            (frame, gnttab.grant(BACK, frame, false).unwrap())
+        })
+        .collect();
+    let mut cache = GrantCache::new(GUEST, 10);
+    let gntdev = w.platform.gntdev();
+    let look = |cache: &mut GrantCache, i: usize| {
+        let page = cache.page(&**gntdev, grefs[i].1).unwrap();
+        page.map(|p| {
+            let mut b = [0u8; 1];
+            p.read(100, &mut b).unwrap();
+            assert_eq!(b[0], grefs[i].0 as u8);
+        })
+        .is_some()
+    };
+    assert!((0..10).all(|i| look(&mut cache, i)));
+    assert_eq!((cache.len(), cache.maps()), (10, 10));
+    // Full, and every page was used since the start: no room, no
+    // mapping (the caller copies by grant instead), again and again.
+    for _ in 0..3 {
+        assert!(!look(&mut cache, 10));
+        assert!(look(&mut cache, 0));
+    }
+    assert_eq!((cache.len(), cache.maps()), (10, 10));
+    // Use pages 0..4 only for a while: at the next purge the six unused
+    // since the previous one go, and newcomers get their room.
+    for _ in 0..4 {
+        (0..4).for_each(|i| assert!(look(&mut cache, i)));
+    }
+    assert!(look(&mut cache, 10));
+    assert_eq!(cache.len(), 5, "pages 0..4 and 10");
+    assert!((11..14).all(|i| look(&mut cache, i)));
+    assert!((0..4).all(|i| look(&mut cache, i)));
+    assert_eq!(cache.maps(), 14, "the pages in use were never mapped again");
+    // Unmapped grants can end; those still cached cannot.
+    assert!(gnttab.end_access(grefs[5].1).is_ok());
+    assert!(gnttab.end_access(grefs[0].1).is_err());
+    drop(cache);
+    assert!(gnttab.end_access(grefs[0].1).is_ok());
 }

@@ -146,12 +146,14 @@ pub fn bench_blk_iops(
     queues: u32,
     depth: u32,
     write: bool,
+    persistent: bool,
     millis: u32,
 ) -> Result<BlkBenchFigures> {
     crate::blk::bench::random_iops(
         queues as usize,
         depth,
         write,
+        persistent,
         Duration::from_millis(u64::from(millis)),
     )
     .map(BlkBenchFigures::from)
@@ -165,12 +167,14 @@ pub fn bench_blk_sequential(
     segments: u32,
     depth: u32,
     write: bool,
+    persistent: bool,
     millis: u32,
 ) -> Result<BlkBenchFigures> {
     crate::blk::bench::sequential(
         segments,
         depth,
         write,
+        persistent,
         Duration::from_millis(u64::from(millis)),
     )
     .map(BlkBenchFigures::from)

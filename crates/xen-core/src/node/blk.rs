@@ -59,6 +59,27 @@ enum Kind {
     File { path: PathBuf, options: FileOptions },
     Memory(MemDisk),
     Factory(StorageFactory),
+    Qcow2(Qcow2Image),
+}
+
+/// A qcow2 image. Its queues share one open image (two opens of a writable
+/// one would corrupt it): `open` refers to it while some queue has it open.
+struct Qcow2Image {
+    path: PathBuf,
+    read_only: bool,
+    open: Mutex<crate::blk::storage::WeakQcow2Disk>,
+}
+
+impl Qcow2Image {
+    /// A handle on the image for one queue: on the open image if there is
+    /// one, else on a new open.
+    fn handle(&self) -> std::io::Result<crate::blk::storage::Qcow2Disk> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open.upgrade() {
+            Some(disk) => disk,
+            None => qcow2_open(&self.path, self.read_only).inspect(|d| *open = d.downgrade()),
+        }
+    }
 }
 
 /// Storage made by other code (e.g. implemented in JavaScript): opens a
@@ -116,6 +137,34 @@ impl NativeBlkStorage {
         })
     }
 
+    /// A qcow2 image file (opened now to check it and learn its size; the
+    /// queues then share one open image). The backing image and external
+    /// data file its header names are opened too, as QEMU does: give only
+    /// images from a trusted source. Fails with EBUSY while another
+    /// storage has the image open for writing.
+    #[napi(factory)]
+    pub fn qcow2(path: String, read_only: Option<bool>) -> Result<NativeBlkStorage> {
+        let path = PathBuf::from(path);
+        let read_only = read_only.unwrap_or(false);
+        let disk = qcow2_open(&path, read_only)
+            .map_err(|e| coded_error(crate::platform::io_error_name(&e), e))?;
+        let geometry = disk.geometry();
+        // Closed again until a queue needs it, so that the image is held
+        // (locked) only while served.
+        disk.close().map_err(|e| {
+            let message = format!("{}: {e}", path.display());
+            coded_error(crate::platform::io_error_name(&e), message)
+        })?;
+        Ok(NativeBlkStorage {
+            kind: Kind::Qcow2(Qcow2Image {
+                path,
+                read_only,
+                open: Mutex::default(),
+            }),
+            geometry,
+        })
+    }
+
     /// Size and features.
     #[napi(getter)]
     pub fn geometry(&self) -> BlkGeometry {
@@ -133,6 +182,41 @@ impl NativeBlkStorage {
         }
     }
 
+    /// The disk's size changed: a file or block device is measured again
+    /// (`sectors` must then be absent); a disk in memory or in JavaScript
+    /// takes `sectors`. Returns the new geometry; the queues serving the
+    /// disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
+    /// its size (resizing one is qemu-img's job, with the image closed).
+    #[napi]
+    pub fn resize(&mut self, sectors: Option<f64>) -> Result<BlkGeometry> {
+        let sectors = match (&self.kind, sectors) {
+            (Kind::File { path, options }, None) => {
+                let disk = FileDisk::open(path, *options)
+                    .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?;
+                disk.geometry().sectors
+            }
+            (Kind::Memory(_) | Kind::Factory(_), Some(n))
+                if n >= 1.0 && n.fract() == 0.0 && n <= 2f64.powi(53) =>
+            {
+                n as u64
+            }
+            (Kind::Memory(_) | Kind::Factory(_), _) => {
+                return Err(coded_error("EINVAL", "a new size in sectors is needed"))
+            }
+            (Kind::File { .. }, Some(_)) => {
+                return Err(coded_error("EINVAL", "a file's size is its own"))
+            }
+            (Kind::Qcow2(_), _) => {
+                return Err(coded_error("EOPNOTSUPP", "a qcow2 image is not resized live"))
+            }
+        };
+        if let Kind::Memory(disk) = &mut self.kind {
+            disk.resize(sectors);
+        }
+        self.geometry.sectors = sectors;
+        Ok(self.geometry())
+    }
+
     /// Reads bytes of a memory disk (for tests and demos).
     #[napi]
     pub fn read_memory(&self, offset: f64, length: u32) -> Result<napi::bindgen_prelude::Buffer> {
@@ -144,7 +228,9 @@ impl NativeBlkStorage {
                 }
                 Ok(disk.read_at(offset as u64, length as usize).into())
             }
-            Kind::File { .. } | Kind::Factory(_) => Err(coded_error("EINVAL", "not a memory disk")),
+            Kind::File { .. } | Kind::Factory(_) | Kind::Qcow2(_) => {
+                Err(coded_error("EINVAL", "not a memory disk"))
+            }
         }
     }
 
@@ -167,6 +253,11 @@ impl NativeBlkStorage {
                     .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?,
             ),
             Kind::Factory(open) => open()?,
+            Kind::Qcow2(image) => Box::new(
+                image
+                    .handle()
+                    .map_err(|e| coded_error(crate::platform::io_error_name(&e), e))?,
+            ),
         })
     }
 }
@@ -182,6 +273,9 @@ pub struct BlkRingOptions {
     pub remote_port: u32,
     /// The frontend's `protocol` (absent: the backend's native layout).
     pub protocol: Option<String>,
+    /// Persistent grants negotiated (`feature-persistent` on both ends;
+    /// default false).
+    pub persistent: Option<bool>,
 }
 
 /// Counters of a block queue.
@@ -207,6 +301,8 @@ pub struct BlkQueueStats {
     pub errors: f64,
     /// Notifications sent to the guest.
     pub notifications: f64,
+    /// Persistent grants mapped (0 without `feature-persistent`).
+    pub persistent_maps: f64,
 }
 
 type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
@@ -243,6 +339,7 @@ impl NativeBlkQueue {
             ring_refs: ring.ring_refs,
             remote_port: ring.remote_port,
             protocol,
+            persistent: ring.persistent.unwrap_or(false),
         };
         let offer = Offer {
             geometry: storage.geometry,
@@ -292,7 +389,19 @@ impl NativeBlkQueue {
             bytes_written: s.bytes_written as f64,
             errors: s.errors as f64,
             notifications: s.notifications as f64,
+            persistent_maps: s.persistent_maps as f64,
         }
+    }
+
+    /// The disk now has `sectors` 512-byte sectors: requests are judged
+    /// against that from the queue's next run on.
+    #[napi]
+    pub fn resize(&self, sectors: f64) -> Result<()> {
+        if !(sectors >= 1.0 && sectors.fract() == 0.0 && sectors <= 2f64.powi(53)) {
+            return Err(coded_error("EINVAL", format!("{sectors} sectors")));
+        }
+        self.queue.resize(sectors as u64);
+        Ok(())
     }
 
     /// Stops serving: leaves the event loop, closes the port, unmaps the
@@ -307,4 +416,26 @@ impl NativeBlkQueue {
 #[napi]
 pub fn blk_max_indirect_segments() -> u32 {
     MAX_INDIRECT_SEGMENTS
+}
+
+fn qcow2_open(
+    path: &std::path::Path,
+    read_only: bool,
+) -> std::io::Result<crate::blk::storage::Qcow2Disk> {
+    let options = crate::blk::storage::Qcow2Options {
+        read_only,
+        ..Default::default()
+    };
+    crate::blk::storage::Qcow2Disk::open(path, options)
+}
+
+/// The format of the disk image at `path`, from its content: "qcow2" (it
+/// starts with the qcow2 magic) or "raw" (anything else). A guess: a guest
+/// with raw write access to an image can make it look like qcow2, so ask
+/// only about images no guest has written raw, or know the format instead.
+#[napi(ts_return_type = "'qcow2' | 'raw'")]
+pub fn blk_image_format(path: String) -> Result<String> {
+    let qcow2 = crate::blk::storage::is_qcow2(&path)
+        .map_err(|e| coded_error(crate::platform::io_error_name(&e), format!("{path}: {e}")))?;
+    Ok(if qcow2 { "qcow2" } else { "raw" }.to_owned())
 }

@@ -76,6 +76,9 @@ pub struct SimBlkFrontOptions {
     pub timeout_ms: Option<u32>,
     /// The `handle` of requests (default 0).
     pub handle: Option<u32>,
+    /// Persistent grants, negotiated with the backend (default false):
+    /// pages are granted once and reused.
+    pub persistent: Option<bool>,
 }
 
 /// Counters of a simulated block frontend.
@@ -156,6 +159,7 @@ impl NativeSimBlkFront {
             queue_depth: None,
             timeout_ms: None,
             handle: None,
+            persistent: None,
         });
         let protocol = BlkifProtocol::from_xenstore(o.protocol.as_deref()).ok_or_else(|| {
             coded_error(
@@ -184,6 +188,7 @@ impl NativeSimBlkFront {
             timeout: o
                 .timeout_ms
                 .map_or(defaults.timeout, |ms| Duration::from_millis(u64::from(ms))),
+            persistent: o.persistent.unwrap_or(false),
         };
         let sim = host.sim_host();
         let gnttab = sim.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;

@@ -144,12 +144,15 @@ fn fill(segments: &mut [IoSegment], data: Option<&[u8]>) -> std::result::Result<
 struct JsStorage {
     hub: Arc<Hub>,
     queue: Arc<QueueShared>,
+    /// The hub's, with this queue's view of the size (see `resize`).
+    geometry: Geometry,
 }
 
 impl JsStorage {
     fn new(hub: Arc<Hub>) -> io::Result<JsStorage> {
         let wake = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
         Ok(JsStorage {
+            geometry: hub.geometry,
             hub,
             queue: Arc::new(QueueShared {
                 done: Mutex::new(Vec::new()),
@@ -161,13 +164,17 @@ impl JsStorage {
 
 impl Storage for JsStorage {
     fn geometry(&self) -> Geometry {
-        self.hub.geometry
+        self.geometry
+    }
+
+    fn resize(&mut self, sectors: u64) {
+        self.geometry.sectors = sectors;
     }
 
     fn submit(&mut self, request: IoRequest) {
-        let refused = match (check_range(&self.hub.geometry, &request), request.op) {
+        let refused = match (check_range(&self.geometry, &request), request.op) {
             (Err(e), _) => Some(e),
-            (Ok(()), IoOp::Discard { .. }) if self.hub.geometry.discard.is_none() => {
+            (Ok(()), IoOp::Discard { .. }) if self.geometry.discard.is_none() => {
                 Some(StorageError::Unsupported)
             }
             _ => None,

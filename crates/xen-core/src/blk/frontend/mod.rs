@@ -4,9 +4,9 @@
 //! elsewhere, with what the accessors give (`ring-ref*`, `ring-page-order`,
 //! `event-channel`, `protocol`).
 //!
-//! As blkfront without persistent grants: the ring pages are granted once,
-//! each request grants one page per segment, 11 segments in the slot or
-//! more in indirect pages; requests are pushed with a notification only
+//! As blkfront: the ring pages are granted once; each request grants one
+//! page per segment (or, with persistent grants, reuses pages granted
+//! once), 11 segments in the slot or more in indirect pages; requests are pushed with a notification only
 //! when the ring asks for one, and the frontend sleeps only after the final
 //! check. Each response is checked as hardened blkfront does (known id,
 //! echoed operation, grants ended before the data is read); a backend that
@@ -95,6 +95,8 @@ pub struct SimBlkFront {
     /// Granted pages not in flight: the ring's, and pages the backend
     /// still mapped when their grant was to end.
     held: Vec<Page>,
+    /// With persistent grants: granted pages free for the next request.
+    pool: Vec<Page>,
     port: Port,
     bound: bool,
     next_id: u64,
@@ -132,6 +134,7 @@ impl SimBlkFront {
             ring_frame: first,
             ring_refs: Vec::new(),
             held: Vec::new(),
+            pool: Vec::new(),
             port: 0,
             bound: false,
             next_id: FIRST_ID,
@@ -269,7 +272,7 @@ impl SimBlkFront {
                 Ok(RequestId(id))
             }
             Err(e) => {
-                pages.into_iter().for_each(|p| self.release(p));
+                pages.into_iter().for_each(|p| self.give_back(p));
                 Err(e)
             }
         }
@@ -417,13 +420,24 @@ impl SimBlkFront {
         Ok(segs)
     }
 
-    /// Takes a page, writes `contents` (offset, bytes) into it and grants it.
+    /// Takes a page, writes `contents` (offset, bytes) into it and grants it
+    /// (with persistent grants: a pooled page, or a new one granted
+    /// writable for good).
     fn grant_page(
-        &self,
+        &mut self,
         readonly: bool,
         contents: Option<(usize, &[u8])>,
     ) -> Result<Page, BlkFrontError> {
         let gt = &self.gnttab;
+        if self.options.persistent {
+            if let Some(page) = self.pool.pop() {
+                if let (Some((at, bytes)), Some(mem)) = (contents, gt.page(page.frame)) {
+                    let _ = mem.write(at, bytes);
+                }
+                return Ok(page);
+            }
+        }
+        let readonly = readonly && !self.options.persistent;
         let frame = gt.alloc_page().ok_or(BlkFrontError::NoGuestMemory)?;
         if let (Some((at, bytes)), Some(page)) = (contents, gt.page(frame)) {
             let _ = page.write(at, bytes);
@@ -434,6 +448,16 @@ impl SimBlkFront {
                 gt.free_page(frame);
                 Err(BlkFrontError::Grant(e))
             }
+        }
+    }
+
+    /// A page of a finished request: back to the pool with persistent
+    /// grants, else its grant ended.
+    fn give_back(&mut self, page: Page) {
+        if self.options.persistent {
+            self.pool.push(page);
+        } else {
+            self.release(page);
         }
     }
 
@@ -494,8 +518,11 @@ impl SimBlkFront {
         };
         let id = RequestId(rsp.id);
         if let Some(sent) = entry.expect.filter(|op| *op != rsp.operation) {
-            entry.pages.into_iter().for_each(|p| self.release(p));
+            entry.pages.into_iter().for_each(|p| self.give_back(p));
             return Err(self.fail(BackendFault::WrongOperation(id.0, sent, rsp.operation)));
+        }
+        if self.options.persistent {
+            return self.complete_persistent(id, entry, rsp.status);
         }
         // End the backend's access before looking at the data, so that it
         // can no longer change what we read.
@@ -521,14 +548,36 @@ impl SimBlkFront {
             }
         }
         ended.iter().for_each(|p| self.gnttab.free_page(p.frame));
-        let result = match (still_mapped, rsp.status) {
-            (Some(g), _) => Err(BlkFrontError::GrantStillMapped(id, g)),
-            (None, BLKIF_RSP_OKAY) => Ok(data),
-            (None, BLKIF_RSP_ERROR) => Err(BlkFrontError::IoError(id)),
-            (None, BLKIF_RSP_EOPNOTSUPP) => Err(BlkFrontError::NotSupported(id)),
-            (None, status) => Err(BlkFrontError::BadStatus(id, status)),
+        let result = match still_mapped {
+            Some(g) => Err(BlkFrontError::GrantStillMapped(id, g)),
+            None => outcome(id, rsp.status, data),
         };
         self.done.push_back((id, result));
+        Ok(())
+    }
+
+    /// A response to a request on persistent grants: the backend keeps the
+    /// pages mapped, so the data is copied out of them (the copy is what
+    /// the caller gets), and the pages go back to the pool.
+    fn complete_persistent(
+        &mut self,
+        id: RequestId,
+        entry: InFlight,
+        status: i16,
+    ) -> Result<(), BlkFrontError> {
+        let mut data = Vec::new();
+        if let Some((offset, len)) = entry.read {
+            data = vec![0; len];
+            for (i, p) in entry.pages.iter().enumerate() {
+                let start = i * PAGE_SIZE;
+                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
+                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
+                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
+                }
+            }
+        }
+        self.pool.extend(entry.pages);
+        self.done.push_back((id, outcome(id, status, data)));
         Ok(())
     }
 
@@ -654,6 +703,7 @@ impl SimBlkFront {
         self.ring = None;
         self.done.clear();
         let mut pages: Vec<Page> = self.held.drain(..).collect();
+        pages.append(&mut self.pool);
         pages.extend(self.in_flight.drain().flat_map(|(_, e)| e.pages));
         pages.into_iter().for_each(|p| self.release(p));
     }
@@ -673,6 +723,16 @@ impl SimBlkFront {
             Some(p) => Err(BlkFrontError::Grant(GrantError::InUse(p.gref))),
             None => Ok(()),
         }
+    }
+}
+
+/// A response's status as the caller's outcome.
+fn outcome(id: RequestId, status: i16, data: Vec<u8>) -> IoResult {
+    match status {
+        BLKIF_RSP_OKAY => Ok(data),
+        BLKIF_RSP_ERROR => Err(BlkFrontError::IoError(id)),
+        BLKIF_RSP_EOPNOTSUPP => Err(BlkFrontError::NotSupported(id)),
+        status => Err(BlkFrontError::BadStatus(id, status)),
     }
 }
 

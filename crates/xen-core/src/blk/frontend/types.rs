@@ -20,6 +20,10 @@ pub struct FrontOptions {
     /// How long a blocking call waits for the backend before
     /// [`BlkFrontError::Timeout`]: a guard against hangs, not a delay.
     pub timeout: Duration,
+    /// Persistent grants (`feature-persistent` negotiated): data and
+    /// indirect pages are granted once, writable, and reused from a pool;
+    /// data is copied in and out of them, as blkfront does.
+    pub persistent: bool,
 }
 
 impl Default for FrontOptions {
@@ -31,6 +35,7 @@ impl Default for FrontOptions {
             queue_depth: None,
             handle: 0,
             timeout: Duration::from_secs(30),
+            persistent: false,
         }
     }
 }
