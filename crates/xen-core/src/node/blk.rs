@@ -207,7 +207,10 @@ impl NativeBlkStorage {
                 return Err(coded_error("EINVAL", "a file's size is its own"))
             }
             (Kind::Qcow2(_), _) => {
-                return Err(coded_error("EOPNOTSUPP", "a qcow2 image is not resized live"))
+                return Err(coded_error(
+                    "EOPNOTSUPP",
+                    "a qcow2 image is not resized live",
+                ))
             }
         };
         if let Kind::Memory(disk) = &mut self.kind {
