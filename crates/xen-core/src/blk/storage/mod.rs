@@ -18,6 +18,7 @@ pub mod qcow2;
 #[cfg(test)]
 mod testkit;
 mod uring;
+mod workers;
 
 pub use file::{Engine, FileDisk, FileOptions};
 pub use mem::MemDisk;

@@ -21,14 +21,12 @@
 //! not follow them: the guest could have written a header naming any host
 //! file as its backing image.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex, Weak};
 
 use imago::file::File;
 use imago::io_buffers::{IoVector, IoVectorMut};
@@ -41,6 +39,7 @@ use rustix::event::EventfdFlags;
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
+use super::workers::{lock, Execute, Workers};
 use super::{
     check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, Storage, StorageError,
     PAGE_SIZE, SECTOR_SIZE,
@@ -146,7 +145,7 @@ impl Qcow2Disk {
     }
 
     fn start(image: Arc<Image>) -> io::Result<Qcow2Disk> {
-        let engine = Worker::start(Arc::clone(&image))?;
+        let engine = start_worker(Arc::clone(&image))?;
         Ok(Qcow2Disk { engine, image })
     }
 
@@ -178,7 +177,7 @@ impl Storage for Qcow2Disk {
     fn submit(&mut self, request: IoRequest) {
         match check_range(&self.image.geometry, &request) {
             Ok(()) => self.engine.submit(request),
-            Err(e) => self.engine.shared.complete(IoCompletion {
+            Err(e) => self.engine.complete(IoCompletion {
                 tag: request.tag,
                 result: Err(e),
                 segments: request.segments,
@@ -191,7 +190,7 @@ impl Storage for Qcow2Disk {
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.engine.shared.wake.as_fd())
+        Some(self.engine.wake_fd())
     }
 }
 
@@ -455,6 +454,8 @@ fn request_error(request: &IoRequest, e: io::Error) -> StorageError {
 /// Runs a request on the image, catching a panic of the driver: the
 /// request then fails, and so does every later one on the image.
 fn run_on(image: &Image, request: &mut IoRequest) -> Result<(), StorageError> {
+    // Poison is shrugged off: the request runs under `catch_unwind`, so
+    // this critical section is never left half-done.
     let mut slot = lock(&image.access);
     let Some(access) = slot.as_mut() else {
         return Err(StorageError::Io(io::Error::other(
@@ -478,120 +479,22 @@ fn run_on(image: &Image, request: &mut IoRequest) -> Result<(), StorageError> {
 // ---- The engine: one worker thread per handle ----
 
 /// A worker thread taking this handle's requests from a queue.
-struct Worker {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
+type Worker = Workers<Arc<Image>>;
 
-struct Shared {
-    image: Arc<Image>,
-    queue: Mutex<Queue>,
-    /// Signalled when a request is queued or the worker should stop.
-    work: Condvar,
-    done: Mutex<Vec<IoCompletion>>,
-    /// An eventfd, readable while `done` may hold completions.
-    wake: OwnedFd,
-}
+/// The worker runs each request on the handle's image. Requests run under
+/// `catch_unwind` ([`run_on`]): the worker does not panic.
+impl Execute for Arc<Image> {
+    type Scratch = ();
 
-#[derive(Default)]
-struct Queue {
-    requests: VecDeque<IoRequest>,
-    stopping: bool,
-}
-
-/// Locks, shrugging off poison: every critical section here is a push, a
-/// take, or a request run under `catch_unwind`, never left half-done.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Worker {
-    fn start(image: Arc<Image>) -> io::Result<Worker> {
-        let wake = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
-        let shared = Arc::new(Shared {
-            image,
-            queue: Mutex::new(Queue::default()),
-            work: Condvar::new(),
-            done: Mutex::new(Vec::new()),
-            wake,
-        });
-        let worker = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name("xenrx-blk-qcow2".into())
-            .spawn(move || worker.work())?;
-        Ok(Worker {
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    fn submit(&self, request: IoRequest) {
-        lock(&self.shared.queue).requests.push_back(request);
-        self.shared.work.notify_one();
-    }
-
-    fn reap(&self, out: &mut Vec<IoCompletion>) {
-        // The doorbell first, then the queue: a completion pushed after the
-        // take rings again, so none waits behind a quiet fd.
-        let mut count = [0u8; 8];
-        let _ = rustix::io::read(&self.shared.wake, &mut count);
-        out.append(&mut lock(&self.shared.done));
-    }
-
-    /// Lets the worker finish the queue, then joins it. Idempotent.
-    fn stop(&mut self) {
-        lock(&self.shared.queue).stopping = true;
-        self.shared.work.notify_all();
-        if let Some(thread) = self.thread.take() {
-            // Requests run under catch_unwind: the worker does not panic.
-            let _ = thread.join();
-        }
+    fn execute(&self, request: &mut IoRequest, _: &mut ()) -> Result<(), StorageError> {
+        run_on(self, request)
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Shared {
-    /// The worker's life: requests until the queue is empty and stopping.
-    fn work(&self) {
-        loop {
-            let mut request = {
-                let mut queue = lock(&self.queue);
-                loop {
-                    if let Some(request) = queue.requests.pop_front() {
-                        break request;
-                    }
-                    if queue.stopping {
-                        return;
-                    }
-                    queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            let result = run_on(&self.image, &mut request);
-            self.complete(IoCompletion {
-                tag: request.tag,
-                result,
-                segments: request.segments,
-            });
-        }
-    }
-
-    fn complete(&self, completion: IoCompletion) {
-        let first = {
-            let mut done = lock(&self.done);
-            done.push(completion);
-            done.len() == 1
-        };
-        // Only the completion that made the list non-empty rings: later
-        // ones are taken with it, by the reap its ring causes.
-        if first {
-            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
-        }
-    }
+fn start_worker(image: Arc<Image>) -> io::Result<Worker> {
+    let wake = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+    // One thread: requests on an image run one at a time anyway.
+    Workers::spawn(image, 1, |_| "xenrx-blk-qcow2".into(), wake)
 }
 
 #[cfg(test)]
