@@ -151,40 +151,35 @@ impl<'a> SharedMem<'a> {
         })
     }
 
-    /// Copies bytes out, once. Volatile word-sized loads: the other side
-    /// may be writing the same bytes, and a plain memcpy of memory that
-    /// changes under it is undefined behaviour in Rust's model (the compiler
-    /// may assume it does not change); a volatile load reads each word once,
-    /// as it is at that moment.
+    /// Copies bytes out, once. The other side may be writing the same
+    /// bytes, and a plain memcpy of memory that changes under it is
+    /// undefined behaviour in Rust's model (the compiler may assume it does
+    /// not change): the copy is either the CPU's string copy in inline
+    /// assembly (opaque to the compiler, as fast as memcpy) or volatile
+    /// word-sized loads, each reading memory once as it is at that moment.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfRange> {
         self.check(offset, buf.len())?;
         // SAFETY: the source range is inside the mapping (checked above) and
         // readable; the destination is a private buffer that cannot overlap it.
-        unsafe { volatile_copy_out(self.ptr.add(offset), buf) };
+        unsafe { copy_out(self.ptr.add(offset), buf) };
         Ok(())
     }
 
-    /// Copies bytes in, with volatile word-sized stores (see `read`).
+    /// Copies bytes in (see `read`).
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfRange> {
         self.check_write(offset, data.len())?;
         // SAFETY: the destination range is inside the mapping (checked above)
         // and writable (check_write); the source is a private buffer that
         // cannot overlap it.
-        unsafe { volatile_copy_in(data, self.ptr.add(offset)) };
+        unsafe { copy_in(data, self.ptr.add(offset)) };
         Ok(())
     }
 
-    /// Sets bytes to `byte`, with volatile stores (see `read`).
+    /// Sets bytes to `byte` (see `read`).
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfRange> {
         self.check_write(offset, len)?;
-        let pattern = [byte; 256];
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(pattern.len());
-            // SAFETY: inside the mapping and writable (checked above).
-            unsafe { volatile_copy_in(&pattern[..n], self.ptr.add(offset + at)) };
-            at += n;
-        }
+        // SAFETY: inside the mapping and writable (checked above).
+        unsafe { fill_bytes(self.ptr.add(offset), len, byte) };
         Ok(())
     }
 
@@ -257,6 +252,102 @@ impl<'a> SharedMem<'a> {
 }
 
 const WORD: usize = std::mem::size_of::<usize>();
+
+/// From this many bytes on, a copy uses the CPU's string instructions
+/// (`rep movsb`/`rep stosb`, fast on every x86-64 with ERMS); below it,
+/// their start-up cost is more than the volatile loop's.
+#[cfg(target_arch = "x86_64")]
+const STRING_OP_MIN: usize = 256;
+
+/// Copies `dst.len()` bytes from shared memory at `src` into `dst`.
+///
+/// # Safety
+/// `src..src+dst.len()` must be mapped readable and not overlap `dst`.
+unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if dst.len() >= STRING_OP_MIN {
+        // SAFETY: `rep movsb` copies rcx bytes from rsi to rdi: the source
+        // range is mapped readable (the caller's contract) and the
+        // destination is `dst`, writable and disjoint from it. The block is
+        // opaque to the compiler, which therefore assumes nothing about the
+        // shared bytes it reads (they may change under the copy, as they
+        // may under a volatile load; each byte is read once). The direction
+        // flag is clear at any Rust code boundary (the ABI), so the copy
+        // goes forward; rsi, rdi and rcx are declared clobbered.
+        unsafe {
+            std::arch::asm!(
+                "rep movsb",
+                inout("rcx") dst.len() => _,
+                inout("rsi") src => _,
+                inout("rdi") dst.as_mut_ptr() => _,
+                options(nostack, preserves_flags)
+            );
+        }
+        return;
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { volatile_copy_out(src, dst) }
+}
+
+/// Copies `src` into shared memory at `dst`.
+///
+/// # Safety
+/// `dst..dst+src.len()` must be mapped writable and not overlap `src`.
+unsafe fn copy_in(src: &[u8], dst: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= STRING_OP_MIN {
+        // SAFETY: as in `copy_out`, the other way: the destination range is
+        // mapped writable (the caller's contract), the source is `src`,
+        // readable and disjoint from it; the compiler assumes nothing about
+        // the shared bytes written.
+        unsafe {
+            std::arch::asm!(
+                "rep movsb",
+                inout("rcx") src.len() => _,
+                inout("rsi") src.as_ptr() => _,
+                inout("rdi") dst => _,
+                options(nostack, preserves_flags)
+            );
+        }
+        return;
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { volatile_copy_in(src, dst) }
+}
+
+/// Sets `len` bytes of shared memory at `dst` to `byte`.
+///
+/// # Safety
+/// `dst..dst+len` must be mapped writable.
+unsafe fn fill_bytes(dst: *mut u8, len: usize, byte: u8) {
+    #[cfg(target_arch = "x86_64")]
+    if len >= STRING_OP_MIN {
+        // SAFETY: `rep stosb` stores al into rcx bytes from rdi: the range
+        // is mapped writable (the caller's contract); the block is opaque
+        // to the compiler, as in `copy_out`.
+        unsafe {
+            std::arch::asm!(
+                "rep stosb",
+                inout("rcx") len => _,
+                inout("rdi") dst => _,
+                in("al") byte,
+                options(nostack, preserves_flags)
+            );
+        }
+        return;
+    }
+    let pattern = [byte; STRING_OP_FALLBACK_CHUNK];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(pattern.len());
+        // SAFETY: inside the caller's range.
+        unsafe { volatile_copy_in(&pattern[..n], dst.add(at)) };
+        at += n;
+    }
+}
+
+/// The pattern buffer of a fill done with volatile stores.
+const STRING_OP_FALLBACK_CHUNK: usize = 256;
 
 /// Copies `dst.len()` bytes from shared memory at `src` with volatile loads:
 /// bytes up to a word boundary, then whole words, then the tail.
@@ -656,13 +747,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volatile_copies_move_every_byte_at_any_alignment_and_length() {
+    fn copies_and_fills_move_every_byte_at_any_alignment_and_length() {
         let m = Mmap::anonymous(4096).unwrap();
         let mem = m.mem();
-        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 + 3 + i / 251) as u8).collect();
+        // Both sides of the string-instruction threshold.
+        let lens = [
+            0,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            63,
+            64,
+            65,
+            255,
+            256,
+            257,
+            300,
+            1000,
+            4000 - 17,
+        ];
         for start in 0..17 {
-            for len in [0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 255, 300] {
-                mem.fill(0, 512, 0xee).unwrap();
+            for len in lens {
+                mem.fill(0, 4096, 0xee).unwrap();
+                // A fill covers exactly its range.
+                mem.fill(start, len, 0x11).unwrap();
+                let mut filled = vec![0u8; len + 2];
+                mem.read(start.saturating_sub(1), &mut filled[..len + 1])
+                    .unwrap();
+                let (before, inside) = match start {
+                    0 => (None, &filled[..len]),
+                    _ => (Some(filled[0]), &filled[1..len + 1]),
+                };
+                assert!(
+                    inside.iter().all(|b| *b == 0x11),
+                    "fill start {start} len {len}"
+                );
+                assert!(
+                    before.is_none_or(|b| b == 0xee),
+                    "fill start {start} len {len}"
+                );
+                mem.fill(0, 4096, 0xee).unwrap();
                 mem.write(start, &data[..len]).unwrap();
                 let mut back = vec![0u8; len + 2];
                 mem.read(start.saturating_sub(1), &mut back[..len + 1])
