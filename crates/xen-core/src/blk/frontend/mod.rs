@@ -17,7 +17,11 @@
 //! grant reference in a segment, a guest vanishing mid-request.
 
 mod hostile;
+mod pages;
+mod responses;
 mod ring;
+#[cfg(test)]
+mod test_backend;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -300,177 +304,6 @@ impl SimBlkFront {
         self.stats.requests += 1;
     }
 
-    /// Encodes a request, granting its pages into `pages`; returns it with
-    /// what to read back.
-    #[allow(clippy::type_complexity)]
-    fn build(
-        &mut self,
-        op: BlkOp,
-        id: u64,
-        pages: &mut Vec<Page>,
-    ) -> Result<(Request, Option<(usize, usize)>), BlkFrontError> {
-        let handle = self.options.handle;
-        let (operation, sector, segs, read) = match op {
-            BlkOp::Read(sector, len, offset) => {
-                let segs = self.data_pages(offset, len, None, pages)?;
-                (BLKIF_OP_READ, sector, segs, Some((offset, len)))
-            }
-            BlkOp::Write(sector, data, offset) => {
-                let segs = self.data_pages(offset, data.len(), Some(&data), pages)?;
-                (BLKIF_OP_WRITE, sector, segs, None)
-            }
-            BlkOp::Flush => (BLKIF_OP_FLUSH_DISKCACHE, 0, Vec::new(), None),
-            BlkOp::Discard(sector_number, nr_sectors, secure) => {
-                let flag = if secure { BLKIF_DISCARD_SECURE } else { 0 };
-                let d = DiscardRequest {
-                    flag,
-                    handle,
-                    id,
-                    sector_number,
-                    nr_sectors,
-                };
-                return Ok((Request::Discard(d), None));
-            }
-            BlkOp::Raw(BLKIF_OP_DISCARD | BLKIF_OP_INDIRECT, ..) => {
-                return Err(BlkFrontError::BadArgument("raw discard or indirect"))
-            }
-            BlkOp::Raw(operation, sector, segments) => (operation, sector, segments, None),
-        };
-        if segs.len() <= MAX_DIRECT {
-            let mut seg = [Segment::default(); MAX_DIRECT];
-            seg[..segs.len()].copy_from_slice(&segs);
-            let (nr_segments, sector_number) = (segs.len() as u8, sector);
-            let r = DirectRequest {
-                operation,
-                nr_segments,
-                handle,
-                id,
-                sector_number,
-                seg,
-            };
-            return Ok((Request::Direct(r), read));
-        }
-        if segs.len() > MAX_INDIRECT_SEGMENTS {
-            return Err(BlkFrontError::TooManySegments(
-                segs.len(),
-                MAX_INDIRECT_SEGMENTS,
-            ));
-        }
-        let mut indirect_grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
-        for (i, chunk) in segs.chunks(SEGMENTS_PER_INDIRECT_PAGE).enumerate() {
-            let bytes: Vec<u8> = chunk.iter().flat_map(Segment::encode).collect();
-            // Read-only: the backend only reads the segment list.
-            let page = self.grant_page(true, Some((0, &bytes)))?;
-            indirect_grefs[i] = page.gref;
-            pages.push(page);
-        }
-        let (indirect_op, nr_segments, sector_number) = (operation, segs.len() as u16, sector);
-        let r = IndirectRequest {
-            indirect_op,
-            nr_segments,
-            id,
-            sector_number,
-            handle,
-            indirect_grefs,
-        };
-        Ok((Request::Indirect(r), read))
-    }
-
-    fn check_shape(offset: usize, len: usize) -> Result<(), BlkFrontError> {
-        if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
-            return Err(BlkFrontError::BadArgument("length not whole sectors"));
-        }
-        if !offset.is_multiple_of(SECTOR_SIZE) || offset >= PAGE_SIZE {
-            return Err(BlkFrontError::BadArgument("offset not a sector of a page"));
-        }
-        Ok(())
-    }
-
-    /// Grants the data pages of a transfer of `len` bytes starting `offset`
-    /// bytes into its first page, into `pages`, and returns their segments.
-    /// A write's pages are filled from `data` and granted read-only.
-    fn data_pages(
-        &mut self,
-        offset: usize,
-        len: usize,
-        data: Option<&[u8]>,
-        pages: &mut Vec<Page>,
-    ) -> Result<Vec<Segment>, BlkFrontError> {
-        SimBlkFront::check_shape(offset, len)?;
-        let (end, max) = (offset + len, self.max_segments());
-        if end.div_ceil(PAGE_SIZE) > max {
-            return Err(BlkFrontError::TooManySegments(end.div_ceil(PAGE_SIZE), max));
-        }
-        let mut segs = Vec::new();
-        for start in (0..end).step_by(PAGE_SIZE) {
-            let (lo, hi) = (
-                offset.max(start) - start,
-                end.min(start + PAGE_SIZE) - start,
-            );
-            let bytes = data.map(|d| (lo, &d[start + lo - offset..start + hi - offset]));
-            let page = self.grant_page(data.is_some(), bytes)?;
-            let (first_sect, last_sect) = ((lo / SECTOR_SIZE) as u8, (hi / SECTOR_SIZE - 1) as u8);
-            segs.push(Segment {
-                gref: page.gref,
-                first_sect,
-                last_sect,
-            });
-            pages.push(page);
-        }
-        Ok(segs)
-    }
-
-    /// Takes a page, writes `contents` (offset, bytes) into it and grants it
-    /// (with persistent grants: a pooled page, or a new one granted
-    /// writable for good).
-    fn grant_page(
-        &mut self,
-        readonly: bool,
-        contents: Option<(usize, &[u8])>,
-    ) -> Result<Page, BlkFrontError> {
-        let gt = &self.gnttab;
-        if self.options.persistent {
-            if let Some(page) = self.pool.pop() {
-                if let (Some((at, bytes)), Some(mem)) = (contents, gt.page(page.frame)) {
-                    let _ = mem.write(at, bytes);
-                }
-                return Ok(page);
-            }
-        }
-        let readonly = readonly && !self.options.persistent;
-        let frame = gt.alloc_page().ok_or(BlkFrontError::NoGuestMemory)?;
-        if let (Some((at, bytes)), Some(page)) = (contents, gt.page(frame)) {
-            let _ = page.write(at, bytes);
-        }
-        match gt.grant(self.backend, frame, readonly) {
-            Ok(gref) => Ok(Page { frame, gref }),
-            Err(e) => {
-                gt.free_page(frame);
-                Err(BlkFrontError::Grant(e))
-            }
-        }
-    }
-
-    /// A page of a finished request: back to the pool with persistent
-    /// grants, else its grant ended.
-    fn give_back(&mut self, page: Page) {
-        if self.options.persistent {
-            self.pool.push(page);
-        } else {
-            self.release(page);
-        }
-    }
-
-    /// Ends a page's grant and frees it; a page the backend still maps is
-    /// kept (as on Xen, its grant cannot end yet) for a later attempt.
-    fn release(&mut self, page: Page) {
-        match self.gnttab.end_access(page.gref) {
-            Err(GrantError::InUse(_)) => self.held.push(page),
-            // Ended now, or no longer granted at all: the page is ours.
-            _ => self.gnttab.free_page(page.frame),
-        }
-    }
-
     /// Publishes the requests written and notifies the backend if it asked
     /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
     fn push(&mut self) -> Result<(), BlkFrontError> {
@@ -509,76 +342,6 @@ impl SimBlkFront {
         rsps.into_iter().try_for_each(|rsp| self.complete(rsp))?;
         got.map_err(|e| self.ring_fault(e))?;
         Ok(n)
-    }
-
-    fn complete(&mut self, rsp: Response) -> Result<(), BlkFrontError> {
-        self.stats.responses += 1;
-        let Some(entry) = self.in_flight.remove(&rsp.id) else {
-            return Err(self.fail(BackendFault::UnknownId(rsp.id)));
-        };
-        let id = RequestId(rsp.id);
-        if let Some(sent) = entry.expect.filter(|op| *op != rsp.operation) {
-            entry.pages.into_iter().for_each(|p| self.give_back(p));
-            return Err(self.fail(BackendFault::WrongOperation(id.0, sent, rsp.operation)));
-        }
-        if self.options.persistent {
-            return self.complete_persistent(id, entry, rsp.status);
-        }
-        // End the backend's access before looking at the data, so that it
-        // can no longer change what we read.
-        let (mut ended, mut still_mapped) = (Vec::new(), None);
-        for p in entry.pages {
-            match self.gnttab.end_access(p.gref) {
-                Err(GrantError::InUse(g)) => {
-                    still_mapped.get_or_insert(g);
-                    self.held.push(p);
-                }
-                _ => ended.push(p),
-            }
-        }
-        let mut data = Vec::new();
-        if let (Some((offset, len)), None) = (entry.read, still_mapped) {
-            data = vec![0; len];
-            for (i, p) in ended.iter().enumerate() {
-                let start = i * PAGE_SIZE;
-                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
-                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
-                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
-                }
-            }
-        }
-        ended.iter().for_each(|p| self.gnttab.free_page(p.frame));
-        let result = match still_mapped {
-            Some(g) => Err(BlkFrontError::GrantStillMapped(id, g)),
-            None => outcome(id, rsp.status, data),
-        };
-        self.done.push_back((id, result));
-        Ok(())
-    }
-
-    /// A response to a request on persistent grants: the backend keeps the
-    /// pages mapped, so the data is copied out of them (the copy is what
-    /// the caller gets), and the pages go back to the pool.
-    fn complete_persistent(
-        &mut self,
-        id: RequestId,
-        entry: InFlight,
-        status: i16,
-    ) -> Result<(), BlkFrontError> {
-        let mut data = Vec::new();
-        if let Some((offset, len)) = entry.read {
-            data = vec![0; len];
-            for (i, p) in entry.pages.iter().enumerate() {
-                let start = i * PAGE_SIZE;
-                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
-                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
-                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
-                }
-            }
-        }
-        self.pool.extend(entry.pages);
-        self.done.push_back((id, outcome(id, status, data)));
-        Ok(())
     }
 
     /// Takes responses until `ready`, sleeping on the port in between as
@@ -723,16 +486,6 @@ impl SimBlkFront {
             Some(p) => Err(BlkFrontError::Grant(GrantError::InUse(p.gref))),
             None => Ok(()),
         }
-    }
-}
-
-/// A response's status as the caller's outcome.
-fn outcome(id: RequestId, status: i16, data: Vec<u8>) -> IoResult {
-    match status {
-        BLKIF_RSP_OKAY => Ok(data),
-        BLKIF_RSP_ERROR => Err(BlkFrontError::IoError(id)),
-        BLKIF_RSP_EOPNOTSUPP => Err(BlkFrontError::NotSupported(id)),
-        status => Err(BlkFrontError::BadStatus(id, status)),
     }
 }
 
