@@ -9,18 +9,50 @@
 // page-aligned, measured in this run.
 // The targets are read as ratios, not asserted: sequential >= 0.7 x memcpy,
 // 4 KiB random read at depth 32 >= 0.5 x the 4 KiB memcpy rate (blocks/s).
+// Then the same data path on a storage implemented in TypeScript
+// (BlockStorage.custom: a sparse Map of 4 KiB Buffers, the region written
+// through the rings first): 4 KiB random read and write at depth 32 and
+// sequential 128 KiB read, persistent grants, each against the same
+// workload on the Rust MemDisk measured just before it, so that the ratio
+// (TS storage / Rust MemDisk) is the cost of serving storage across napi.
+import { BlockStorage } from '../ts/backends/index.js';
+import type { BlockStorageHandler } from '../ts/backends/index.js';
 import { native } from '../ts/native.js';
 import { report } from './report.js';
 
 const MS = Number(process.env['XENRX_BENCH_MS'] ?? 1000);
 const KIB = 1024;
 const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
 /** Where each request's data is copied, in the simulator. */
 function copies(persistent: boolean): string {
   const guest = persistent ? 'backend memcpy through a persistent mapping' : 'backend grant copy';
   return `storage (MemDisk chunk <-> backend page) + ${guest} (backend page <-> guest page) + frontend copy (guest page <-> caller buffer)`;
 }
 const GRANTS = (persistent: boolean): string => (persistent ? 'persistent grants' : 'grant copy');
+/** The same, with the storage in TypeScript. */
+function copiesTs(persistent: boolean): string {
+  return copies(persistent).replace(
+    'MemDisk chunk <-> backend page',
+    'backend page -> napi Buffer -> stored 4 KiB Buffers, or stored Buffers -> read Buffer -> backend page',
+  );
+}
+/** A disk of `bytes` in TypeScript: a sparse Map of 4 KiB Buffers, as in the README. */
+function sparseMemory(bytes: number): BlockStorageHandler {
+  const page = 4 * KIB;
+  const pages = new Map<number, Buffer>();
+  return {
+    sectors: bytes / 512,
+    read(offset, length) {
+      const out = Buffer.alloc(length);
+      for (let at = 0; at < length; at += page) pages.get((offset + at) / page)?.copy(out, at);
+      return out;
+    },
+    write(offset, data) {
+      for (let at = 0; at < data.length; at += page) pages.set((offset + at) / page, Buffer.from(data.subarray(at, at + page)));
+    },
+  };
+}
 
 interface Figures {
   readonly requestsPerSec: number;
@@ -50,7 +82,7 @@ function details(f: Figures, persistent: boolean): Record<string, number | strin
 }
 
 /** Runs the benchmark and prints its figures. */
-export function run(): void {
+export async function run(): Promise<void> {
   const memcpy = new Map<number, number>();
   for (const size of [4 * KIB, 128 * KIB, MIB]) memcpy.set(size, native.benchMemcpyBlocks(size, MS));
   const memcpy4k = memcpy.get(4 * KIB) ?? Number.NaN;
@@ -94,5 +126,35 @@ export function run(): void {
         });
       }
     }
+  }
+  // One disk for the three (a storage in TypeScript lives as long as the process).
+  const disk = BlockStorage.custom(sparseMemory(GIB));
+  for (const [segments, write] of [
+    [1, false],
+    [1, true],
+    [32, false],
+  ] as const) {
+    const random = segments === 1;
+    const depth = random ? 32 : 8;
+    const persistent = true;
+    const memDisk: Figures = random
+      ? native.benchBlkIops(1, depth, write, persistent, MS)
+      : native.benchBlkSequential(segments, depth, write, persistent, MS);
+    const f: Figures = await native.benchBlkJsStorage(disk.native, { queues: 1, depth, segments, write, random, persistent, millis: MS });
+    const what = random
+      ? `4 KiB random ${write ? 'write' : 'read'} IOPS, depth ${String(depth)}, 1 queue`
+      : `sequential ${write ? 'write' : 'read'}, ${String(segments * 4)} KiB requests (${String(segments)} indirect segments), depth ${String(depth)}, 1 queue`;
+    const perSec = (g: Figures): number => (random ? g.requestsPerSec : g.bytesPerSec / MIB);
+    report({
+      bench: 'blk',
+      metric: `${what}, ${GRANTS(persistent)}, TS storage (BlockStorage.custom, Map of 4 KiB Buffers)`,
+      value: perSec(f),
+      unit: random ? 'IOPS' : 'MiB/s',
+      reference: { name: 'the same workload on the Rust MemDisk, this run', value: perSec(memDisk), unit: random ? 'IOPS' : 'MiB/s' },
+      ratio_is: 'TS storage / Rust MemDisk',
+      ...(random ? {} : { iops: f.requestsPerSec }),
+      ...details(f, persistent),
+      copies: copiesTs(persistent),
+    });
   }
 }

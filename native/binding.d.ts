@@ -453,6 +453,14 @@ export declare class NativeXsClient {
 export declare function benchBlkIops(queues: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
 /**
+ * Runs `workload` on `storage` (over the first 64 MiB, written through
+ * the rings first), each read checked against what was written; resolves
+ * to its figures. Meant for a storage whose requests are served on the
+ * JavaScript thread (`BlockStorage.custom`), which this leaves free.
+ */
+export declare function benchBlkJsStorage(storage: NativeBlkStorage, workload: BlkBenchWorkload): Promise<BlkBenchFigures>
+
+/**
  * Sequential reads or writes of `segments` pages per request (indirect
  * above 11) through one block queue, `depth` in flight, for `millis`.
  */
@@ -511,6 +519,24 @@ export interface BlkBenchFigures {
   frontendWaitsPerRequest: number
   /** CPUs the process kept busy in the window. */
   cpuBusy: number
+}
+
+/** A block benchmark workload (see bench/blk). */
+export interface BlkBenchWorkload {
+  /** Queues (frontend thread + ring + queue each). */
+  queues: number
+  /** Requests each frontend keeps in flight. */
+  depth: number
+  /** 4 KiB pages per request (indirect above 11). */
+  segments: number
+  /** Writes, or reads. */
+  write: boolean
+  /** Random blocks, or one after the other. */
+  random: boolean
+  /** Persistent grants, else grant copy. */
+  persistent: boolean
+  /** How long to measure. */
+  millis: number
 }
 
 /** What a frontend is told about a disk. */

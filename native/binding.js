@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkJsStorage, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeBlkJsStorage }
 export { NativeBlkQueue }
 export { NativeBlkStorage }
@@ -792,6 +792,7 @@ export { NativeXenCtrl }
 export { NativeXenstored }
 export { NativeXsClient }
 export { benchBlkIops }
+export { benchBlkJsStorage }
 export { benchBlkSequential }
 export { benchEventfdRoundTrips }
 export { benchEvtchnRoundTrips }

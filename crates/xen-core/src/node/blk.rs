@@ -248,7 +248,7 @@ impl NativeBlkStorage {
         }
     }
 
-    fn open(&self) -> Result<Box<dyn Storage>> {
+    pub(crate) fn open(&self) -> Result<Box<dyn Storage>> {
         Ok(match &self.kind {
             Kind::Memory(disk) => Box::new(disk.clone()),
             Kind::File { path, options } => Box::new(

@@ -27,6 +27,7 @@ pub fn native_info() -> NativeInfo {
 }
 
 pub mod bench;
+pub mod bench_blk_js;
 pub mod blk;
 pub mod blk_frontend;
 pub mod blk_js_storage;
