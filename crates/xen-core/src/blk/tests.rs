@@ -429,7 +429,7 @@ fn a_bad_grant_on_persistent_grants_fails_its_request_alone() {
 }
 
 #[test]
-fn the_persistent_grant_cache_is_bounded_and_purges_only_what_went_unused() {
+fn the_persistent_grant_cache_is_bounded_and_purges_only_what_went_idle() {
     use super::transfer::GrantCache;
     let w = world();
     let gnttab = w.host.gnttab(GUEST).unwrap();
@@ -464,9 +464,18 @@ fn the_persistent_grant_cache_is_bounded_and_purges_only_what_went_unused() {
         assert!(look(&mut cache, 0));
     }
     assert_eq!((cache.len(), cache.maps()), (10, 10));
-    // Use pages 0..4 only for a while: at the next purge the six unused
-    // since the previous one go, and newcomers get their room.
-    for _ in 0..4 {
+    // A working set larger than the cache, cycled through (14 pages, room
+    // for 10): what is mapped stays mapped, the rest is copied.
+    for _ in 0..5 {
+        for i in 0..14 {
+            assert_eq!(look(&mut cache, i), i < 10, "page {i}");
+        }
+    }
+    assert_eq!((cache.len(), cache.maps()), (10, 10));
+    // Use pages 0..4 only for a while (longer than 4 cache sizes of
+    // lookups): at the next purge the six idle ones go, and newcomers get
+    // their room.
+    for _ in 0..12 {
         (0..4).for_each(|i| assert!(look(&mut cache, i)));
     }
     assert!(look(&mut cache, 10));

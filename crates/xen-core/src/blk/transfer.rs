@@ -23,6 +23,12 @@ use crate::platform::{
 /// (`xen_blkif_max_pgrants`), about a ring's worth of direct requests.
 pub const MAX_PERSISTENT_GRANTS: usize = 1056;
 
+/// A cached page unused for this many times the cache's size in lookups
+/// is idle, and may be purged to make room. Long enough to outlast a
+/// cycle through any working set a ring can have in flight (a 16-page
+/// ring of 1 MiB requests is under 4 times the default cache).
+const IDLE_LOOKUPS: u64 = 4;
+
 /// Which way data goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Direction {
@@ -96,10 +102,11 @@ pub(super) fn first_failure(copies: &[CopySegment<'_>]) -> Option<(usize, GntSt)
 ///
 /// The cache is bounded, and full it does not thrash: as blkback, a page
 /// that finds no room is copied by grant copy instead, and room is made
-/// only by purging the pages not used since the previous purge (a
-/// frontend whose working set is larger than the cache keeps a stable
-/// part of it mapped, rather than mapping and unmapping on every request,
-/// which a least-recently-used policy would do under a cyclic workload).
+/// only by purging pages that went unused for [`IDLE_LOOKUPS`] times the
+/// cache's size in lookups. A frontend whose working set is larger than
+/// the cache (a deep queue of large requests cycles through all its
+/// pages) thus keeps a stable part of it mapped; a recency policy would
+/// unmap and map pages on every request of such a cycle.
 pub(super) struct GrantCache {
     frontend: DomId,
     entries: HashMap<GrantRef, Cached>,
@@ -152,8 +159,8 @@ impl GrantCache {
     }
 
     /// The page granted as `gref`: cached, or mapped now if there is room
-    /// (after purging, at most once per `max` lookups, the pages unused
-    /// since the last purge); `None` if the cache is full.
+    /// (after purging, at most once per `max` lookups, the idle pages);
+    /// `None` if the cache is full.
     pub(super) fn page(
         &mut self,
         gntdev: &dyn GrantMapper,
@@ -166,7 +173,7 @@ impl GrantCache {
                 if clock - self.purged_at < self.max as u64 {
                     return Ok(None);
                 }
-                let since = self.purged_at;
+                let since = clock.saturating_sub(IDLE_LOOKUPS * self.max as u64);
                 self.entries.retain(|_, e| e.used > since);
                 self.purged_at = clock;
                 if self.entries.len() >= self.max {
