@@ -19,6 +19,8 @@
 //! request is done, then flushes, then writes (and a barrier flushes again),
 //! while later requests wait on the ring.
 
+mod answer;
+
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -431,113 +433,6 @@ impl<P: BlkifAbi> QueueSource<P> {
         });
     }
 
-    /// Starts the fenced request once nothing earlier is in flight.
-    fn try_fence(&mut self) {
-        if self.busy > 0 {
-            return;
-        }
-        let Some((checked, write)) = &mut self.fenced else {
-            return;
-        };
-        let checked = *checked;
-        match write.as_ref().map(|w| w.offset) {
-            // The flush ahead of the write.
-            Some(_) => {
-                Counters::add(&self.counters.flushes, 1);
-                self.submit(
-                    checked,
-                    IoOp::Flush,
-                    0,
-                    Vec::new(),
-                    None,
-                    Step::FlushThenWrite,
-                );
-            }
-            None => self.fenced = None,
-        }
-    }
-
-    /// Answers what storage finished.
-    fn reap(&mut self) {
-        let mut done = std::mem::take(&mut self.completions);
-        self.storage.completions(&mut done);
-        for c in done.drain(..) {
-            self.finish(c);
-        }
-        self.completions = done;
-    }
-
-    fn finish(&mut self, c: IoCompletion) {
-        let Some(f) = self.inflight.get_mut(c.tag as usize).and_then(Option::take) else {
-            // Not ours: a storage bug; its buffers are still good.
-            self.recycle(c.segments);
-            return;
-        };
-        self.free_tags.push(c.tag as usize);
-        self.busy -= 1;
-        let mut guest = f.guest;
-        let result = match c.result {
-            Err(e) => Err(format!("storage: {e}")),
-            Ok(()) => Ok(()),
-        };
-        let mut data = c.segments;
-        let result = result.and_then(|()| {
-            // Only a read keeps its guest segments: copy the data there.
-            if !guest.is_empty() {
-                Counters::add(&self.counters.bytes_read, bytes_of(&data));
-                self.copy(&mut data, &guest, Direction::IntoGuest)
-            } else {
-                Ok(())
-            }
-        });
-        self.recycle(data);
-        guest.clear();
-        self.guest_lists.push(guest);
-        match (result, f.step) {
-            (Err(reason), _) => {
-                // A failed flush ahead of a write fails the write too.
-                if f.step == Step::FlushThenWrite {
-                    if let Some((_, Some(w))) = self.fenced.take() {
-                        self.recycle(w.segments);
-                    }
-                }
-                self.refuse(f.id, f.operation, BLKIF_RSP_ERROR, reason);
-            }
-            (Ok(()), Step::Answer) => self.responses.push_back(Response {
-                id: f.id,
-                operation: f.operation,
-                status: BLKIF_RSP_OKAY,
-            }),
-            (Ok(()), Step::FlushThenWrite) => {
-                if let Some((checked, Some(w))) = self.fenced.take() {
-                    let barrier = checked.operation == crate::ring::blkif::BLKIF_OP_WRITE_BARRIER;
-                    let step = if barrier {
-                        Step::WriteThenFlush
-                    } else {
-                        Step::Answer
-                    };
-                    // Still fenced until the write is answered.
-                    self.fenced = Some((checked, None));
-                    self.submit(checked, IoOp::Write, w.offset, w.segments, None, step);
-                }
-            }
-            (Ok(()), Step::WriteThenFlush) => {
-                let checked = Checked {
-                    id: f.id,
-                    operation: f.operation,
-                    plan: Plan::Flush,
-                };
-                Counters::add(&self.counters.flushes, 1);
-                self.submit(checked, IoOp::Flush, 0, Vec::new(), None, Step::Answer);
-            }
-        }
-        if self.busy == 0 {
-            if let Some((_, None)) = self.fenced {
-                self.fenced = None;
-            }
-        }
-    }
-
     /// Moves a request's data between the guest and our buffers, through
     /// the persistent mappings if negotiated, else by grant copy.
     fn copy(
@@ -572,43 +467,6 @@ impl<P: BlkifAbi> QueueSource<P> {
     fn recycle_guest(&mut self, mut guest: Vec<GuestSegment>) {
         guest.clear();
         self.guest_lists.push(guest);
-    }
-
-    /// Answers what is done now and notifies the frontend directly if the
-    /// ring asks for it, in the middle of a pass.
-    fn publish_now(&mut self) {
-        self.reap();
-        if self.respond() && self.evtchn.notify(self.port).is_ok() {
-            Counters::add(&self.counters.notifications, 1);
-        }
-    }
-
-    /// Writes the waiting responses and publishes them; whether the
-    /// frontend must be notified.
-    fn respond(&mut self) -> bool {
-        if self.responses.is_empty() {
-            return false;
-        }
-        let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
-            return false;
-        };
-        while let Some(r) = self.responses.pop_front() {
-            if let Err(e) = ring.write_response(&r.encode::<P>()) {
-                self.ring = ring.state();
-                self.fail(e.to_string());
-                return false;
-            }
-            Counters::add(&self.counters.responses, 1);
-        }
-        let notify = ring.push_responses_and_check_notify();
-        self.ring = ring.state();
-        match notify {
-            Ok(n) => n,
-            Err(e) => {
-                self.fail(e.to_string());
-                false
-            }
-        }
     }
 }
 
