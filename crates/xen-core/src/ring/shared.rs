@@ -600,6 +600,18 @@ impl<P: RingProtocol> fmt::Debug for BackRing<'_, P> {
     }
 }
 
+/// A front ring's private state between calls, to resume the ring over a
+/// fresh borrow of its memory ([`FrontRing::state`], [`FrontRing::resume`]),
+/// as [`BackRingState`] for the back end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontRingState {
+    req_prod_pvt: u32,
+    req_prod_pushed: u32,
+    rsp_cons: u32,
+    rsp_prod_seen: u32,
+    broken: Option<SharedRingError>,
+}
+
 /// The frontend's end of a ring: puts requests, takes responses. Used by
 /// simulated frontends; the same code, mirrored, as [`BackRing`].
 pub struct FrontRing<'a, P: RingProtocol> {
@@ -643,6 +655,33 @@ impl<'a, P: RingProtocol> FrontRing<'a, P> {
             rsp_cons: start,
             rsp_prod_seen: start,
             broken: None,
+        })
+    }
+
+    /// The private state, to [`FrontRing::resume`] later.
+    pub fn state(&self) -> FrontRingState {
+        FrontRingState {
+            req_prod_pvt: self.req_prod_pvt,
+            req_prod_pushed: self.req_prod_pushed,
+            rsp_cons: self.rsp_cons,
+            rsp_prod_seen: self.rsp_prod_seen,
+            broken: self.broken,
+        }
+    }
+
+    /// The ring as [`FrontRing::state`] left it, over `mem` (the same
+    /// shared area, borrowed again). Reads nothing from the area.
+    pub fn resume(
+        mem: SharedMem<'a>,
+        state: FrontRingState,
+    ) -> Result<FrontRing<'a, P>, SharedRingError> {
+        Ok(FrontRing {
+            area: Area::<P>::new(mem)?,
+            req_prod_pvt: state.req_prod_pvt,
+            req_prod_pushed: state.req_prod_pushed,
+            rsp_cons: state.rsp_cons,
+            rsp_prod_seen: state.rsp_prod_seen,
+            broken: state.broken,
         })
     }
 

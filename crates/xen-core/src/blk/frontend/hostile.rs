@@ -4,15 +4,10 @@
 use super::*;
 
 impl SimBlkFront {
-    pub(super) fn ring_mem_unchecked(&self, pages: usize) -> Option<SharedMem<'_>> {
-        let base = self.ring_frame as usize * PAGE_SIZE;
-        self.gnttab.memory().sub(base, pages * PAGE_SIZE).ok()
-    }
-
     /// The ring's pages, to play a hostile guest; `None` once closed.
     pub fn ring_mem(&self) -> Option<SharedMem<'_>> {
         self.ring.as_ref()?;
-        self.ring_mem_unchecked(self.ring_refs.len())
+        ring_view(&self.gnttab, self.ring_frame, self.ring_refs.len())
     }
 
     /// Writes `bytes` into the next request slot (zero-padded or cut to the
@@ -21,7 +16,8 @@ impl SimBlkFront {
     /// the operation.
     pub fn push_raw_request(&mut self, bytes: &[u8]) -> Result<RequestId, BlkFrontError> {
         self.make_room()?;
-        let written = self.usable()?.write(bytes);
+        let (ring, mem) = self.usable()?;
+        let written = ring.write(mem, bytes);
         let (slot, req) = written.map_err(|e| self.ring_fault(e))?;
         self.track(req.id(), slot, None, None, Vec::new());
         self.push()?;

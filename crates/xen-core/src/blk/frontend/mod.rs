@@ -46,10 +46,10 @@ use crate::ring::blkif::{
     BLKIF_RSP_OKAY, SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::ring::shared::{
-    FrontRing, RingProtocol, SharedRingError, SlotBytes, HEADER_SIZE, REQ_PROD,
+    FrontRing, FrontRingState, RingProtocol, SharedRingError, SlotBytes, HEADER_SIZE, REQ_PROD,
 };
 
-use self::ring::{alloc_contiguous, detached, echoed, Ring};
+use self::ring::{alloc_contiguous, echoed, ring_view, Ring};
 pub use self::types::*;
 
 /// Bytes in a blkif sector, whatever the disk's own sector size.
@@ -159,12 +159,11 @@ impl SimBlkFront {
             }
         }
         front.ring_refs = front.held.iter().map(|p| p.gref).collect();
-        let view = front.ring_mem_unchecked(pages as usize);
-        let view = detached(view.ok_or(BlkFrontError::NoGuestMemory)?, &front.gnttab);
-        let ring = match front.options.protocol {
-            BlkifProtocol::X86_64 => FrontRing::init(view).map(Ring::X86_64),
-            BlkifProtocol::X86_32 => FrontRing::init(view).map(Ring::X86_32),
-        };
+        let view = ring_view(&front.gnttab, first, pages as usize);
+        let ring = Ring::init(
+            front.options.protocol,
+            view.ok_or(BlkFrontError::NoGuestMemory)?,
+        );
         let ring = ring.map_err(|e| BlkFrontError::Backend(BackendFault::Ring(e)))?;
         let size = ring.size() as usize;
         front.depth = (front.options.queue_depth).map_or(size, |d| (d as usize).clamp(1, size));
@@ -216,11 +215,16 @@ impl SimBlkFront {
         self.quiet = quiet;
     }
 
-    fn usable(&mut self) -> Result<&mut Ring, BlkFrontError> {
+    /// The ring, and its pages to resume it over; an error once the
+    /// backend broke the protocol or the frontend closed.
+    fn usable(&mut self) -> Result<(&mut Ring, SharedMem<'_>), BlkFrontError> {
         if let Some(f) = self.fault {
             return Err(BlkFrontError::Backend(f));
         }
-        self.ring.as_mut().ok_or(BlkFrontError::Closed)
+        let ring = self.ring.as_mut().ok_or(BlkFrontError::Closed)?;
+        let pages = self.ring_refs.len();
+        let mem = ring_view(&self.gnttab, self.ring_frame, pages).ok_or(BlkFrontError::Closed)?;
+        Ok((ring, mem))
     }
 
     /// Records the backend's first protocol violation.
@@ -265,8 +269,9 @@ impl SimBlkFront {
         self.make_room()?;
         let (id, mut pages) = (self.next_id, Vec::new());
         let written = self.build(op, id, &mut pages).and_then(|(req, read)| {
-            let bytes = self.usable()?.encode(&req);
-            let w = self.usable()?.write(&bytes);
+            let (ring, mem) = self.usable()?;
+            let bytes = ring.encode(&req);
+            let w = ring.write(mem, &bytes);
             Ok((w.map_err(|e| self.ring_fault(e))?.0, echoed(&req), read))
         });
         match written {
@@ -307,7 +312,8 @@ impl SimBlkFront {
     /// Publishes the requests written and notifies the backend if it asked
     /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
     fn push(&mut self) -> Result<(), BlkFrontError> {
-        let pushed = self.usable()?.push();
+        let (ring, mem) = self.usable()?;
+        let pushed = ring.push(mem);
         if pushed.map_err(|e| self.ring_fault(e))? && !self.quiet {
             self.notify()?;
         }
@@ -337,7 +343,8 @@ impl SimBlkFront {
     /// [`SimBlkFront::wait_any`].
     pub fn poll(&mut self) -> Result<usize, BlkFrontError> {
         let mut rsps = Vec::new();
-        let got = self.usable()?.responses(&mut rsps);
+        let (ring, mem) = self.usable()?;
+        let got = ring.responses(mem, &mut rsps);
         let n = rsps.len();
         rsps.into_iter().try_for_each(|rsp| self.complete(rsp))?;
         got.map_err(|e| self.ring_fault(e))?;
@@ -358,7 +365,8 @@ impl SimBlkFront {
             // + 1), then look again: a response published before the
             // backend could see that is found now; any later one comes
             // with an event.
-            let more = self.usable()?.final_check();
+            let (ring, mem) = self.usable()?;
+            let more = ring.final_check(mem);
             if more.map_err(|e| self.ring_fault(e))? {
                 continue;
             }

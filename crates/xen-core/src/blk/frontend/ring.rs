@@ -3,39 +3,75 @@
 
 use super::*;
 
-/// The ring, in the layout the frontend chose.
-pub(super) enum Ring {
-    X86_64(FrontRing<'static, BlkifX86_64>),
-    X86_32(FrontRing<'static, BlkifX86_32>),
+/// The ring, in the layout the frontend chose: its private indexes, kept
+/// between calls; each call resumes it over the ring's pages, borrowed
+/// afresh from the guest's memory.
+pub(super) struct Ring {
+    protocol: BlkifProtocol,
+    size: u32,
+    state: FrontRingState,
 }
 
-/// Runs `$body` on the ring with `$abi` naming its protocol type.
+/// Runs `$body` on the ring `$ring` resumed over `$mem`, with `$abi` naming
+/// its protocol type, and keeps the ring's state afterwards (an error
+/// included: a broken ring stays broken).
 macro_rules! on_ring {
-    ($ring:expr, |$r:ident, $abi:ident| $body:expr) => {
-        match $ring {
-            Ring::X86_64($r) => {
-                #[allow(dead_code)]
+    ($ring:expr, $mem:expr, |$r:ident, $abi:ident| $body:expr) => {
+        match $ring.protocol {
+            BlkifProtocol::X86_64 => {
                 type $abi = BlkifX86_64;
-                $body
+                on_ring!(@run $ring, $mem, $r, $abi, $body)
             }
-            Ring::X86_32($r) => {
-                #[allow(dead_code)]
+            BlkifProtocol::X86_32 => {
                 type $abi = BlkifX86_32;
-                $body
+                on_ring!(@run $ring, $mem, $r, $abi, $body)
             }
         }
     };
+    (@run $ring:expr, $mem:expr, $r:ident, $abi:ident, $body:expr) => {{
+        let mut $r = FrontRing::<$abi>::resume($mem, $ring.state)?;
+        #[allow(clippy::redundant_closure_call)]
+        let out = (|| $body)();
+        $ring.state = $r.state();
+        out
+    }};
 }
 
 impl Ring {
+    /// Initialises the shared ring in `mem` (`FRONT_RING_INIT`).
+    pub(super) fn init(
+        protocol: BlkifProtocol,
+        mem: SharedMem<'_>,
+    ) -> Result<Ring, SharedRingError> {
+        let (size, state) = match protocol {
+            BlkifProtocol::X86_64 => {
+                let r = FrontRing::<BlkifX86_64>::init(mem)?;
+                (r.size(), r.state())
+            }
+            BlkifProtocol::X86_32 => {
+                let r = FrontRing::<BlkifX86_32>::init(mem)?;
+                (r.size(), r.state())
+            }
+        };
+        Ok(Ring {
+            protocol,
+            size,
+            state,
+        })
+    }
+
     pub(super) fn size(&self) -> u32 {
-        on_ring!(self, |r, A| r.size())
+        self.size
     }
 
     /// Writes `bytes` (zero-padded or cut to the request size) into the
     /// next slot; returns its ring index and the request a backend decodes.
-    pub(super) fn write(&mut self, bytes: &[u8]) -> Result<(u32, Request), SharedRingError> {
-        on_ring!(self, |r, A| {
+    pub(super) fn write(
+        &mut self,
+        mem: SharedMem<'_>,
+        bytes: &[u8],
+    ) -> Result<(u32, Request), SharedRingError> {
+        on_ring!(self, mem, |r, A| {
             let mut slot = <A as RingProtocol>::Request::zeroed();
             let n = bytes.len().min(slot.as_ref().len());
             slot.as_mut()[..n].copy_from_slice(&bytes[..n]);
@@ -46,16 +82,23 @@ impl Ring {
     }
 
     pub(super) fn encode(&self, req: &Request) -> Vec<u8> {
-        on_ring!(self, |_r, A| req.encode::<A>().as_ref().to_vec())
+        match self.protocol {
+            BlkifProtocol::X86_64 => req.encode::<BlkifX86_64>().as_ref().to_vec(),
+            BlkifProtocol::X86_32 => req.encode::<BlkifX86_32>().as_ref().to_vec(),
+        }
     }
 
-    pub(super) fn push(&mut self) -> Result<bool, SharedRingError> {
-        on_ring!(self, |r, A| r.push_requests_and_check_notify())
+    pub(super) fn push(&mut self, mem: SharedMem<'_>) -> Result<bool, SharedRingError> {
+        on_ring!(self, mem, |r, A| r.push_requests_and_check_notify())
     }
 
     /// Copies out every published response (`rsp_prod` read once).
-    pub(super) fn responses(&mut self, out: &mut Vec<Response>) -> Result<(), SharedRingError> {
-        on_ring!(self, |r, A| {
+    pub(super) fn responses(
+        &mut self,
+        mem: SharedMem<'_>,
+        out: &mut Vec<Response>,
+    ) -> Result<(), SharedRingError> {
+        on_ring!(self, mem, |r, A| {
             r.unconsumed_responses()?;
             while let Some(raw) = r.copy_response()? {
                 out.push(Response::decode::<A>(&raw));
@@ -64,16 +107,23 @@ impl Ring {
         })
     }
 
-    pub(super) fn final_check(&mut self) -> Result<bool, SharedRingError> {
-        on_ring!(self, |r, A| r.final_check_for_responses())
+    pub(super) fn final_check(&mut self, mem: SharedMem<'_>) -> Result<bool, SharedRingError> {
+        on_ring!(self, mem, |r, A| r.final_check_for_responses())
     }
 
     /// Offset and size of the request in the slot of ring index `index`.
     pub(super) fn slot(&self, index: u32) -> (usize, usize) {
-        on_ring!(self, |r, A| (
-            HEADER_SIZE + (index & (r.size() - 1)) as usize * A::SLOT_SIZE,
-            <A as RingProtocol>::Request::LEN
-        ))
+        let (slot, len) = match self.protocol {
+            BlkifProtocol::X86_64 => (
+                BlkifX86_64::SLOT_SIZE,
+                <BlkifX86_64 as RingProtocol>::Request::LEN,
+            ),
+            BlkifProtocol::X86_32 => (
+                BlkifX86_32::SLOT_SIZE,
+                <BlkifX86_32 as RingProtocol>::Request::LEN,
+            ),
+        };
+        (HEADER_SIZE + (index & (self.size - 1)) as usize * slot, len)
     }
 }
 
@@ -85,16 +135,10 @@ pub(super) fn echoed(req: &Request) -> u8 {
     }
 }
 
-/// A view of `view` that does not borrow the grant table it came from, so
-/// the ring built on it can live beside the `Arc` that keeps it mapped.
-/// (`FrontRing` has no `state`/`resume` pair as `BackRing` does, which
-/// would let each call borrow the memory afresh instead.)
-pub(super) fn detached(view: SharedMem<'_>, _owner: &Arc<SimGntTable>) -> SharedMem<'static> {
-    // SAFETY: `view` lies in the guest-memory mapping of the DomainMem
-    // behind `_owner`, which is unmapped only when that DomainMem drops.
-    // SimBlkFront keeps the Arc (`gnttab`) as long as the ring built on
-    // this view, and never lends the view out beyond a borrow of itself.
-    unsafe { SharedMem::new(view.as_ptr(), view.len()) }
+/// The ring's pages: `pages` frames from `first` in the guest's memory.
+pub(super) fn ring_view(gnttab: &SimGntTable, first: u32, pages: usize) -> Option<SharedMem<'_>> {
+    let base = first as usize * PAGE_SIZE;
+    gnttab.memory().sub(base, pages * PAGE_SIZE).ok()
 }
 
 /// Takes `n` contiguous free frames (a multi-page ring is one area, as

@@ -705,3 +705,32 @@ fn a_back_ring_resumed_from_its_state_goes_on_where_it_stopped() {
     let back = BackRing::<Test>::resume(small(&m), back.state()).unwrap();
     assert!(back.broken().is_some());
 }
+
+#[test]
+fn a_front_ring_resumed_from_its_state_goes_on_where_it_stopped() {
+    let m = page();
+    let state = {
+        let mut front = FrontRing::<Test>::init(small(&m)).unwrap();
+        push(&mut front, 0, 2);
+        front.state()
+    };
+    let mut back = BackRing::<Test>::attach(small(&m)).unwrap();
+    assert_eq!(back.unconsumed_requests().unwrap(), 2);
+    let r = back.copy_request().unwrap().unwrap();
+    back.write_response(&rsp(num(&r))).unwrap();
+    back.push_responses_and_check_notify().unwrap();
+    // A call later, over a fresh borrow: the next request goes after the
+    // first two, and the response is there to take.
+    let mut front = FrontRing::<Test>::resume(small(&m), state).unwrap();
+    assert_eq!((front.req_prod_pvt(), front.rsp_cons()), (2, 0));
+    push(&mut front, 2, 1);
+    assert_eq!(back.unconsumed_requests().unwrap(), 2);
+    assert_eq!(front.unconsumed_responses().unwrap(), 1);
+    assert_eq!(num(&front.copy_response().unwrap().unwrap()), 0);
+    // A broken ring stays broken across calls.
+    small(&m).store_u32(RSP_PROD, 1000).unwrap();
+    let mut front = FrontRing::<Test>::resume(small(&m), front.state()).unwrap();
+    assert!(front.unconsumed_responses().is_err());
+    let mut front = FrontRing::<Test>::resume(small(&m), front.state()).unwrap();
+    assert!(front.copy_response().is_err());
+}
