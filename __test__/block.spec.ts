@@ -267,6 +267,13 @@ test('an image that grows is resized live: the frontend is told and can use the 
   for (let i = 0; i < 4; i++) t.deepEqual(await fe.read(4096 + i * 8, 4096), pattern(4096, i));
   await fe.flush();
   t.deepEqual(readFileSync(image).subarray(4096 * 512, 4096 * 512 + 4096), pattern(4096, 0));
+  // What SIGHUP does: measure every file again; only a changed one is
+  // announced.
+  t.deepEqual(await s.disks.refreshSizes(), []);
+  truncateSync(image, 5 * 2 ** 20);
+  t.deepEqual(await s.disks.refreshSizes(), [{ name: 'vbd-12-51712', sectors: 10240 }]);
+  await pollUntil(() => fe.sectors === 10240);
+  t.is(fe.sectors, 10240);
   // A memory disk takes its new size; a bad one is refused.
   const mem = await s.host.addDisk(guest, { params: 'memory:1M', devid: 51728 });
   await t.throwsAsync(s.disks.resize(12, 51728), { code: 'EINVAL' });

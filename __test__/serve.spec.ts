@@ -12,6 +12,11 @@ test('xenrx serve --simulated serves each guest a disk and a console until SIGTE
   await serve.waitFor(/guest2 started/);
   const devices = ['console-1-0', 'vbd-1-51712', 'console-2-0', 'vbd-2-51712'];
   for (const d of devices) t.true(serve.output().includes(`${d}: Connected`), d);
+  // SIGHUP measures the disks again (these are in memory: nothing to do)
+  // and keeps serving.
+  serve.child.kill('SIGHUP');
+  await serve.waitFor(/SIGHUP: no disk changed size/);
+  t.is(serve.child.exitCode, null);
   t.is(await serve.stop('SIGTERM'), 0);
   const out = serve.output();
   t.true(out.includes('SIGTERM: disconnecting'));
@@ -29,6 +34,9 @@ test('xenrx serve refuses what it cannot do, before doing anything', async (t) =
   const guests = await runXenrx(['serve', '--guests', '1']);
   t.not(guests.code, 0);
   t.regex(guests.stderr, /--guests needs --simulated/);
+  const queues = await runXenrx(['serve', '--simulated', '--max-queues', '0']);
+  t.not(queues.code, 0);
+  t.regex(queues.stderr, /queue count/);
   const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vif']);
   t.not(types.code, 0);
   t.regex(types.stderr, /unknown device type "vif"/);

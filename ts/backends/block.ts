@@ -26,12 +26,16 @@ const VDISK_READONLY = 4;
 
 /** A disk's storage: a raw image or block device, or memory. */
 export class BlockStorage {
-  private constructor(readonly native: NativeBlkStorage) {}
+  private constructor(
+    readonly native: NativeBlkStorage,
+    /** What holds the sectors. */
+    readonly kind: 'file' | 'qcow2' | 'memory' | 'custom',
+  ) {}
 
   /** A raw image file or a block device; `direct` bypasses the page cache (O_DIRECT). */
   static file(path: string, options: { readonly readOnly?: boolean; readonly direct?: boolean } = {}): BlockStorage {
     try {
-      return new BlockStorage(native.NativeBlkStorage.file(path, options.readOnly, options.direct));
+      return new BlockStorage(native.NativeBlkStorage.file(path, options.readOnly, options.direct), 'file');
     } catch (err) {
       throw PlatformError.fromNative(err);
     }
@@ -45,7 +49,7 @@ export class BlockStorage {
    */
   static qcow2(path: string, options: { readonly readOnly?: boolean } = {}): BlockStorage {
     try {
-      return new BlockStorage(native.NativeBlkStorage.qcow2(path, options.readOnly));
+      return new BlockStorage(native.NativeBlkStorage.qcow2(path, options.readOnly), 'qcow2');
     } catch (err) {
       throw PlatformError.fromNative(err);
     }
@@ -56,12 +60,12 @@ export class BlockStorage {
     if (!Number.isSafeInteger(bytes) || bytes < 512 || bytes % 512 !== 0) {
       throw new RangeError(`a memory disk is a positive multiple of 512 bytes, got ${String(bytes)}`);
     }
-    return new BlockStorage(native.NativeBlkStorage.memory(bytes / 512, options.readOnly));
+    return new BlockStorage(native.NativeBlkStorage.memory(bytes / 512, options.readOnly), 'memory');
   }
 
   /** A disk implemented in TypeScript: `handler` serves its requests (see {@link BlockStorageHandler}). */
   static custom(handler: BlockStorageHandler): BlockStorage {
-    return new BlockStorage(customStorage(handler));
+    return new BlockStorage(customStorage(handler), 'custom');
   }
 
   /** Size and features, as the frontend is told. */
@@ -212,6 +216,37 @@ export class BlockService {
     } catch (err) {
       throw PlatformError.fromNative(err);
     }
+    await this.#announce(rec, g);
+    return g.sectors;
+  }
+
+  /**
+   * Measures every file or block device served again and resizes those
+   * whose size changed (see {@link resize}); what `xenrx serve` does on
+   * SIGHUP. Returns the disks resized, with their new size.
+   */
+  async refreshSizes(): Promise<{ readonly name: string; readonly sectors: number }[]> {
+    const resized: { name: string; sectors: number }[] = [];
+    for (const [name, rec] of this.#disks) {
+      const storage = rec.storage;
+      if (!storage || storage.kind !== 'file') continue;
+      const before = storage.geometry.sectors;
+      let g: BlkGeometry;
+      try {
+        g = storage.native.resize();
+      } catch (err) {
+        rec.ctx.log(0, `cannot measure the disk again: ${(err as Error).message}`);
+        continue;
+      }
+      if (g.sectors === before) continue;
+      await this.#announce(rec, g);
+      resized.push({ name, sectors: g.sectors });
+    }
+    return resized;
+  }
+
+  /** Tells the queues and the frontend a disk's new size. */
+  async #announce(rec: DiskRecord, g: BlkGeometry): Promise<void> {
     for (const q of rec.queues) q.resize(g.sectors);
     const { xs, backendPath } = rec.ctx;
     await xs.transaction(async (tx) => {
@@ -221,7 +256,6 @@ export class BlockService {
       if (state !== undefined) await tx.write(`${backendPath}/state`, state);
     });
     rec.ctx.log(1, `disk resized to ${String(g.sectors)} sectors`);
-    return g.sectors;
   }
 
   /** The storage of a disk (`vbd-<domid>-<devid>`), once opened. */

@@ -20,6 +20,7 @@ interface Options {
   types: DeviceType[];
   debug: number;
   pty: boolean;
+  maxQueues?: number;
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -45,6 +46,7 @@ export function addServeCommand(program: Command): void {
     .option('--guests <n>', 'with --simulated: start this many guests, each with a console and a 64 MiB disk in memory', integer('a guest count', 0, 64), 0)
     .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
     .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
+    .option('--max-queues <n>', 'the most queues (rings) a guest disk may use (default: one per CPU)', integer('a queue count', 1, 64))
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
@@ -70,7 +72,7 @@ export function addServeCommand(program: Command): void {
           if (e.level <= opts.debug) (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.device ?? 'xenbus'}: ${e.message}`);
         },
       });
-      const disks = new BlockService({ platform });
+      const disks = new BlockService({ platform, ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}) });
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
       if (opts.types.includes('console')) await registry.register('console', new ConsoleService({ platform, pty: opts.pty }).ops);
       // Each device's backend state as it changes (not every step of the
@@ -83,6 +85,14 @@ export function addServeCommand(program: Command): void {
         if (d.phase === 'removed') last.delete(d.name);
         if (opts.debug >= 1) log(`${d.name}: ${line}`);
       });
+      // SIGHUP: an operator grew an image or volume; measure them again.
+      const onHangup = (): void => {
+        disks.refreshSizes().then(
+          (resized) => log(`SIGHUP: ${resized.length === 0 ? 'no disk changed size' : resized.map((r) => `${r.name} now ${String(r.sectors)} sectors`).join(', ')}`),
+          (err: unknown) => console.error(`xenrx serve: SIGHUP: ${String(err)}`),
+        );
+      };
+      process.on('SIGHUP', onHangup);
       // Listen for signals before saying we are ready for them.
       const stopped = untilStopped();
       log(`serving ${opts.types.join(', ')}`);
@@ -97,6 +107,7 @@ export function addServeCommand(program: Command): void {
       }
 
       const signal = await stopped;
+      process.off('SIGHUP', onHangup);
       // Every device is taken down as on a backend's removal: Closing,
       // queues stopped, rings unmapped, ports closed.
       log(`${signal ?? 'stopped'}: disconnecting`);
