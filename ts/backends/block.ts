@@ -183,14 +183,12 @@ export class BlockService {
 
   /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
-    const queues = this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queues ?? [];
-    if (queues.length === 0) return undefined;
-    const sum = queues[0]?.stats() as BlkQueueStats;
-    for (const q of queues.slice(1)) {
-      const s = q.stats();
-      for (const k of Object.keys(sum) as (keyof BlkQueueStats)[]) sum[k] += s[k];
+    const [first, ...rest] = this.queueStats(domid, devid);
+    if (!first) return undefined;
+    for (const s of rest) {
+      for (const k of Object.keys(first) as (keyof BlkQueueStats)[]) first[k] += s[k];
     }
-    return sum;
+    return first;
   }
 
   /** The counters of each queue of a connected disk, in queue order. */

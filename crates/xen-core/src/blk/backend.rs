@@ -202,7 +202,7 @@ fn source<P: BlkifAbi + Send + 'static>(
     sink: Box<dyn FnMut(QueueEvent) + Send>,
 ) -> Result<Box<dyn Source>, SharedRingError> {
     let state = BackRing::<P>::attach(map.mem())?.state();
-    let mut source = QueueSource::<P>::new(
+    Ok(Box::new(QueueSource::<P>::new(
         map,
         state,
         platform.gntdev().clone(),
@@ -213,8 +213,7 @@ fn source<P: BlkifAbi + Send + 'static>(
         persistent,
         storage,
         counters.clone(),
+        capacity.clone(),
         sink,
-    );
-    source.capacity = capacity.clone();
-    Ok(Box::new(source))
+    )))
 }

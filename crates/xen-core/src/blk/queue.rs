@@ -114,7 +114,7 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// With persistent grants: the frontend's pages, kept mapped.
     persistent: Option<GrantCache>,
     /// The disk's size as last set by [`super::BlkQueue::resize`].
-    pub(super) capacity: Arc<AtomicU64>,
+    capacity: Arc<AtomicU64>,
     failed: bool,
     _layout: std::marker::PhantomData<P>,
 }
@@ -132,6 +132,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         persistent: bool,
         mut storage: Box<dyn Storage>,
         counters: Arc<Counters>,
+        capacity: Arc<AtomicU64>,
         sink: Box<dyn FnMut(QueueEvent) + Send>,
     ) -> QueueSource<P> {
         // A handle opened before a resize learns the size the frontend has.
@@ -162,7 +163,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             indirect: Vec::new(),
             copies: Vec::new(),
             persistent: persistent.then(|| GrantCache::new(frontend, MAX_PERSISTENT_GRANTS)),
-            capacity: Arc::new(AtomicU64::new(offer.geometry.sectors)),
+            capacity,
             failed: false,
             _layout: std::marker::PhantomData,
         }

@@ -13,7 +13,7 @@ use napi_derive::napi;
 use super::platform_handle::NativePlatform;
 use super::{coded_error, domid, Coded, Result};
 use crate::blk::request::Offer;
-use crate::blk::storage::{FileDisk, FileOptions, MemDisk, Storage};
+use crate::blk::storage::{FileDisk, FileOptions, Geometry, MemDisk, Storage};
 use crate::blk::{BlkError, BlkQueue, QueueEvent, RingConfig};
 use crate::ring::blkif::BlkifProtocol;
 
@@ -55,6 +55,23 @@ pub struct BlkGeometry {
     pub discard_secure: bool,
 }
 
+/// A disk size in 512-byte sectors from JavaScript: a whole number from 1
+/// to 2^53.
+fn disk_sectors(sectors: f64) -> Result<u64> {
+    if sectors >= 1.0 && sectors.fract() == 0.0 && sectors <= 2f64.powi(53) {
+        Ok(sectors as u64)
+    } else {
+        Err(coded_error("EINVAL", format!("{sectors} sectors")))
+    }
+}
+
+/// The geometry of the image file or block device at `path`, measured
+/// without starting an I/O engine.
+fn file_geometry(path: &std::path::Path, options: FileOptions) -> Result<Geometry> {
+    FileDisk::geometry_of(path, options)
+        .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))
+}
+
 enum Kind {
     File { path: PathBuf, options: FileOptions },
     Memory(MemDisk),
@@ -91,7 +108,7 @@ pub(crate) type StorageFactory = Box<dyn Fn() -> Result<Box<dyn Storage>> + Send
 #[napi]
 pub struct NativeBlkStorage {
     kind: Kind,
-    geometry: crate::blk::storage::Geometry,
+    geometry: Geometry,
 }
 
 #[napi]
@@ -110,9 +127,7 @@ impl NativeBlkStorage {
             ..FileOptions::default()
         };
         let path = PathBuf::from(path);
-        let disk = FileDisk::open(&path, options)
-            .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?;
-        let geometry = disk.geometry();
+        let geometry = file_geometry(&path, options)?;
         Ok(NativeBlkStorage {
             kind: Kind::File { path, options },
             geometry,
@@ -123,10 +138,7 @@ impl NativeBlkStorage {
     /// what is written takes memory).
     #[napi(factory)]
     pub fn memory(sectors: f64, read_only: Option<bool>) -> Result<NativeBlkStorage> {
-        if !(sectors >= 1.0 && sectors.fract() == 0.0 && sectors <= 2f64.powi(53)) {
-            return Err(coded_error("EINVAL", format!("{sectors} sectors")));
-        }
-        let mut disk = MemDisk::new(sectors as u64);
+        let mut disk = MemDisk::new(disk_sectors(sectors)?);
         if read_only == Some(true) {
             disk = disk.read_only();
         }
@@ -190,17 +202,9 @@ impl NativeBlkStorage {
     #[napi]
     pub fn resize(&mut self, sectors: Option<f64>) -> Result<BlkGeometry> {
         let sectors = match (&self.kind, sectors) {
-            (Kind::File { path, options }, None) => {
-                let disk = FileDisk::open(path, *options)
-                    .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?;
-                disk.geometry().sectors
-            }
-            (Kind::Memory(_) | Kind::Factory(_), Some(n))
-                if n >= 1.0 && n.fract() == 0.0 && n <= 2f64.powi(53) =>
-            {
-                n as u64
-            }
-            (Kind::Memory(_) | Kind::Factory(_), _) => {
+            (Kind::File { path, options }, None) => file_geometry(path, *options)?.sectors,
+            (Kind::Memory(_) | Kind::Factory(_), Some(n)) => disk_sectors(n)?,
+            (Kind::Memory(_) | Kind::Factory(_), None) => {
                 return Err(coded_error("EINVAL", "a new size in sectors is needed"))
             }
             (Kind::File { .. }, Some(_)) => {
@@ -238,10 +242,7 @@ impl NativeBlkStorage {
     }
 
     /// A disk whose queues each get the storage `open` makes.
-    pub(crate) fn from_factory(
-        geometry: crate::blk::storage::Geometry,
-        open: StorageFactory,
-    ) -> NativeBlkStorage {
+    pub(crate) fn from_factory(geometry: Geometry, open: StorageFactory) -> NativeBlkStorage {
         NativeBlkStorage {
             kind: Kind::Factory(open),
             geometry,
@@ -400,10 +401,7 @@ impl NativeBlkQueue {
     /// against that from the queue's next run on.
     #[napi]
     pub fn resize(&self, sectors: f64) -> Result<()> {
-        if !(sectors >= 1.0 && sectors.fract() == 0.0 && sectors <= 2f64.powi(53)) {
-            return Err(coded_error("EINVAL", format!("{sectors} sectors")));
-        }
-        self.queue.resize(sectors as u64);
+        self.queue.resize(disk_sectors(sectors)?);
         Ok(())
     }
 

@@ -31,17 +31,10 @@ impl SimBlkFront {
                 _ => ended.push(p),
             }
         }
-        let mut data = Vec::new();
-        if let (Some((offset, len)), None) = (entry.read, still_mapped) {
-            data = vec![0; len];
-            for (i, p) in ended.iter().enumerate() {
-                let start = i * PAGE_SIZE;
-                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
-                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
-                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
-                }
-            }
-        }
+        let data = match (entry.read, still_mapped) {
+            (Some(read), None) => self.read_back(&ended, read),
+            _ => Vec::new(),
+        };
         ended.iter().for_each(|p| self.gnttab.free_page(p.frame));
         let result = match still_mapped {
             Some(g) => Err(BlkFrontError::GrantStillMapped(id, g)),
@@ -60,20 +53,25 @@ impl SimBlkFront {
         entry: InFlight,
         status: i16,
     ) -> Result<(), BlkFrontError> {
-        let mut data = Vec::new();
-        if let Some((offset, len)) = entry.read {
-            data = vec![0; len];
-            for (i, p) in entry.pages.iter().enumerate() {
-                let start = i * PAGE_SIZE;
-                let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
-                if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
-                    let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
-                }
-            }
-        }
+        let data = entry
+            .read
+            .map_or_else(Vec::new, |read| self.read_back(&entry.pages, read));
         self.pool.extend(entry.pages);
         self.done.push_back((id, outcome(id, status, data)));
         Ok(())
+    }
+
+    /// A read's `len` bytes, `offset` bytes into the first of `pages`.
+    fn read_back(&self, pages: &[Page], (offset, len): (usize, usize)) -> Vec<u8> {
+        let mut data = vec![0; len];
+        for (i, p) in pages.iter().enumerate() {
+            let start = i * PAGE_SIZE;
+            let (lo, hi) = (offset.max(start), (offset + len).min(start + PAGE_SIZE));
+            if let (true, Some(page)) = (lo < hi, self.gnttab.page(p.frame)) {
+                let _ = page.read(lo - start, &mut data[lo - offset..hi - offset]);
+            }
+        }
+        data
     }
 }
 

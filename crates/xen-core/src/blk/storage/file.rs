@@ -95,14 +95,17 @@ enum Io {
 impl FileDisk {
     /// Opens the image file or block device at `path`.
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileDisk> {
-        let mut open = OpenOptions::new();
-        open.read(true).write(!options.read_only);
-        if options.direct {
-            open.custom_flags(libc::O_DIRECT);
-        }
-        let file = open.open(path)?;
+        let file = open_file(path.as_ref(), &options)?;
         let (backing, geometry) = probe(&file, &options)?;
         FileDisk::start(file.into(), backing, geometry, &options)
+    }
+
+    /// What the image file or block device at `path` looks like, opened as
+    /// [`FileDisk::open`] would open it, with no engine started: to check a
+    /// disk, or measure it again after it grew.
+    pub fn geometry_of(path: impl AsRef<Path>, options: FileOptions) -> io::Result<Geometry> {
+        let file = open_file(path.as_ref(), &options)?;
+        Ok(probe(&file, &options)?.1)
     }
 
     /// Starts the engine `options` ask for on an opened disk.
@@ -197,6 +200,15 @@ impl Storage for FileDisk {
 }
 
 // ---- What the disk looks like ----
+
+fn open_file(path: &Path, options: &FileOptions) -> io::Result<File> {
+    let mut open = OpenOptions::new();
+    open.read(true).write(!options.read_only);
+    if options.direct {
+        open.custom_flags(libc::O_DIRECT);
+    }
+    open.open(path)
+}
 
 /// `BLKGETSIZE64`, `_IOR(0x12, 114, size_t)` in linux/fs.h.
 const BLKGETSIZE64: Opcode = opcode::read::<usize>(0x12, 114);
