@@ -1,8 +1,8 @@
 import test from 'ava';
-import { firstValueFrom, take, toArray } from 'rxjs';
+import { NEVER, firstValueFrom, take, toArray } from 'rxjs';
 
-import { DomainWatcher, SimHypervisor, actionsForChange, diffDomains, simDomainSource } from '../ts/index.js';
-import type { DomainInfo, LifecycleEvent, RunState } from '../ts/index.js';
+import { DomainWatcher, SimHypervisor, actionsForChange, diffDomains, pollingDomainSource, simDomainSource } from '../ts/index.js';
+import type { DomainInfo, DomainInfoSource, LifecycleEvent, RunState } from '../ts/index.js';
 import { pollUntil } from './helpers/poll.js';
 
 const running = (domid: number): DomainInfo => ({ domid, running: true, paused: false, blocked: false, dying: false });
@@ -110,4 +110,68 @@ test('changes are read from the source on each signal; a reading sees the state 
     (await got).map((c) => c.kind),
     ['appeared', 'paused', 'unpaused', 'shutdown'],
   );
+});
+
+// A source like Xen's: its notifications fire only on introduce and release,
+// so pause, unpause and the end of a dying domain reach the watcher only
+// through the poll.
+function quietSource(domains: DomainInfo[]): DomainInfoSource {
+  return { list: () => domains.map((d) => ({ ...d })), changes$: NEVER };
+}
+
+test('a polled source sees pause, unpause and a dying domain going, which fire no notification', async (t) => {
+  const domains: DomainInfo[] = [{ ...running(5), running: false, paused: true }];
+  const watcher = new DomainWatcher(pollingDomainSource(quietSource(domains), 5));
+  const changes: string[] = [];
+  const deaths: number[] = [];
+  const states: RunState[] = [];
+  const lc = watcher.lifecycle(5);
+  lc.runState$.subscribe((s) => states.push(s));
+  const subs = [
+    watcher.changes$.subscribe((c) => changes.push(`${c.kind}:${String(c.domid)}`)),
+    watcher.deaths$.subscribe((d) => deaths.push(d)),
+    lc.connect(),
+  ];
+  t.teardown(() => subs.forEach((s) => s.unsubscribe()));
+
+  await pollUntil(() => changes.length === 1);
+  t.deepEqual(changes, ['appeared:5'], 'introduced while still paused, as xl create does');
+  t.deepEqual(states, ['prelaunch']);
+  domains[0] = running(5);
+  await pollUntil(() => states.length === 2);
+  t.deepEqual(states, ['prelaunch', 'running'], 'the unpause after creation starts the VM');
+  domains[0] = { ...running(5), running: false, paused: true };
+  await pollUntil(() => states.length === 3);
+  domains[0] = running(5);
+  await pollUntil(() => states.length === 4);
+  t.deepEqual(states, ['prelaunch', 'running', 'paused', 'running'], 'xl pause and xl unpause');
+  domains[0] = { ...running(5), running: false, dying: true };
+  await pollUntil(() => deaths.length === 1);
+  domains.length = 0;
+  await pollUntil(() => changes.includes('gone:5'));
+  t.deepEqual(changes, ['appeared:5', 'unpaused:5', 'paused:5', 'unpaused:5', 'dying:5', 'gone:5']);
+  t.deepEqual(deaths, [5], 'one death per life');
+});
+
+test('a polled source without news produces no change, and refuses a bad period', async (t) => {
+  const domains: DomainInfo[] = [running(2)];
+  let reads = 0;
+  const source = pollingDomainSource(
+    {
+      list: () => {
+        reads++;
+        return domains;
+      },
+      changes$: NEVER,
+    },
+    5,
+  );
+  const changes: string[] = [];
+  const sub = new DomainWatcher(source).changes$.subscribe((c) => changes.push(c.kind));
+  t.teardown(() => sub.unsubscribe());
+  await pollUntil(() => reads >= 5);
+  t.deepEqual(changes, ['appeared'], 'five readings, one change');
+  for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+    t.throws(() => pollingDomainSource(quietSource([]), bad), { instanceOf: RangeError });
+  }
 });

@@ -12,6 +12,9 @@ test('xenrx serve --simulated serves each guest a disk and a console until SIGTE
   await serve.waitFor(/guest2 started/);
   const devices = ['console-1-0', 'vbd-1-51712', 'console-2-0', 'vbd-2-51712'];
   for (const d of devices) t.true(serve.output().includes(`${d}: Connected`), d);
+  // Each guest's domain and the VM run state it leads to, as they change.
+  await serve.waitFor(/domain 2: run state running/);
+  t.regex(serve.output(), /domain 1: appeared \(paused\)\n[^]*domain 1: unpaused\n[^]*domain 1: run state running/);
   // SIGHUP measures the disks again (these are in memory: nothing to do)
   // and keeps serving.
   serve.child.kill('SIGHUP');
@@ -37,6 +40,9 @@ test('xenrx serve refuses what it cannot do, before doing anything', async (t) =
   const queues = await runXenrx(['serve', '--simulated', '--max-queues', '0']);
   t.not(queues.code, 0);
   t.regex(queues.stderr, /queue count/);
+  const poll = await runXenrx(['serve', '--domain-poll', '0']);
+  t.not(poll.code, 0);
+  t.regex(poll.stderr, /period in ms/);
   const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vif']);
   t.not(types.code, 0);
   t.regex(types.stderr, /unknown device type "vif"/);

@@ -21,6 +21,7 @@ interface Options {
   debug: number;
   pty: boolean;
   maxQueues?: number;
+  domainPoll: number;
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -47,12 +48,15 @@ export function addServeCommand(program: Command): void {
     .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
     .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
     .option('--max-queues <n>', 'the most queues (rings) a guest disk may use (default: one per CPU)', integer('a queue count', 1, 64))
+    .option('--domain-poll <ms>', 'on Xen, how often the domain list is read besides the XenStore watches (pause and unpause fire none)', integer('a period in ms', 10, 60_000), 1000)
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
       if (opts.hypervisor !== undefined && opts.simulated) throw new InvalidArgumentError('--hypervisor and --simulated exclude each other');
       // Loaded here: --help must work without the native addon.
       const { BlockService, ConsoleService } = await import('../backends/index.js');
+      const { DomainWatcher, xenDomainSource } = await import('../lifecycle/index.js');
+      const { logDomains } = await import('./serve-domains.js');
       const { Platform, SimHost } = await import('../platform/index.js');
       const { SimulatedHost } = await import('../simhost/index.js');
       const { XenStore } = await import('../xenstore/index.js');
@@ -66,8 +70,12 @@ export function addServeCommand(program: Command): void {
           ? Platform.simulated(SimHost.connect(opts.hypervisor))
           : Platform.xen();
       log(`XenStore ${host ? `${host.socket} (simulated host)` : (opts.socket ?? 'found as libxenstore does')}, platform ${platform.kind}, backend domain ${String(platform.domid)}`);
+      // Which domains live, so the devices of a dead one are torn down: the
+      // simulated host's, or Xen's read through libxenctrl.
+      const domains = host ? host.domains : platform.kind === 'xen' ? new DomainWatcher(xenDomainSource(xs, { pollMs: opts.domainPoll })) : null;
+      const domainLog = domains && opts.debug >= 1 ? logDomains(domains, log) : null;
       const registry = await XenbusRegistry.create(xs, {
-        ...(host ? { domains: host.domains } : {}),
+        ...(domains ? { domains } : {}),
         logger: (e) => {
           if (e.level <= opts.debug) (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.device ?? 'xenbus'}: ${e.message}`);
         },
@@ -113,6 +121,7 @@ export function addServeCommand(program: Command): void {
       log(`${signal ?? 'stopped'}: disconnecting`);
       await registry.close();
       states.unsubscribe();
+      domainLog?.unsubscribe();
       if (host) await host.stop();
       else {
         xs.close();

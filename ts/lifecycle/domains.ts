@@ -1,8 +1,10 @@
 // The domain watcher: domain states from the hypervisor (the simulated one,
-// or libxenctrl on real Xen, re-read on @introduceDomain/@releaseDomain),
+// or libxenctrl on real Xen, re-read on @introduceDomain/@releaseDomain and
+// on a short period, since pause, unpause and the end of a dying domain fire
+// no watch),
 // turned into what changed per domain, into lifecycle actions for each
 // domain's VM, and into the deaths the xenbus registry tears devices down on.
-import { EMPTY, concatMap, defer, filter, from, map, merge, mergeMap, scan, share, startWith } from 'rxjs';
+import { EMPTY, concatMap, defer, filter, from, interval, map, merge, mergeMap, scan, share, startWith } from 'rxjs';
 import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
@@ -27,17 +29,43 @@ export function simDomainSource(hv: SimHypervisor): DomainInfoSource {
   return { list: () => hv.domainInfo(), changes$: hv.changes$ };
 }
 
+/** How often a polled source re-reads the domains unless told otherwise (ms). */
+export const DEFAULT_DOMAIN_POLL_MS = 1000;
+
+/**
+ * A source that is also re-read every `periodMs`, for hypervisors whose
+ * notifications miss changes. On Xen, `xl pause` and `xl unpause` fire no
+ * XenStore watch, a domain built paused is introduced before it runs, and
+ * @releaseDomain fires once when a domain turns dying, not when it is gone;
+ * reading the domain list (one cheap hypercall) on a period sees them all.
+ * Readings that find nothing new produce no change.
+ */
+export function pollingDomainSource(source: DomainInfoSource, periodMs: number = DEFAULT_DOMAIN_POLL_MS): DomainInfoSource {
+  if (!Number.isFinite(periodMs) || periodMs <= 0) throw new RangeError(`domain poll period must be a positive number of ms, not ${String(periodMs)}`);
+  return { list: () => source.list(), changes$: merge(source.changes$, interval(periodMs)) };
+}
+
+/** How the real hypervisor's domains are read. */
+export interface XenDomainSourceOptions {
+  /** Period of the domain-list poll beside the watches (ms, default 1000). */
+  readonly pollMs?: number;
+}
+
 /**
  * The real hypervisor's domains, from libxenctrl, re-read whenever XenStore
- * fires @introduceDomain or @releaseDomain (which it does on domain
- * creation, shutdown and destruction). Throws ENODEV where there is no Xen.
+ * fires @introduceDomain or @releaseDomain and every `pollMs` (see
+ * `pollingDomainSource` for why the watches alone are not enough). Throws
+ * ENODEV where there is no Xen.
  */
-export function xenDomainSource(xs: XenStore): DomainInfoSource {
+export function xenDomainSource(xs: XenStore, options: XenDomainSourceOptions = {}): DomainInfoSource {
   const ctrl = platformCall(() => native.NativeXenCtrl.open());
-  return {
-    list: () => platformCall(() => ctrl.domainInfo()).map(toDomainInfo),
-    changes$: merge(xs.watch$('@introduceDomain'), xs.watch$('@releaseDomain')),
-  };
+  return pollingDomainSource(
+    {
+      list: () => platformCall(() => ctrl.domainInfo()).map(toDomainInfo),
+      changes$: merge(xs.watch$('@introduceDomain'), xs.watch$('@releaseDomain')),
+    },
+    options.pollMs ?? DEFAULT_DOMAIN_POLL_MS,
+  );
 }
 
 /** What changed in one domain between two readings. */

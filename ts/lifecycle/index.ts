@@ -40,5 +40,13 @@ export { EXIT_FAILURE, EXIT_SUCCESS, killReport } from './main-loop.js';
 export { describePanic } from './requests.js';
 export { LifecycleRequestError, createLifecycle } from './stream.js';
 export type { Lifecycle, LifecycleHandle, LifecycleOptions, Notifier, StateHandler } from './stream.js';
-export { DomainWatcher, actionsForChange, diffDomains, simDomainSource, xenDomainSource } from './domains.js';
-export type { DomainChange, DomainInfoSource } from './domains.js';
+export {
+  DEFAULT_DOMAIN_POLL_MS,
+  DomainWatcher,
+  actionsForChange,
+  diffDomains,
+  pollingDomainSource,
+  simDomainSource,
+  xenDomainSource,
+} from './domains.js';
+export type { DomainChange, DomainInfoSource, XenDomainSourceOptions } from './domains.js';
