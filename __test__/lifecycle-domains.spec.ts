@@ -26,6 +26,11 @@ test('diffDomains names each change', (t) => {
     { kind: 'gone', domid: 2 },
   ]);
   t.deepEqual(diffDomains(new Map(after.map((d) => [d.domid, d])), after), [], 'nothing changed');
+  // Xen and the toolstack pause a domain that shuts down or dies: no pause of its own.
+  t.deepEqual(diffDomains(new Map([[1, running(1)]]), [{ ...running(1), running: false, paused: true, shutdown: 'poweroff' }]), [
+    { kind: 'shutdown', domid: 1, reason: 'poweroff' },
+  ]);
+  t.deepEqual(diffDomains(new Map([[1, running(1)]]), [{ ...running(1), running: false, paused: true, dying: true }]), [{ kind: 'dying', domid: 1 }]);
 });
 
 test('each domain change maps to the request QEMU would get', (t) => {

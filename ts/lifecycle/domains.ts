@@ -92,8 +92,12 @@ export function diffDomains(before: ReadonlyMap<number, DomainInfo>, after: read
       if (now.dying) changes.push({ kind: 'dying', domid });
       continue;
     }
-    if (!was.paused && now.paused) changes.push({ kind: 'paused', domid });
-    if (was.paused && !now.paused) changes.push({ kind: 'unpaused', domid });
+    // A domain that shut down or is dying is paused by Xen and by the
+    // toolstack on its way out: that is part of the shutdown, not a pause
+    // anyone asked for.
+    const live = !now.shutdown && !now.dying;
+    if (live && !was.paused && now.paused) changes.push({ kind: 'paused', domid });
+    if (live && was.paused && !now.paused) changes.push({ kind: 'unpaused', domid });
     if (now.shutdown && was.shutdown !== now.shutdown) changes.push({ kind: 'shutdown', domid, reason: now.shutdown });
     if (was.shutdown && !now.shutdown) changes.push({ kind: 'resumed', domid });
     if (!was.dying && now.dying) changes.push({ kind: 'dying', domid });
