@@ -1,5 +1,5 @@
 //! A smoke test of the real-hypervisor platform, run inside a Xen dom0 by
-//! `.ci/xen-e2e/run.sh`: it grants a page to its own domain through
+//! `npm run e2e:xen` (`.ci/xen-e2e/run.sh`): it grants a page to its own domain through
 //! gntalloc and maps it back through gntdev, copies it with grant copy, and
 //! ping-pongs over an interdomain event channel whose two ends it binds
 //! itself. It prints one line per check and `XEN-SMOKE PASS` or

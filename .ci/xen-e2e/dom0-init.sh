@@ -1,0 +1,177 @@
+#!/bin/bash
+# /init of dom0 in the real-Xen end-to-end run. Starts Xen's C xenstored and
+# xenconsoled, then gives the same domU workload a disk from each backend in
+# turn (xenrx, Linux blkback, QEMU's qdisk), then drives a domU's lifecycle
+# (pause, unpause, shutdown, reboot, destroy) under xenrx. Everything the host
+# needs is printed on the console as lines starting with "E2E-".
+# The kernel passes E2E_* settings from its command line as environment.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm /run /tmp
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
+
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle}
+SECS=${E2E_SECS:-5}
+DISK_MB=${E2E_DISK_MB:-64}
+DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "E2E-DOM0 [$(up)] $*"; }
+check() { echo "E2E-CHECK {\"check\":\"$1\",\"ok\":$2,\"detail\":\"$3\"}"; }
+
+say "init: $(cat /sys/hypervisor/type) $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor)$(cat /sys/hypervisor/version/extra), kernel $(uname -r), rounds $ROUNDS"
+for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop; do modprobe "$m" || say "modprobe $m failed"; done
+mount -t xenfs xenfs /proc/xen
+/usr/lib/xen-4.17/bin/xenstored --pid-file /run/xenstored.pid || say "xenstored failed"
+/usr/lib/xen-4.17/bin/xen-init-dom0 >/dev/null || say "xen-init-dom0 failed"
+/usr/lib/xen-4.17/bin/xenconsoled --log=guest --log-dir=/var/log/xen/console --pid-file=/run/xenconsoled.pid || say "xenconsoled failed"
+say "xenstored, xenconsoled up; $(xl info | grep -E '^free_memory')"
+# The platform's device code on the real hypervisor, before any guest.
+/usr/local/bin/xen-smoke 2>&1 | sed 's/^/E2E-SMOKE /'
+
+# domU NAME MODE SEED DISKSPEC: a domU with one disk; waits until it is gone
+# (bench mode: it powers itself off) unless MODE is idle.
+domu_config() {
+  cat >"/root/$1.cfg" <<EOF
+name="e2e-$1"
+type="pv"
+memory=256
+vcpus=1
+kernel="/root/vmlinuz"
+ramdisk="/root/domU.cpio.gz"
+extra="console=hvc0 panic=-1 E2E_MODE=$2 E2E_SEED=$3 E2E_SECS=$SECS"
+disk=['$4']
+on_poweroff="destroy"
+on_reboot="restart"
+on_crash="destroy"
+EOF
+}
+
+wait_gone() { # NAME TIMEOUT
+  local end=$(($(cut -d. -f1 /proc/uptime) + $2))
+  while xl domid "$1" >/dev/null 2>&1; do
+    [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ] || return 1
+    sleep 1
+  done
+}
+
+wait_log() { # FILE REGEX TIMEOUT
+  local end=$(($(cut -d. -f1 /proc/uptime) + $3))
+  until grep -qE "$2" "$1" 2>/dev/null; do
+    [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ] || return 1
+    sleep 0.5
+  done
+}
+
+console_of() { # NAME PREFIX
+  tr -d '\r' <"/var/log/xen/console/guest-e2e-$1.log" 2>/dev/null | sed "s/^/$2 /"
+  : >"/var/log/xen/console/guest-e2e-$1.log"
+}
+
+run_bench() { # NAME SEED DISKSPEC
+  domu_config "$1" bench "$2" "$3"
+  say "$1: xl create"
+  local start
+  start=$(up)
+  if ! xl create "/root/$1.cfg" >"/var/log/xen/xl-create-$1.log" 2>&1; then
+    say "$1: xl create failed"
+    sed "s/^/E2E-XL[$1] /" "/var/log/xen/xl-create-$1.log" | tail -30
+    check "$1-created" false "xl create failed"
+    return 1
+  fi
+  say "$1: created in $(awk "BEGIN{print $(up)-$start}") s"
+  if ! wait_gone "e2e-$1" "$DOMU_TIMEOUT"; then
+    say "$1: domU still running after $DOMU_TIMEOUT s; destroying it"
+    xl destroy "e2e-$1"
+    check "$1-finished" false "the domU did not power off"
+  fi
+  say "$1: domU gone $(awk "BEGIN{print $(up)-$start}") s after xl create"
+  console_of "$1" "E2E-CONSOLE[$1]"
+  # The image holds what the guest wrote and read back.
+  /usr/local/bin/blkcheck "/root/disk-$1.img" verify-pattern 8 "$2" | sed "s/^E2E-JOB /E2E-IMAGE[$1] /"
+}
+
+start_xenrx() {
+  : >/var/log/xenrx.log
+  xenrx serve --types vbd --debug 2 >>/var/log/xenrx.log 2>&1 &
+  XENRX_PID=$!
+  if wait_log /var/log/xenrx.log 'serving vbd' 300; then
+    say "xenrx serve ready (pid $XENRX_PID)"
+  else
+    say "xenrx serve did not start"
+    sed 's/^/E2E-XENRX /' /var/log/xenrx.log
+    return 1
+  fi
+}
+
+stop_xenrx() { # ROUND
+  kill -TERM "$XENRX_PID" 2>/dev/null
+  wait "$XENRX_PID"
+  local rc=$?
+  say "xenrx serve exited with status $rc"
+  sed "s/^/E2E-XENRX[$1] /" /var/log/xenrx.log
+  [ $rc = 0 ] && check "$1-xenrx-exit" true "status 0" || check "$1-xenrx-exit" false "status $rc"
+}
+
+seed=100
+for round in ${ROUNDS//./ }; do
+  seed=$((seed + 1))
+  dd if=/dev/zero of="/root/disk-$round.img" bs=1M count="$DISK_MB" status=none
+  case $round in
+  xenrx)
+    start_xenrx || { check xenrx-started false "xenrx serve did not start"; continue; }
+    run_bench xenrx $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-xenrx.img"
+    # The device goes down with the domain before serve is stopped.
+    wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "xenrx: device not removed within 60 s"
+    stop_xenrx xenrx
+    ;;
+  blkback)
+    modprobe xen-blkback || say "modprobe xen-blkback failed"
+    loop=$(losetup -f --show /root/disk-blkback.img)
+    run_bench blkback $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=$loop"
+    losetup -d "$loop"
+    rmmod xen-blkback || say "rmmod xen-blkback failed"
+    ;;
+  qdisk)
+    run_bench qdisk $seed "format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/root/disk-qdisk.img"
+    ;;
+  lifecycle)
+    start_xenrx || { check lifecycle-started false "xenrx serve did not start"; continue; }
+    domu_config lifecycle idle $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-lifecycle.img"
+    xl create /root/lifecycle.cfg >/var/log/xen/xl-create-lifecycle.log 2>&1 || say "lifecycle: xl create failed"
+    domid=$(xl domid e2e-lifecycle)
+    wait_log /var/log/xen/console/guest-e2e-lifecycle.log 'E2E-DOMU ready' 120 || say "lifecycle: domU not ready"
+    say "lifecycle: domU $domid ready"
+    echo "E2E-LIFE {\"domid\":$domid,\"step\":\"created\"}"
+    for step in pause unpause; do
+      xl "$step" e2e-lifecycle && echo "E2E-LIFE {\"domid\":$domid,\"step\":\"$step\"}"
+      sleep 4
+    done
+    xl reboot e2e-lifecycle && echo "E2E-LIFE {\"domid\":$domid,\"step\":\"reboot\"}"
+    # xl's monitor builds the domain again under a new id.
+    end=$(($(cut -d. -f1 /proc/uptime) + 120))
+    while { ! newid=$(xl domid e2e-lifecycle 2>/dev/null) || [ "$newid" = "$domid" ]; } && [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do sleep 1; done
+    wait_log /var/log/xenrx.log "vbd-$newid-51712: Connected" 120 || say "lifecycle: the rebooted domain's disk did not connect"
+    echo "E2E-LIFE {\"domid\":$newid,\"step\":\"rebooted\"}"
+    xl shutdown -w e2e-lifecycle && echo "E2E-LIFE {\"domid\":$newid,\"step\":\"shutdown\"}"
+    wait_gone e2e-lifecycle 60 || say "lifecycle: still there after shutdown"
+    xl create /root/lifecycle.cfg >>/var/log/xen/xl-create-lifecycle.log 2>&1
+    lastid=$(xl domid e2e-lifecycle)
+    wait_log /var/log/xenrx.log "vbd-$lastid-51712: Connected" 120 || say "lifecycle: the third domain's disk did not connect"
+    xl destroy e2e-lifecycle && echo "E2E-LIFE {\"domid\":$lastid,\"step\":\"destroy\"}"
+    wait_log /var/log/xenrx.log "domain $lastid: gone" 30 || say "lifecycle: xenrx did not see domain $lastid go"
+    console_of lifecycle "E2E-CONSOLE[lifecycle]"
+    stop_xenrx lifecycle
+    ;;
+  *) say "unknown round $round" ;;
+  esac
+  rm -f "/root/disk-$round.img"
+done
+say "free memory: $(xl info | grep -E '^free_memory')"
+echo "E2E-DONE uptime=$(up)"
+echo o >/proc/sysrq-trigger
+sleep 5
+poweroff -f

@@ -1,0 +1,39 @@
+#!/bin/busybox sh
+# /init of the test domU (busybox, xen-blkfront, blkcheck): checks the disk it
+# was given, measures it, and powers off (E2E_MODE=bench), or waits for the
+# toolstack to pause, shut down or reboot it (E2E_MODE=idle). The kernel
+# passes E2E_* from its command line to this script's environment.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+# The kernel runs these on a toolstack's shutdown or reboot request; with
+# this script as init there is no init to signal, so they act at once.
+mkdir -p /sbin
+printf '#!/bin/busybox sh\nexec /bin/busybox poweroff -f\n' >/sbin/poweroff
+printf '#!/bin/busybox sh\nexec /bin/busybox reboot -f\n' >/sbin/reboot
+chmod +x /sbin/poweroff /sbin/reboot
+SEED=${E2E_SEED:-1}
+SECS=${E2E_SECS:-5}
+echo "E2E-DOMU booted kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+insmod /xen-blkfront.ko
+i=0
+while [ ! -b /dev/xvda ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+if [ ! -b /dev/xvda ]; then
+  echo "E2E-JOB {\"job\":\"error\",\"what\":\"no /dev/xvda after 60 s\"}"
+elif [ "${E2E_MODE:-bench}" = idle ]; then
+  dd if=/dev/xvda of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null && echo "E2E-DOMU ready"
+  while :; do sleep 1; done
+else
+  echo "E2E-DOMU xvda sectors=$(cat /sys/block/xvda/size) queues=$(ls /sys/block/xvda/mq | wc -l)"
+  /blkcheck /dev/xvda seqwrite "$SECS"
+  /blkcheck /dev/xvda seqread "$SECS"
+  /blkcheck /dev/xvda randread "$SECS" 1
+  /blkcheck /dev/xvda randread "$SECS" 4
+  # The pattern last, so that dom0 finds it in the image afterwards.
+  /blkcheck /dev/xvda write-pattern 8 "$SEED"
+  echo 3 >/proc/sys/vm/drop_caches
+  /blkcheck /dev/xvda verify-pattern 8 "$SEED"
+fi
+echo "E2E-DOMU done uptime=$(cut -d' ' -f1 /proc/uptime)"
+poweroff -f
