@@ -23,6 +23,8 @@
 # installed (bookworm's qemu-system-x86 cannot be installed beside a newer
 # qemu-utils); -initrd splits on commas, so dom0 settings use dots.
 set -euo pipefail
+# debootstrap, chroot and the dom0 image need root.
+if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$root/.ci/xen-e2e"
@@ -32,8 +34,6 @@ SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 mkdir -p "$W/logs"
 say() { printf '[xen-e2e +%ss] %s\n' "$SECONDS" "$*"; }
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 say "host packages"
 need=()
@@ -51,8 +51,8 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
   done
 fi
 if [ ${#need[@]} -gt 0 ]; then
-  $sudo apt-get update -q >"$W/logs/apt.log" 2>&1
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >>"$W/logs/apt.log" 2>&1 \
+  apt-get update -q >"$W/logs/apt.log" 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >>"$W/logs/apt.log" 2>&1 \
     || { cat "$W/logs/apt.log"; exit 1; }
 fi
 
