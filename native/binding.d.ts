@@ -126,8 +126,24 @@ export declare class NativeConsoleFrontend {
    * `host.gnttab()`).
    */
   static create(host: NativeSimHost, domid: number, backendDomid: number): NativeConsoleFrontend
-  /** Grant reference of the page (`console/ring-ref`). */
+  /**
+   * Sets up the primary console of guest `domid` for `backendDomid`, as
+   * the domain builder and a PV guest do: the page in the reserved grant
+   * entry `GNTTAB_RESERVED_CONSOLE` (0) for the backend, and an unbound
+   * port. `frame` is what the toolstack writes as `console/ring-ref`.
+   * EBUSY if the guest already has a primary console.
+   */
+  static createPrimary(host: NativeSimHost, domid: number, backendDomid: number): NativeConsoleFrontend
+  /**
+   * Grant reference of the page: a console device's `ring-ref`; for a
+   * primary console the reserved entry, 0.
+   */
   get ringRef(): number
+  /**
+   * The guest frame holding the page (a primary console's
+   * `console/ring-ref`).
+   */
+  get frame(): number
   /** The port for the backend (`console/port`). */
   get port(): number
   /**
@@ -650,7 +666,10 @@ export interface BlkRingOptions {
 export interface ConsoleBackendOptions {
   /** The guest. */
   frontendDomid: number
-  /** Grant reference of the console page (`console/ring-ref`). */
+  /**
+   * Grant reference of the console page: a console device's `ring-ref`,
+   * or `GNTTAB_RESERVED_CONSOLE` for a primary console.
+   */
   ringRef: number
   /** The guest's port (`console/port`). */
   remotePort: number
@@ -747,6 +766,13 @@ export declare enum GntSt {
 
 /** The name of a GNTST status (`GNTST_bad_gntref`), `GNTST_<n>` if unknown. */
 export declare function gntstName(status: number): string
+
+/**
+ * The grant reference through which a guest's primary console page is
+ * mapped (Xen's `GNTTAB_RESERVED_CONSOLE`): the `ringRef` to serve a
+ * primary console on, whatever frame its `console/ring-ref` names.
+ */
+export declare const GNTTAB_RESERVED_CONSOLE: number
 
 /** A grant to copy to or from. */
 export interface GrantSpan {

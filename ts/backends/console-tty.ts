@@ -4,9 +4,10 @@
 // one with any `tty` it likes (XSA-57), and a node left behind by a closed
 // console names a terminal number the kernel hands to the next console. So
 // a `tty` is trusted only when the backend published it (owned by a domain
-// other than the guest, read-only to the guest), the console is Connected,
-// and what it names is a pseudo-terminal's slave device, checked on the
-// file we opened.
+// other than the guest, read-only to the guest), the console is Connected
+// (a console device) or the tty's owner is its backend (a primary console,
+// which has no xenbus state), and what it names is a pseudo-terminal's
+// slave device, checked on the file we opened.
 import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { isatty } from 'node:tty';
@@ -20,8 +21,14 @@ export interface ConsoleTty {
   readonly path: string;
   /** The node it was read from. */
   readonly node: string;
-  /** The backend directory of the console (Connected when it was read). */
+  /**
+   * The backend directory of the console device (Connected when it was
+   * read); for a primary console, the one the toolstack wrote for it, or
+   * the console directory itself when there is none (xenconsoled's way).
+   */
   readonly backendPath: string;
+  /** A console device (`device/console/<devid>`) or the guest's primary console (`console`). */
+  readonly kind: 'device' | 'primary';
 }
 
 /** Linux's major numbers of pseudo-terminal slaves (UNIX98_PTY_SLAVE_MAJOR and the 7 after it). */
@@ -39,26 +46,37 @@ function accessOf(perms: readonly Permission[], domid: number): Permission['acce
 }
 
 /**
- * The checked `tty` of console `devid` of guest `domid`: in the console's
- * frontend directory (`device/console/<devid>`, or `console` for the
- * primary console), published by the backend (not owned or writable by
- * the guest), naming a pseudo-terminal, with the console's backend
- * Connected to that directory. Throws an Error saying what is wrong.
+ * The checked `tty` of console `devid` of guest `domid`, named by the
+ * backend (not owned or writable by the guest) and naming a
+ * pseudo-terminal. Console devices live in `device/console/<devid>`, and
+ * their backend must be Connected to that directory. For `devid` 0, when
+ * the guest has no console device 0, the guest's primary console
+ * (`console`, served by xenconsoled or `PrimaryConsoleService`) is looked
+ * at instead: it is no xenbus device and has no backend state, so its
+ * `tty` counts when it was written by dom0 or by the domain the toolstack
+ * made its console backend (`backend/console/<domid>/0` naming it), and is
+ * not empty (an ended console's is). Throws an Error saying what is wrong.
  */
 export async function findConsoleTty(xs: XenStore, domid: number, devid = 0): Promise<ConsoleTty> {
   const home = await xs.getDomainPath(domid);
-  const dirs = [`${home}/device/console/${String(devid)}`, ...(devid === 0 ? [`${home}/console`] : [])];
+  const device = `${home}/device/console/${String(devid)}`;
   const problems: string[] = [];
-  for (const dir of dirs) {
-    const found = await checkCandidate(xs, domid, devid, dir);
-    if (typeof found !== 'string') return found;
-    problems.push(found);
+  const found = await checkCandidate(xs, domid, devid, device, 'device');
+  if (typeof found !== 'string') return found;
+  problems.push(found);
+  // The primary console only stands in for a console device 0 that does
+  // not exist: a device that is there but unusable is reported as such,
+  // not silently replaced by another terminal.
+  if (devid === 0 && !(await xs.exists(device))) {
+    const primary = await checkCandidate(xs, domid, devid, `${home}/console`, 'primary');
+    if (typeof primary !== 'string') return primary;
+    problems.push(primary);
   }
   throw new Error(`domain ${String(domid)} has no usable console ${String(devid)}: ${problems.join('; ')}`);
 }
 
 /** The console terminal of one frontend directory, or why there is none. */
-async function checkCandidate(xs: XenStore, domid: number, devid: number, dir: string): Promise<ConsoleTty | string> {
+async function checkCandidate(xs: XenStore, domid: number, devid: number, dir: string, kind: 'device' | 'primary'): Promise<ConsoleTty | string> {
   const node = `${dir}/tty`;
   // One snapshot: the value, its permissions and the backend's state as
   // they were together.
@@ -71,15 +89,23 @@ async function checkCandidate(xs: XenStore, domid: number, devid: number, dir: s
     if (guest === 'write' || guest === 'both') return `${node} is writable by the guest`;
     const owner = perms[0]?.domid ?? 0;
     const backendPath = `${await xs.getDomainPath(owner)}/backend/console/${String(domid)}/${String(devid)}`;
-    const state = await tx.tryRead(`${backendPath}/state`);
     const frontend = await tx.tryRead(`${backendPath}/frontend`);
-    if (frontend !== dir) return `${node} belongs to no console of domain ${String(owner)}'s backends`;
-    if (state !== String(XenbusState.Connected)) {
-      return `console ${String(devid)} is not connected (backend state ${state ?? 'missing'})`;
+    if (kind === 'device') {
+      const state = await tx.tryRead(`${backendPath}/state`);
+      if (frontend !== dir) return `${node} belongs to no console of domain ${String(owner)}'s backends`;
+      if (state !== String(XenbusState.Connected)) {
+        return `console ${String(devid)} is not connected (backend state ${state ?? 'missing'})`;
+      }
+      if (value === '') return `${node} names no terminal`;
+    } else {
+      // dom0 is where the toolstack and xenconsoled run; any other owner
+      // must be the console backend the toolstack named, or a guest the
+      // console's owner let into its directory could name a terminal.
+      if (owner !== 0 && frontend !== dir) return `${node} was written by domain ${String(owner)}, which is not its console backend`;
+      if (value === '') return `${node} names no terminal (the primary console is not served)`;
     }
-    if (value === '') return `${node} names no terminal`;
     if (!PTS_PATH.test(value)) return `${node} names ${JSON.stringify(value)}, not a pseudo-terminal`;
-    return { path: value, node, backendPath };
+    return { path: value, node, backendPath: kind === 'device' || frontend === dir ? backendPath : dir, kind };
   });
 }
 

@@ -1,5 +1,13 @@
 export { ConsoleService, MAX_CONSOLE_LINE, splitLines } from './console.js';
 export type { ConsoleOptions, ConsoleOutput } from './console.js';
+export { DEFAULT_CONSOLE_HISTORY, PrimaryConsoleService } from './primary-console.js';
+export type {
+  PrimaryConsoleDomains,
+  PrimaryConsoleLogEntry,
+  PrimaryConsoleOptions,
+  PrimaryConsoleOutput,
+  PrimaryConsoleReadOptions,
+} from './primary-console.js';
 export { findConsoleTty, openConsoleTerminal } from './console-tty.js';
 export type { ConsoleTty } from './console-tty.js';
 export { BlockService, BlockStorage, MAX_RING_PAGE_ORDER, defaultStorage } from './block.js';

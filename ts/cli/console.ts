@@ -1,9 +1,10 @@
 // `xenrx console <domid>`: attaches the terminal to a guest's console, as
 // `xl console` does: it finds the console's pseudo-terminal in XenStore
-// (`tty` of the console's frontend directory), checks that the backend
-// published it for a Connected console and that it is a pseudo-terminal
-// (see backends/console-tty.ts), and copies both ways until Ctrl-] or until
-// the console goes away.
+// (`tty` of the console's frontend directory: console device 0 by default,
+// or the guest's primary console when it has no console device 0), checks
+// that the backend published it for a live console and that it is a
+// pseudo-terminal (see backends/console-tty.ts), and copies both ways
+// until Ctrl-] or until the console goes away.
 import { closeSync, writeSync } from 'node:fs';
 import { ReadStream } from 'node:tty';
 
@@ -27,7 +28,7 @@ export function addConsoleCommand(program: Command): void {
     .description("attach to a guest's console (Ctrl-] detaches)")
     .argument('<domid>', 'the guest', domidArg)
     .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket)')
-    .option('--devid <n>', 'console device id', devidArg, 0)
+    .option('--devid <n>', 'console device id (0: device 0, or the primary console if the guest has no device 0)', devidArg, 0)
     .action(async (domid: number, opts: Options) => {
       // Loaded here: --help must work without the native addon.
       const { XenStore } = await import('../xenstore/index.js');

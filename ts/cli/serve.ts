@@ -2,7 +2,8 @@
 // --socket), opens the platform (real Xen where /dev/xen/evtchn exists, or
 // an embedded simulated host with --simulated, to try it), registers the
 // block backend and the console backend, and serves every guest's devices
-// of those types until SIGINT or SIGTERM, then disconnects them cleanly.
+// of those types (and, with --primary-consoles, every guest's primary
+// console) until SIGINT or SIGTERM, then disconnects them cleanly.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 
@@ -20,6 +21,7 @@ interface Options {
   types: DeviceType[];
   debug: number;
   pty: boolean;
+  primaryConsoles: boolean;
   maxQueues?: number;
   domainPoll: number;
 }
@@ -47,6 +49,11 @@ export function addServeCommand(program: Command): void {
     .option('--guests <n>', 'with --simulated: start this many guests, each with a console and a 64 MiB disk in memory', integer('a guest count', 0, 64), 0)
     .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
     .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
+    .option(
+      '--primary-consoles',
+      "serve guests' primary consoles too, as xenconsoled does (only where xenconsoled does not run); with --simulated, each guest gets one, which echoes what is typed",
+      false,
+    )
     .option('--max-queues <n>', 'the most queues (rings) a guest disk may use (default: one per CPU)', integer('a queue count', 1, 64))
     .option('--domain-poll <ms>', 'on Xen, how often the domain list is read besides the XenStore watches (pause and unpause fire none)', integer('a period in ms', 10, 60_000), 1000)
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
@@ -54,7 +61,7 @@ export function addServeCommand(program: Command): void {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
       if (opts.hypervisor !== undefined && opts.simulated) throw new InvalidArgumentError('--hypervisor and --simulated exclude each other');
       // Loaded here: --help must work without the native addon.
-      const { BlockService, ConsoleService } = await import('../backends/index.js');
+      const { BlockService, ConsoleService, PrimaryConsoleService } = await import('../backends/index.js');
       const { DomainWatcher, xenDomainSource } = await import('../lifecycle/index.js');
       const { logDomains } = await import('./serve-domains.js');
       const { Platform, SimHost } = await import('../platform/index.js');
@@ -83,6 +90,21 @@ export function addServeCommand(program: Command): void {
       const disks = new BlockService({ platform, ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}) });
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
       if (opts.types.includes('console')) await registry.register('console', new ConsoleService({ platform, pty: opts.pty }).ops);
+      // Primary consoles are no xenbus devices: their own service finds
+      // them by watching the domains.
+      const primaries = opts.primaryConsoles
+        ? await PrimaryConsoleService.start({
+            xs,
+            platform,
+            pty: opts.pty,
+            ...(domains ? { domains } : {}),
+            logger: (e) => {
+              if (e.level <= opts.debug) {
+                (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.domid === null ? 'primary consoles' : `console of domain ${String(e.domid)}`}: ${e.message}`);
+              }
+            },
+          })
+        : null;
       // Each device's backend state as it changes (not every step of the
       // machine).
       const last = new Map<string, string>();
@@ -103,13 +125,21 @@ export function addServeCommand(program: Command): void {
       process.on('SIGHUP', onHangup);
       // Listen for signals before saying we are ready for them.
       const stopped = untilStopped();
-      log(`serving ${opts.types.join(', ')}`);
+      log(`serving ${opts.types.join(', ')}${primaries ? ', primary consoles' : ''}`);
 
       if (host) {
         for (let domid = 1; domid <= opts.guests; domid++) {
           const guest = await host.createGuest(domid, `guest${String(domid)}`);
           if (opts.types.includes('console')) await host.addConsole(guest);
           if (opts.types.includes('vbd')) await host.addDisk(guest, { params: 'memory:64M', ringPageOrder: 2 });
+          if (primaries) {
+            // A boot line for a late reader, and an echo of what is typed,
+            // so that `xenrx console` shows both ways work.
+            const fe = await host.addPrimaryConsole(guest);
+            // A terminal's Enter is a bare CR: echoed as CR LF, as a shell would.
+            fe.input$.subscribe((typed) => void fe.writeAll(Buffer.from(typed.toString('latin1').replace(/\r(?!\n)/g, '\r\n'), 'latin1')));
+            await fe.writeAll(`guest${String(domid)}: simulated guest booted; its console echoes what you type\r\n`);
+          }
           log(`guest${String(domid)} started`);
         }
       }
@@ -120,6 +150,7 @@ export function addServeCommand(program: Command): void {
       // queues stopped, rings unmapped, ports closed.
       log(`${signal ?? 'stopped'}: disconnecting`);
       await registry.close();
+      await primaries?.close();
       states.unsubscribe();
       domainLog?.unsubscribe();
       if (host) await host.stop();

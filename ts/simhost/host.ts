@@ -11,6 +11,7 @@ import type { SimHost } from '../platform/index.js';
 import { XenStore, Xenstored } from '../xenstore/index.js';
 import { SimBlockFrontend } from './block-frontend.js';
 import { SimConsoleFrontend } from './console-frontend.js';
+import { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
 import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
 
 /** How to run the simulated host. */
@@ -54,6 +55,7 @@ export interface Guest {
 export class SimulatedHost {
   readonly #guests = new Map<number, Guest>();
   readonly #consoles = new Map<number, SimConsoleFrontend[]>();
+  readonly #primaryConsoles = new Map<number, SimPrimaryConsoleFrontend>();
   readonly #disks = new Map<number, SimBlockFrontend[]>();
   readonly #ownDir: boolean;
 
@@ -131,6 +133,28 @@ export class SimulatedHost {
   }
 
   /**
+   * Gives a guest its primary console, as the domain builder, libxl and a
+   * PV guest kernel do: the guest's page in its reserved grant entry 0
+   * (GNTTAB_RESERVED_CONSOLE) for `backendDomid`, an unbound port for it,
+   * and `/local/domain/<domid>/console` with `ring-ref` (the page's frame),
+   * `port`, `type` = `xenconsoled`, `output`, `limit` and an empty `tty`,
+   * all read-only to the guest (XSA-57). No xenbus device: a console
+   * backend (xenconsoled, `PrimaryConsoleService`) finds it by watching the
+   * domains. The guest can write at once; output waits in the ring.
+   */
+  async addPrimaryConsole(guest: Guest, backendDomid = 0): Promise<SimPrimaryConsoleFrontend> {
+    const fe = SimPrimaryConsoleFrontend.create(this.sim, guest.domid, backendDomid);
+    try {
+      await writePrimaryConsoleNodes(this.dom0, guest.domid, { ringRef: String(fe.frame), port: String(fe.port), backendDomid });
+    } catch (err) {
+      await fe.close();
+      throw err;
+    }
+    this.#primaryConsoles.set(guest.domid, fe);
+    return fe;
+  }
+
+  /**
    * Gives a guest a PV disk, as xl does (device `vbd`, `params` naming what
    * to serve: a path, or `memory:<size>` for the default storage of
    * `BlockService`), and starts the guest's side of it. Resolves once the
@@ -171,6 +195,8 @@ export class SimulatedHost {
     this.#guests.delete(domid);
     for (const fe of this.#consoles.get(domid) ?? []) fe.detach();
     this.#consoles.delete(domid);
+    this.#primaryConsoles.get(domid)?.detach();
+    this.#primaryConsoles.delete(domid);
     for (const fe of this.#disks.get(domid) ?? []) fe.detach();
     this.#disks.delete(domid);
     guest?.xs.close();

@@ -3,6 +3,8 @@ export type { DevicePaths, DeviceSpec } from './toolstack.js';
 export { SimFrontend } from './frontend.js';
 export type { FrontendHooks } from './frontend.js';
 export { SimConsoleFrontend } from './console-frontend.js';
+export { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
+export type { PrimaryConsoleNodes } from './primary-console-frontend.js';
 export { SimulatedHost } from './host.js';
 export type { DiskSpec, Guest, SimulatedHostOptions } from './host.js';
 export { SimBlockFrontend } from './block-frontend.js';

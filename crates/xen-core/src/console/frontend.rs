@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::ConsoleError;
 use crate::platform::event_loop::wait_readable;
 use crate::platform::sim::SimGntTable;
-use crate::platform::{DomId, EventChannels, GrantRef, GrantTable, Port, SharedMem};
+use crate::platform::{DomId, EventChannels, GrantError, GrantRef, GrantTable, Port, SharedMem};
 use crate::ring::{ConsoleIndexes, ConsoleRing};
 
 /// A simulated guest console: a page of guest memory granted to the
@@ -40,6 +40,36 @@ impl SimConsoleFrontend {
         evtchn: Arc<dyn EventChannels>,
         backend: DomId,
     ) -> Result<SimConsoleFrontend, ConsoleError> {
+        Self::with_grant(gnttab, evtchn, backend, |gt, frame| {
+            gt.grant(backend, frame, false)
+        })
+    }
+
+    /// Sets up the guest's primary console as the domain builder and a PV
+    /// guest do: the page is placed in the reserved grant entry
+    /// [`super::GNTTAB_RESERVED_CONSOLE`] for `backend` (so
+    /// [`SimConsoleFrontend::ring_ref`] is that entry, and
+    /// [`SimConsoleFrontend::frame`] what the toolstack writes as
+    /// `console/ring-ref`), with an unbound port for `backend`. Fails with
+    /// [`crate::platform::GrantError::InUse`] if the guest already has one.
+    pub fn new_primary(
+        gnttab: Arc<SimGntTable>,
+        evtchn: Arc<dyn EventChannels>,
+        backend: DomId,
+    ) -> Result<SimConsoleFrontend, ConsoleError> {
+        Self::with_grant(gnttab, evtchn, backend, |gt, frame| {
+            gt.grant_reserved(super::GNTTAB_RESERVED_CONSOLE, backend, frame, false)
+                .map(|()| super::GNTTAB_RESERVED_CONSOLE)
+        })
+    }
+
+    /// A fresh page, granted by `grant`, and an unbound port.
+    fn with_grant(
+        gnttab: Arc<SimGntTable>,
+        evtchn: Arc<dyn EventChannels>,
+        backend: DomId,
+        grant: impl FnOnce(&SimGntTable, u32) -> Result<GrantRef, GrantError>,
+    ) -> Result<SimConsoleFrontend, ConsoleError> {
         let frame = gnttab.alloc_page().ok_or(ConsoleError::NoGuestMemory)?;
         let checked = gnttab
             .page(frame)
@@ -49,7 +79,7 @@ impl SimConsoleFrontend {
             gnttab.free_page(frame);
             return Err(e);
         }
-        let ring_ref = match gnttab.grant(backend, frame, false) {
+        let ring_ref = match grant(&gnttab, frame) {
             Ok(r) => r,
             Err(e) => {
                 gnttab.free_page(frame);
@@ -78,8 +108,9 @@ impl SimConsoleFrontend {
         })
     }
 
-    /// The grant reference of the console page (the guest's
-    /// `console/ring-ref`).
+    /// The grant reference of the console page: what a console device
+    /// writes as its `ring-ref`; for the primary console, the reserved
+    /// entry (its `console/ring-ref` is [`SimConsoleFrontend::frame`]).
     pub fn ring_ref(&self) -> GrantRef {
         self.ring_ref
     }
@@ -89,7 +120,8 @@ impl SimConsoleFrontend {
         self.port
     }
 
-    /// The guest frame holding the page.
+    /// The guest frame holding the page (a primary console's
+    /// `console/ring-ref`).
     pub fn frame(&self) -> u32 {
         self.frame
     }

@@ -6,7 +6,10 @@
 //!   serves it on its own thread: output to a sink (and optionally a
 //!   pseudo-terminal), input from the caller or the pseudo-terminal, with
 //!   xenconsoled's per-console rate limit.
-//! - [`SimConsoleFrontend`]: the guest's end on the simulated hypervisor.
+//! - [`SimConsoleFrontend`]: the guest's end on the simulated hypervisor,
+//!   either a console device (its page granted like any other) or the
+//!   primary console (its page in the reserved entry
+//!   [`GNTTAB_RESERVED_CONSOLE`], as the domain builder places it).
 //!
 //! Each console has its own thread, event-channel handle and mapping, so a
 //! guest that misbehaves (bogus indexes, event storms) is contained to its
@@ -28,6 +31,12 @@ pub use self::backend::ConsoleBackend;
 pub use self::frontend::SimConsoleFrontend;
 use crate::platform::{DomId, EvtchnError, GrantError, GrantRef, Port};
 use crate::ring::{BogusIndexes, RingError};
+
+/// The grant entry through which a guest's primary console page is reached
+/// (Xen's `GNTTAB_RESERVED_CONSOLE`): the domain builder fills it for the
+/// console backend, so the backend maps reference 0 of the guest instead of
+/// the frame number the toolstack writes to `console/ring-ref`.
+pub const GNTTAB_RESERVED_CONSOLE: GrantRef = 0;
 
 /// How a console backend behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]

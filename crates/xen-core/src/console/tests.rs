@@ -372,6 +372,77 @@ fn start_failures_name_what_went_wrong() {
     assert_eq!(missing.code(), GntSt::BadDomain.name());
 }
 
+fn primary_guest(host: &SimHost, domid: DomId) -> SimConsoleFrontend {
+    SimConsoleFrontend::new_primary(
+        host.gnttab(domid).unwrap(),
+        Arc::new(host.evtchn(domid).unwrap()),
+        BACK,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_primary_console_is_served_through_the_reserved_grant_entry() {
+    let (_hv, host) = host();
+    let guest = primary_guest(&host, GUEST);
+    assert_eq!(guest.ring_ref(), GNTTAB_RESERVED_CONSOLE);
+    assert_ne!(
+        guest.frame(),
+        GNTTAB_RESERVED_CONSOLE,
+        "console/ring-ref names a frame, not the entry"
+    );
+    // Written before the backend came, as a booting kernel does.
+    assert_eq!(guest.write(b"early boot\n"), 11);
+    let (tx, rx) = channel();
+    let backend = ConsoleBackend::start(
+        &platform(&host),
+        GUEST,
+        GNTTAB_RESERVED_CONSOLE,
+        guest.port(),
+        ConsoleConfig::default(),
+        Box::new(move |e| {
+            let _ = tx.send(e);
+        }),
+    )
+    .unwrap();
+    assert_eq!(output(&rx, 11).0, b"early boot\n");
+    assert_eq!(backend.write_input(b"root\n"), 5);
+    assert_eq!(guest.wait_input(WAIT), b"root\n");
+    // The page is the guest's frame: what the backend consumed shows there.
+    let page = guest.page().unwrap();
+    assert_eq!(
+        page.load_u32(3080).unwrap(),
+        11,
+        "out_cons, in the frame console/ring-ref names"
+    );
+    backend.stop();
+    guest.close().unwrap();
+}
+
+#[test]
+fn a_guest_has_one_primary_console_and_gets_its_entry_back_on_close() {
+    let (_hv, host) = host();
+    let first = primary_guest(&host, GUEST);
+    let again = SimConsoleFrontend::new_primary(
+        host.gnttab(GUEST).unwrap(),
+        Arc::new(host.evtchn(GUEST).unwrap()),
+        BACK,
+    );
+    assert!(
+        matches!(again, Err(ConsoleError::Grant(GrantError::InUse(0)))),
+        "the reserved entry is taken"
+    );
+    // A console device of the same guest is granted elsewhere.
+    let device = guest(&host, GUEST);
+    assert_ne!(device.ring_ref(), GNTTAB_RESERVED_CONSOLE);
+    first.close().unwrap();
+    let second = primary_guest(&host, GUEST);
+    assert_eq!(second.ring_ref(), GNTTAB_RESERVED_CONSOLE);
+    // Another guest's reserved entry is its own.
+    let other = primary_guest(&host, OTHER);
+    assert_eq!(other.ring_ref(), GNTTAB_RESERVED_CONSOLE);
+}
+
 fn open_slave(path: &std::path::Path) -> OwnedFd {
     use rustix::fs::{Mode, OFlags};
     rustix::fs::open(

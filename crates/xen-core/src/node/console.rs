@@ -16,11 +16,18 @@ use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
 use crate::console::{
     ConsoleBackend, ConsoleConfig, ConsoleError, ConsoleEvent, SimConsoleFrontend,
 };
+use crate::platform::GrantError;
 use crate::ring::ConsoleIndexes;
 
 fn console_error(e: ConsoleError) -> Coded {
     coded_error(&e.code(), e)
 }
+
+/// The grant reference through which a guest's primary console page is
+/// mapped (Xen's `GNTTAB_RESERVED_CONSOLE`): the `ringRef` to serve a
+/// primary console on, whatever frame its `console/ring-ref` names.
+#[napi]
+pub const GNTTAB_RESERVED_CONSOLE: u32 = crate::console::GNTTAB_RESERVED_CONSOLE;
 
 /// Output chunks delivered together, at most this many per call.
 const OUTPUT_BATCH: usize = 256;
@@ -30,7 +37,8 @@ const OUTPUT_BATCH: usize = 256;
 pub struct ConsoleBackendOptions {
     /// The guest.
     pub frontend_domid: u32,
-    /// Grant reference of the console page (`console/ring-ref`).
+    /// Grant reference of the console page: a console device's `ring-ref`,
+    /// or `GNTTAB_RESERVED_CONSOLE` for a primary console.
     pub ring_ref: u32,
     /// The guest's port (`console/port`).
     pub remote_port: u32,
@@ -237,10 +245,46 @@ impl NativeConsoleFrontend {
         Ok(NativeConsoleFrontend { fe: Arc::new(fe) })
     }
 
-    /// Grant reference of the page (`console/ring-ref`).
+    /// Sets up the primary console of guest `domid` for `backendDomid`, as
+    /// the domain builder and a PV guest do: the page in the reserved grant
+    /// entry `GNTTAB_RESERVED_CONSOLE` (0) for the backend, and an unbound
+    /// port. `frame` is what the toolstack writes as `console/ring-ref`.
+    /// EBUSY if the guest already has a primary console.
+    #[napi(factory)]
+    pub fn create_primary(
+        host: &NativeSimHost,
+        domid: u32,
+        backend_domid: u32,
+    ) -> Result<NativeConsoleFrontend> {
+        let guest = self::domid(domid)?;
+        let backend = self::domid(backend_domid)?;
+        let host = host.sim_host();
+        let gnttab = host.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
+        let evtchn = host.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
+        let fe = SimConsoleFrontend::new_primary(gnttab, Arc::new(evtchn), backend).map_err(
+            |e| match e {
+                ConsoleError::Grant(GrantError::InUse(_)) => coded_error(
+                    "EBUSY",
+                    format!("domain {guest} already has a primary console"),
+                ),
+                e => console_error(e),
+            },
+        )?;
+        Ok(NativeConsoleFrontend { fe: Arc::new(fe) })
+    }
+
+    /// Grant reference of the page: a console device's `ring-ref`; for a
+    /// primary console the reserved entry, 0.
     #[napi(getter)]
     pub fn ring_ref(&self) -> u32 {
         self.fe.ring_ref()
+    }
+
+    /// The guest frame holding the page (a primary console's
+    /// `console/ring-ref`).
+    #[napi(getter)]
+    pub fn frame(&self) -> u32 {
+        self.fe.frame()
     }
 
     /// The port for the backend (`console/port`).

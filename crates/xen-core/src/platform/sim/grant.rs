@@ -260,6 +260,40 @@ impl SimGntTable {
     pub fn entry_flags(&self, gref: GrantRef) -> Option<u16> {
         self.dm.entry_flags(gref).map(|f| f.load(Ordering::Acquire))
     }
+
+    /// Fills one of the reserved entries (below
+    /// [`GNTTAB_NR_RESERVED_ENTRIES`]), as Xen's domain builder seeds them
+    /// for the toolstack: entry 0 grants the primary console's page to the
+    /// console backend, entry 1 the XenStore page. [`GrantTable::grant`]
+    /// never hands these out. The entry can be ended with
+    /// [`GrantTable::end_access`] like any other, and then stays reserved.
+    /// Fails with GNTST_bad_gntref for an entry that is not reserved,
+    /// GNTST_bad_page for a frame outside the guest's pages, and
+    /// [`GrantError::InUse`] while the entry is already granted.
+    pub fn grant_reserved(
+        &self,
+        gref: GrantRef,
+        to: DomId,
+        frame: u32,
+        readonly: bool,
+    ) -> Result<(), GrantError> {
+        if gref >= GNTTAB_NR_RESERVED_ENTRIES || gref >= self.dm.config.grant_entries() {
+            return Err(GrantError::status(0, GntSt::BadGntref));
+        }
+        if frame < self.dm.config.grant_frames || frame >= self.dm.config.pages {
+            return Err(GrantError::status(0, GntSt::BadPage));
+        }
+        let mut granted = self.granted.lock().map_err(|_| GrantError::InUse(gref))?;
+        if !granted.insert(gref) {
+            return Err(GrantError::InUse(gref));
+        }
+        let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
+        if !self.write_entry(gref, flags, to, frame) {
+            granted.remove(&gref);
+            return Err(GrantError::status(0, GntSt::BadGntref));
+        }
+        Ok(())
+    }
 }
 
 impl GrantTable for SimGntTable {
@@ -306,8 +340,12 @@ impl GrantTable for SimGntTable {
             }
         }
         granted.remove(&gref);
-        if let Ok(mut free) = self.free.lock() {
-            free.push(gref);
+        // A reserved entry goes back to the toolstack, not to the pool
+        // `grant` takes from.
+        if gref >= GNTTAB_NR_RESERVED_ENTRIES {
+            if let Ok(mut free) = self.free.lock() {
+                free.push(gref);
+            }
         }
         Ok(())
     }

@@ -156,6 +156,60 @@ fn bad_grants_fail_with_xen_status_and_leave_other_mappings_intact() {
 }
 
 #[test]
+fn a_reserved_entry_is_filled_by_the_toolstack_only_and_stays_reserved() {
+    let hv = hv();
+    let host = hv.host();
+    let gt = host.gnttab(FRONT).unwrap();
+    let frame = gt.alloc_page().unwrap();
+    gt.page(frame).unwrap().fill(0, PAGE_SIZE, 0x7c).unwrap();
+    // Entry 0 is the console's (GNTTAB_RESERVED_CONSOLE).
+    gt.grant_reserved(0, BACK, frame, false).unwrap();
+    let map = host.gntdev(BACK).map(FRONT, &[0], true).unwrap();
+    let mut b = [0u8; 1];
+    map.mem().read(7, &mut b).unwrap();
+    assert_eq!(b, [0x7c], "the reserved entry maps the frame it names");
+    assert!(
+        matches!(
+            gt.grant_reserved(0, BACK, frame, false),
+            Err(GrantError::InUse(0))
+        ),
+        "a granted reserved entry is not filled again"
+    );
+    assert!(matches!(gt.end_access(0), Err(GrantError::InUse(0))));
+    drop(map);
+    gt.end_access(0).unwrap();
+    assert_eq!(
+        host.gntdev(BACK)
+            .map(FRONT, &[0], false)
+            .unwrap_err()
+            .gntst(),
+        Some(GntSt::GeneralError),
+        "an ended reserved entry grants nothing"
+    );
+    // Ended, it does not join the pool ordinary grants come from.
+    for _ in 0..64 {
+        let f = gt.alloc_page().unwrap();
+        assert!(gt.grant(BACK, f, true).unwrap() >= GNTTAB_NR_RESERVED_ENTRIES);
+    }
+    // And can be filled again, by the toolstack.
+    gt.grant_reserved(0, BACK, frame, true).unwrap();
+    assert_eq!(gt.entry_flags(0), Some(GTF_PERMIT_ACCESS | GTF_READONLY));
+
+    let err = gt.grant_reserved(GNTTAB_NR_RESERVED_ENTRIES, BACK, frame, false);
+    assert_eq!(
+        err.unwrap_err().gntst(),
+        Some(GntSt::BadGntref),
+        "only reserved entries"
+    );
+    let err = gt.grant_reserved(1, BACK, 0, false);
+    assert_eq!(
+        err.unwrap_err().gntst(),
+        Some(GntSt::BadPage),
+        "never the grant table's own frames"
+    );
+}
+
+#[test]
 fn an_empty_map_batch_is_einval_as_on_gntdev() {
     let hv = hv();
     let host = hv.host();
