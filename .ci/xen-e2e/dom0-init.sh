@@ -2,7 +2,8 @@
 # /init of dom0 in the real-Xen end-to-end run. Starts Xen's C xenstored and
 # xenconsoled, then gives the same domU workload a disk from each backend in
 # turn (xenrx, Linux blkback, QEMU's qdisk), then drives a domU's lifecycle
-# (pause, unpause, shutdown, reboot, destroy) under xenrx. Everything the host
+# (pause, unpause, shutdown, reboot, destroy) under xenrx, then stops
+# xenconsoled and reads and types on a domU's console served by xenrx. Everything the host
 # needs is printed on the console as lines starting with "E2E-".
 # The kernel passes E2E_* settings from its command line as environment.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -14,7 +15,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
 
-ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle}
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
@@ -165,6 +166,31 @@ for round in ${ROUNDS//./ }; do
     wait_log /var/log/xenrx.log "domain $lastid: gone" 30 || say "lifecycle: xenrx did not see domain $lastid go"
     console_of lifecycle "E2E-CONSOLE[lifecycle]"
     stop_xenrx lifecycle
+    ;;
+  console)
+    # xenrx serves the primary consoles in xenconsoled's place.
+    kill "$(cat /run/xenconsoled.pid)" 2>/dev/null && say "xenconsoled stopped"
+    : >/var/log/xenrx.log
+    xenrx serve --types vbd --primary-consoles --pty --debug 1 >>/var/log/xenrx.log 2>&1 &
+    XENRX_PID=$!
+    wait_log /var/log/xenrx.log 'serving vbd, primary consoles' 300 || { check console-started false "xenrx serve did not start"; continue; }
+    domu_config console idle $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-console.img"
+    xl create /root/console.cfg >/var/log/xen/xl-create-console.log 2>&1 || say "console: xl create failed"
+    domid=$(xl domid e2e-console)
+    wait_log /var/log/xenrx.log "console of domain $domid: tty" 120 || say "console: no tty published for domain $domid"
+    wait_log /var/log/xenrx.log "vbd-$domid-51712: Connected" 120 || say "console: the disk did not connect"
+    # The domU is ready a moment after its disk connects; then type a line
+    # and detach with Ctrl-].
+    { sleep 5; echo "hello-from-dom0"; sleep 10; printf '\035'; } | timeout 120 xenrx console "$domid" >/var/log/xenrx-console.txt 2>&1
+    say "console: xenrx console exited with status $?"
+    tr -d '\r' </var/log/xenrx-console.txt | grep -a 'E2E-DOMU\|hello' | sed 's/^/E2E-TRANSCRIPT /'
+    grep -aq 'E2E-DOMU booted' /var/log/xenrx-console.txt && check console-boot-log true "the boot log reached xenrx console" \
+      || check console-boot-log false "no boot log through xenrx console"
+    grep -aq 'E2E-DOMU typed: hello-from-dom0' /var/log/xenrx-console.txt && check console-input true "typed input reached the guest" \
+      || check console-input false "typed input did not come back"
+    xl destroy e2e-console
+    wait_log /var/log/xenrx.log "console of domain $domid: closed" 60 || say "console: the console was not closed"
+    stop_xenrx console
     ;;
   *) say "unknown round $round" ;;
   esac

@@ -23,6 +23,8 @@ if [ ! -b /dev/xvda ]; then
   echo "E2E-JOB {\"job\":\"error\",\"what\":\"no /dev/xvda after 60 s\"}"
 elif [ "${E2E_MODE:-bench}" = idle ]; then
   dd if=/dev/xvda of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null && echo "E2E-DOMU ready"
+  # Each line typed on the console comes back marked, to show input works.
+  while read -r line; do echo "E2E-DOMU typed: $line"; done
   while :; do sleep 1; done
 else
   echo "E2E-DOMU xvda sectors=$(cat /sys/block/xvda/size) queues=$(ls /sys/block/xvda/mq | wc -l)"

@@ -3,8 +3,11 @@
 // and exits non-zero unless every check passed.
 //   node report.mjs E2E_LOG ROUNDS
 import { readFileSync } from 'node:fs';
+import process from 'node:process';
 
-const [file, roundList = 'xenrx.blkback.qdisk.lifecycle'] = process.argv.slice(2);
+const print = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
+
+const [file, roundList = 'xenrx.blkback.qdisk.lifecycle.console'] = process.argv.slice(2);
 const lines = readFileSync(file, 'utf8').split('\n');
 const rounds = roundList.split('.').filter(Boolean);
 const failures = [];
@@ -33,7 +36,7 @@ for (const line of lines) {
   }
   m = /^E2E-IMAGE\[(\w+)\] (\{.*\})/.exec(line);
   if (m) {
-    images.set(m[1], json(m[2]));
+    (images.get(m[1]) ?? images.set(m[1], []).get(m[1])).push(json(m[2]));
     continue;
   }
   m = /^E2E-XENRX\[(\w+)\] (.*)$/.exec(line);
@@ -52,6 +55,13 @@ for (const line of lines) {
 check(lines.some((l) => l.startsWith('E2E-DONE')), 'dom0 did not finish (no E2E-DONE)');
 check(lines.includes('E2E-SMOKE XEN-SMOKE PASS'), `the platform smoke test did not pass: ${lines.filter((l) => l.startsWith('E2E-SMOKE')).join(' | ')}`);
 
+// The console round's transcript, and its checks (E2E-CHECK above).
+if (rounds.includes('console')) {
+  const transcript = lines.filter((l) => l.startsWith('E2E-TRANSCRIPT ')).map((l) => l.slice('E2E-TRANSCRIPT '.length));
+  check(transcript.length > 0, 'console: xenrx console showed nothing');
+  print({ console: transcript });
+}
+
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],
   ['seqread-1m', 'seqread_MBps'],
@@ -59,26 +69,29 @@ const FIGURES = [
   ['randread-4k-t4', 'randread_4k_t4_IOPS'],
 ];
 const figures = new Map();
-for (const backend of rounds.filter((r) => r !== 'lifecycle')) {
+for (const backend of [...new Set(rounds)].filter((r) => r !== 'lifecycle' && r !== 'console')) {
   const list = jobs.get(backend) ?? [];
   for (const j of list.filter((j) => j.job === 'error')) failures.push(`${backend}: the guest's job failed: ${JSON.stringify(j)}`);
-  const verify = list.find((j) => j.job === 'verify-pattern');
-  check(verify?.ok === true, `${backend}: the guest read back ${verify ? `${verify.bad_words} wrong words` : 'nothing'}`);
-  const image = images.get(backend);
-  check(image?.ok === true, `${backend}: dom0's image ${image ? `has ${image.bad_words} wrong words` : 'was not checked'}`);
+  const verifies = list.filter((j) => j.job === 'verify-pattern');
+  check(verifies.length > 0 && verifies.every((v) => v.ok === true), `${backend}: the guest read back ${verifies.length > 0 ? verifies.map((v) => `${v.bad_words} wrong words`).join(', ') : 'nothing'}`);
+  const checked = images.get(backend) ?? [];
+  check(checked.length === verifies.length && checked.every((i) => i?.ok === true), `${backend}: dom0's images: ${JSON.stringify(checked)}`);
+  // A backend named more than once in the rounds (to interleave them
+  // against the host's load) reports the median of its runs.
   const row = { backend };
   for (const [job, name] of FIGURES) {
-    const j = list.find((x) => x.job === job);
-    check(j !== undefined, `${backend}: no ${job} figure`);
-    if (j) row[name] = j.value;
+    const values = list.filter((x) => x.job === job).map((x) => x.value).sort((a, b) => a - b);
+    check(values.length > 0, `${backend}: no ${job} figure`);
+    if (values.length > 0) row[name] = values.length % 2 ? values[(values.length - 1) / 2] : (values[values.length / 2 - 1] + values[values.length / 2]) / 2;
   }
+  if (verifies.length > 1) row.runs = verifies.length;
   figures.set(backend, row);
-  console.log(JSON.stringify(row));
+  print(row);
 }
 
 // xenrx's device reached Connected, then Closed, and was taken down.
 const device = (log) => log.find((l) => /vbd-\d+-51712: Connected$/.test(l))?.match(/(vbd-\d+-51712)/)?.[1];
-for (const round of rounds.filter((r) => r === 'xenrx' || r === 'lifecycle')) {
+for (const round of [...new Set(rounds)].filter((r) => r === 'xenrx' || r === 'lifecycle' || r === 'console')) {
   const log = xenrxLog.get(round) ?? [];
   const name = device(log);
   check(name !== undefined, `${round}: xenrx's device never reached Connected`);
@@ -97,7 +110,7 @@ for (const other of ['blkback', 'qdisk']) {
   if (!a || !b) continue;
   const ratio = { ratio: `xenrx/${other}` };
   for (const [, name] of FIGURES) if (a[name] && b[name]) ratio[name] = Number((a[name] / b[name]).toFixed(2));
-  console.log(JSON.stringify(ratio));
+  print(ratio);
 }
 
 // The lifecycle: what the toolstack did, and what xenrx's domain watcher saw.
@@ -131,11 +144,11 @@ if (rounds.includes('lifecycle')) {
   for (const domid of [first, rebooted, destroyed]) {
     if (domid !== undefined) check(seen(new RegExp(`vbd-${String(domid)}-51712: Connected`)), `lifecycle: domain ${String(domid)}'s disk never connected`);
   }
-  console.log(JSON.stringify({ lifecycle: transitions }));
+  print({ lifecycle: transitions });
 }
 
 if (failures.length > 0) {
-  for (const f of failures) console.error(`FAIL ${f}`);
+  for (const f of failures) process.stderr.write(`FAIL ${f}\n`);
   process.exit(1);
 }
-console.log(JSON.stringify({ e2e: 'passed', rounds }));
+print({ e2e: 'passed', rounds });

@@ -6,7 +6,8 @@
 # Xen's C xenstored. A Linux PV
 # domU then checks and measures a disk served by xenrx, by Linux's blkback
 # and by QEMU's qdisk in turn, and a second domU is paused, unpaused,
-# rebooted, shut down and destroyed under xenrx. Prints one JSON line per
+# rebooted, shut down and destroyed under xenrx, and with xenconsoled
+# stopped, a domU's console is read and typed on through xenrx. Prints one JSON line per
 # backend and job, and fails unless every check passed.
 #
 # Usage, as root (or with sudo) on Debian 12 or a machine with its apt
@@ -14,7 +15,7 @@
 # Environment:
 #   XENRX_E2E_DIR      work and cache directory (default /var/tmp/xenrx-e2e);
 #                      nothing is installed into the host's /boot
-#   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle)
+#   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle.console)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
 #
 # What the machine needs, found out on this kind of machine: TCG only with
@@ -23,13 +24,16 @@
 # installed (bookworm's qemu-system-x86 cannot be installed beside a newer
 # qemu-utils); -initrd splits on commas, so dom0 settings use dots.
 set -euo pipefail
+# The whole script is read before it runs (the braces), so editing the file
+# during a run cannot change what the run does.
+{
 # debootstrap, chroot and the dom0 image need root.
 if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$root/.ci/xen-e2e"
 W=${XENRX_E2E_DIR:-/var/tmp/xenrx-e2e}
-ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle}
+ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console}
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 mkdir -p "$W/logs"
@@ -199,3 +203,5 @@ fi
 say "boot finished"
 tr -d '\r' <"$log" | grep -a '^E2E-' >"$W/logs/e2e.log" || true
 node "$here/report.mjs" "$W/logs/e2e.log" "$ROUNDS"
+exit
+}
