@@ -16,7 +16,8 @@ use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
 use crate::console::{
     ConsoleBackend, ConsoleConfig, ConsoleError, ConsoleEvent, SimConsoleFrontend,
 };
-use crate::platform::GrantError;
+use crate::platform::sim::{SimEvtchn, SimGntTable};
+use crate::platform::{DomId, GrantError};
 use crate::ring::ConsoleIndexes;
 
 fn console_error(e: ConsoleError) -> Coded {
@@ -224,6 +225,21 @@ pub struct NativeConsoleFrontend {
     fe: Arc<SimConsoleFrontend>,
 }
 
+/// What a simulated guest's console is made of: its grant table and event
+/// channels, and the backend domain it is for.
+fn guest_side(
+    host: &NativeSimHost,
+    domid: u32,
+    backend_domid: u32,
+) -> Result<(Arc<SimGntTable>, Arc<SimEvtchn>, DomId)> {
+    let guest = self::domid(domid)?;
+    let backend = self::domid(backend_domid)?;
+    let host = host.sim_host();
+    let gnttab = host.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
+    let evtchn = host.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
+    Ok((gnttab, Arc::new(evtchn), backend))
+}
+
 #[napi]
 impl NativeConsoleFrontend {
     /// Sets up a console of guest `domid` for `backendDomid`: a granted
@@ -235,13 +251,8 @@ impl NativeConsoleFrontend {
         domid: u32,
         backend_domid: u32,
     ) -> Result<NativeConsoleFrontend> {
-        let guest = self::domid(domid)?;
-        let backend = self::domid(backend_domid)?;
-        let host = host.sim_host();
-        let gnttab = host.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
-        let evtchn = host.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
-        let fe =
-            SimConsoleFrontend::new(gnttab, Arc::new(evtchn), backend).map_err(console_error)?;
+        let (gnttab, evtchn, backend) = guest_side(host, domid, backend_domid)?;
+        let fe = SimConsoleFrontend::new(gnttab, evtchn, backend).map_err(console_error)?;
         Ok(NativeConsoleFrontend { fe: Arc::new(fe) })
     }
 
@@ -256,20 +267,14 @@ impl NativeConsoleFrontend {
         domid: u32,
         backend_domid: u32,
     ) -> Result<NativeConsoleFrontend> {
-        let guest = self::domid(domid)?;
-        let backend = self::domid(backend_domid)?;
-        let host = host.sim_host();
-        let gnttab = host.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
-        let evtchn = host.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
-        let fe = SimConsoleFrontend::new_primary(gnttab, Arc::new(evtchn), backend).map_err(
-            |e| match e {
-                ConsoleError::Grant(GrantError::InUse(_)) => coded_error(
-                    "EBUSY",
-                    format!("domain {guest} already has a primary console"),
-                ),
-                e => console_error(e),
-            },
-        )?;
+        let (gnttab, evtchn, backend) = guest_side(host, domid, backend_domid)?;
+        let fe = SimConsoleFrontend::new_primary(gnttab, evtchn, backend).map_err(|e| match e {
+            ConsoleError::Grant(GrantError::InUse(_)) => coded_error(
+                "EBUSY",
+                format!("domain {domid} already has a primary console"),
+            ),
+            e => console_error(e),
+        })?;
         Ok(NativeConsoleFrontend { fe: Arc::new(fe) })
     }
 
