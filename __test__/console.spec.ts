@@ -26,9 +26,9 @@ interface Setup {
   readonly consoles: ConsoleService;
 }
 
-async function setup(t: ExecutionContext, pty = false, logs: LogEntry[] = []): Promise<Setup> {
+async function setup(t: ExecutionContext, pty = false, logs: LogEntry[] = [], debug: 0 | 1 = 0): Promise<Setup> {
   const host = await SimulatedHost.start();
-  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), domains: host.domains });
+  const registry = await XenbusRegistry.create(host.dom0, { logger: (e) => logs.push(e), domains: host.domains, debug });
   const consoles = new ConsoleService({ platform: host.platform, pty });
   await registry.register('console', consoles.ops);
   t.teardown(async () => {
@@ -235,4 +235,31 @@ test('a domain id used again gets a working console each time', async (t) => {
     await s.host.destroyGuest(15);
     await gone;
   }
+});
+
+test("a console whose frontend names another daemon's type (libxl's primary console) is left alone", async (t) => {
+  const logs: LogEntry[] = [];
+  const s = await setup(t, false, logs, 1);
+  const guest = await s.host.createGuest(4, 'guest4');
+  // As libxl writes the primary console for xenconsoled: device console 0
+  // whose frontend is the guest's console directory, `type` xenconsoled,
+  // `ring-ref` a frame number.
+  const spec = {
+    type: 'console',
+    frontendDomid: guest.domid,
+    devid: 0,
+    backend: { protocol: 'vt100' },
+    frontend: { type: 'xenconsoled', 'ring-ref': '123456', port: '1' },
+    frontendPath: `/local/domain/${String(guest.domid)}/console`,
+  };
+  const { backendPath } = await addDevice(s.host.dom0, spec);
+  await pollUntil(() => logs.some((e) => e.message.includes('not for this backend')));
+  // A console served next proves the registry has looked at the first.
+  const { fe } = await guestWithConsole(s, 5);
+  await fe.writeAll('still here\n');
+  t.true(logs.some((e) => e.message === `${backendPath}: not for this backend, left alone`), JSON.stringify(logs));
+  t.is(await s.host.dom0.tryRead(`${backendPath}/state`), String(XenbusState.Initialising), 'nothing written');
+  t.is(await s.host.dom0.tryRead(`${backendPath}/hotplug-error`), undefined);
+  t.is(s.registry.device('console', 4, 0), undefined);
+  t.false(logs.some((e) => e.level === 0), 'no error');
 });

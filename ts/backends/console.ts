@@ -121,6 +121,16 @@ export class ConsoleService {
 
   /** The device type's operations, for `registry.register('console', service.ops)`. */
   readonly ops: DeviceOps<ConsoleRecord> = {
+    // As QEMU's console backend: a console whose frontend names a `type`
+    // other than `ioemu` is another daemon's. libxl writes the primary
+    // console as device 0 with `type` xenconsoled (served by xenconsoled or
+    // PrimaryConsoleService), its `ring-ref` a frame, not a grant.
+    claim: async ({ xs, backendPath }) => {
+      const frontend = await xs.tryRead(`${backendPath}/frontend`);
+      if (!frontend?.startsWith('/')) return true;
+      const type = await xs.tryRead(`${frontend}/type`);
+      return type === undefined || type === 'ioemu';
+    },
     alloc: (ctx) => {
       const rec: ConsoleRecord = { domid: ctx.key.domid, devid: ctx.key.devid, backend: null, notices: 0 };
       this.#consoles.set(key(rec.domid, rec.devid), rec);

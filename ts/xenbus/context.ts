@@ -34,12 +34,28 @@ export interface DeviceContext {
   notify(): void;
 }
 
+/** A device directory not (yet) served, as `DeviceOps.claim` sees it. */
+export interface DeviceDirectory {
+  readonly key: DeviceKey;
+  readonly backendPath: string;
+  /** XenStore, as the backend domain. */
+  readonly xs: XenStore;
+}
+
 /**
  * A device type's operations, all optional, sync or async. `alloc` returns
  * the device's private data, which the others receive. A thrown exception or
  * a rejected promise fails that device only.
  */
 export interface DeviceOps<T = undefined> {
+  /**
+   * Whether this backend serves a device that appeared (default: yes). A
+   * toolstack can write devices of a type for another daemon: libxl writes
+   * the primary console as device `console` 0 with the frontend's `type`
+   * `xenconsoled`. A declined device is left untouched (nothing written, no
+   * state machine) until its directory is removed and written anew.
+   */
+  claim?(dir: DeviceDirectory): boolean | Promise<boolean>;
   /** A device appeared; returns its private data. */
   alloc?(ctx: DeviceContext): T | Promise<T>;
   /** Prepare what can be done without the frontend (before InitWait). */

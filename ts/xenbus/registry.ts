@@ -103,6 +103,8 @@ export class XenbusRegistry {
    * anew (backend state Initialising) or removes the directory.
    */
   readonly #retired = new Set<string>();
+  // Devices their type's `claim` declined, until their directory goes.
+  readonly #declined = new Set<string>();
   readonly #domains: DomainLiveness | undefined;
   readonly #levels: LogLevels;
   readonly #logger: Logger;
@@ -236,6 +238,7 @@ export class XenbusRegistry {
         const exists = await this.#xs.exists(`${dt.base}/${domPart}/${devPart}`);
         if (!exists) {
           this.#retired.delete(keyOf(dt.type, domid, devid));
+          this.#declined.delete(keyOf(dt.type, domid, devid));
           rt?.events.next({ type: 'removed' });
         } else if (serving) rt.events.next({ type: 'backend-changed', node: '' });
         else await this.#consider(dt, domid, devid, true);
@@ -267,9 +270,11 @@ export class XenbusRegistry {
       const rt = this.#devices.get(key);
       if (rt && rt.device.key.type === dt.type && !present.has(rt.device.key.devid)) rt.events.next({ type: 'removed' });
     }
-    for (const id of [...this.#retired]) {
-      const [type, d, n] = id.split('/');
-      if (type === dt.type && Number(d) === domid && !present.has(Number(n))) this.#retired.delete(id);
+    for (const set of [this.#retired, this.#declined]) {
+      for (const id of [...set]) {
+        const [type, d, n] = id.split('/');
+        if (type === dt.type && Number(d) === domid && !present.has(Number(n))) set.delete(id);
+      }
     }
     await Promise.all(ids.map((devid) => this.#consider(dt, domid, devid, true)));
   }
@@ -295,6 +300,24 @@ export class XenbusRegistry {
       this.#log(1, null, `${dir}: written anew by the toolstack`);
     } else if (!seen && !(await this.#xs.exists(dir))) {
       return;
+    }
+    if (this.#declined.has(id)) return;
+    if (dt.ops.claim) {
+      const key: DeviceKey = { type: dt.type, domid, devid };
+      let mine: boolean;
+      try {
+        mine = await dt.ops.claim({ key, backendPath: dir, xs: this.#xs });
+      } catch (err) {
+        this.#log(0, null, `${dir}: claim() failed, leaving it alone: ${errorText(err)}`);
+        mine = false;
+      }
+      if (!mine) {
+        this.#declined.add(id);
+        this.#log(1, null, `${dir}: not for this backend, left alone`);
+        return;
+      }
+      // Created meanwhile by another event's claim.
+      if (this.#devices.has(id) || this.#closed) return;
     }
     this.#create(dt, domid, devid);
   }
