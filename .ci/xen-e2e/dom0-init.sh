@@ -171,9 +171,11 @@ for round in ${ROUNDS//./ }; do
     # xenrx serves the primary consoles in xenconsoled's place.
     kill "$(cat /run/xenconsoled.pid)" 2>/dev/null && say "xenconsoled stopped"
     : >/var/log/xenrx.log
-    xenrx serve --types vbd --primary-consoles --pty --debug 1 >>/var/log/xenrx.log 2>&1 &
+    # All of serve's types: its console type must leave libxl's primary
+    # console device (frontend type xenconsoled) to the primary consoles.
+    xenrx serve --primary-consoles --pty --debug 1 >>/var/log/xenrx.log 2>&1 &
     XENRX_PID=$!
-    wait_log /var/log/xenrx.log 'serving vbd, primary consoles' 300 || { check console-started false "xenrx serve did not start"; continue; }
+    wait_log /var/log/xenrx.log 'serving vbd, console, primary consoles' 300 || { check console-started false "xenrx serve did not start"; continue; }
     domu_config console idle $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-console.img"
     xl create /root/console.cfg >/var/log/xen/xl-create-console.log 2>&1 || say "console: xl create failed"
     domid=$(xl domid e2e-console)
@@ -188,6 +190,10 @@ for round in ${ROUNDS//./ }; do
       || check console-boot-log false "no boot log through xenrx console"
     grep -aq 'E2E-DOMU typed: hello-from-dom0' /var/log/xenrx-console.txt && check console-input true "typed input reached the guest" \
       || check console-input false "typed input did not come back"
+    grep -q "backend/console/$domid/0: not for this backend, left alone" /var/log/xenrx.log \
+      && ! grep -q "console-$domid-0:" /var/log/xenrx.log \
+      && check console-device-declined true "libxl's primary console device left to the primary consoles" \
+      || check console-device-declined false "the console type took libxl's primary console device"
     xl destroy e2e-console
     wait_log /var/log/xenrx.log "console of domain $domid: closed" 60 || say "console: the console was not closed"
     stop_xenrx console
