@@ -97,7 +97,7 @@ run_bench() { # NAME SEED DISKSPEC
 
 start_xenrx() {
   : >/var/log/xenrx.log
-  xenrx serve --types vbd --debug 2 >>/var/log/xenrx.log 2>&1 &
+  xenrx serve --types vbd --debug 1 >>/var/log/xenrx.log 2>&1 &
   XENRX_PID=$!
   if wait_log /var/log/xenrx.log 'serving vbd' 300; then
     say "xenrx serve ready (pid $XENRX_PID)"
@@ -190,8 +190,12 @@ for round in ${ROUNDS//./ }; do
       || check console-boot-log false "no boot log through xenrx console"
     grep -aq 'E2E-DOMU typed: hello-from-dom0' /var/log/xenrx-console.txt && check console-input true "typed input reached the guest" \
       || check console-input false "typed input did not come back"
+    # libxl's primary console device: not taken (no device, nothing written).
+    say "console: libxl's device backend/console/$domid/0 state $(xenstore-read "/local/domain/0/backend/console/$domid/0/state" 2>&1)"
     grep -q "backend/console/$domid/0: not for this backend, left alone" /var/log/xenrx.log \
       && ! grep -q "console-$domid-0:" /var/log/xenrx.log \
+      && [ "$(xenstore-read "/local/domain/0/backend/console/$domid/0/state")" = 1 ] \
+      && ! xenstore-read "/local/domain/0/backend/console/$domid/0/hotplug-error" >/dev/null 2>&1 \
       && check console-device-declined true "libxl's primary console device left to the primary consoles" \
       || check console-device-declined false "the console type took libxl's primary console device"
     xl destroy e2e-console

@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 
+import type { LogLevel } from '../xenbus/index.js';
 import { integer } from './args.js';
 import { untilStopped } from './signals.js';
 
@@ -83,6 +84,8 @@ export function addServeCommand(program: Command): void {
       const domainLog = domains && opts.debug >= 1 ? logDomains(domains, log) : null;
       const registry = await XenbusRegistry.create(xs, {
         ...(domains ? { domains } : {}),
+        // --debug is parsed as an integer from 0 to 3.
+        debug: opts.debug as LogLevel,
         logger: (e) => {
           if (e.level <= opts.debug) (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.device ?? 'xenbus'}: ${e.message}`);
         },
