@@ -28,17 +28,9 @@ npm run --silent build
 
 step "stage the packages as napi pre-publish does (targets: $triple)"
 stage="$work/stage"
-mkdir -p "$stage"
-npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null
-tar -xzf "$work/xenrx-$version.tgz" -C "$stage" --strip-components=1
-rm "$work/xenrx-$version.tgz"
-cp -r npm "$stage/npm"
-cp "native/xenrx.$tag.node" "$stage/npm/$tag/"
-node -e '
-  const fs = require("fs"); const p = JSON.parse(fs.readFileSync(process.argv[1]));
-  p.napi.targets = [process.argv[2]]; fs.writeFileSync(process.argv[1], JSON.stringify(p, null, 2));
-' "$stage/package.json" "$triple"
-(cd "$stage" && git init -q && "$root/node_modules/.bin/napi" pre-publish --skip-optional-publish --no-gh-release -t npm)
+# shellcheck source=.ci/stage-packages.sh
+source "$root/.ci/stage-packages.sh"
+stage_packages "$stage" "$work" "$tag" "$triple"
 node -e '
   const p = require(process.argv[1]);
   const want = process.argv[2];

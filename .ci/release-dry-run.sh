@@ -45,25 +45,16 @@ esac
 
 step "stage the packages as the publish job does"
 stage="$work/stage"
-mkdir -p "$stage"
-npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null
-tar -xzf "$work/xenrx-$version.tgz" -C "$stage" --strip-components=1
-rm "$work/xenrx-$version.tgz"
-cp -r npm "$stage/npm"
-cp "native/xenrx.$host_tag.node" "$stage/npm/$host_tag/"
-# napi prepublish checks that each target's binary is there: with only the
-# host's binary, the staged package lists only the host's target.
+# The host's target, which package.json must list.
 host_triple=$(node -e '
   const t = require("./package.json").napi.targets;
   const want = { "linux-x64-gnu": "x86_64-unknown-linux-gnu", "linux-arm64-gnu": "aarch64-unknown-linux-gnu" }[process.argv[1]];
   if (!t.includes(want)) process.exit(1);
   console.log(want);
 ' "$host_tag") || fail "package.json napi.targets has no target for $host_tag"
-node -e '
-  const fs = require("fs"); const p = JSON.parse(fs.readFileSync(process.argv[1]));
-  p.napi.targets = [process.argv[2]]; fs.writeFileSync(process.argv[1], JSON.stringify(p, null, 2));
-' "$stage/package.json" "$host_triple"
-(cd "$stage" && git init -q && "$root/node_modules/.bin/napi" prepublish -t npm --no-gh-release --skip-optional-publish >/dev/null)
+# shellcheck source=.ci/stage-packages.sh
+source "$root/.ci/stage-packages.sh"
+stage_packages "$stage" "$work" "$host_tag" "$host_triple"
 
 step "npm pack: every per-platform package and the main package"
 for dir in "$stage"/npm/*/; do
