@@ -14,6 +14,7 @@ import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
 import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceOps } from '../xenbus/index.js';
+import type { XenStore } from '../xenstore/index.js';
 import { parseXenbusInt } from '../xenbus/state.js';
 
 /** How consoles are served. */
@@ -84,6 +85,78 @@ export function splitLines(maxLine = MAX_CONSOLE_LINE): OperatorFunction<string,
         },
       });
     });
+}
+
+/** Decodes chunks of UTF-8 into text, across chunk boundaries. */
+export function decodeUtf8(): OperatorFunction<Buffer, string> {
+  return (source) =>
+    new Observable<string>((sub) => {
+      const decoder = new StringDecoder('utf8');
+      return source.subscribe({
+        next: (b) => {
+          const text = decoder.write(b);
+          if (text) sub.next(text);
+        },
+        error: (err: unknown) => sub.error(err),
+        complete: () => sub.complete(),
+      });
+    });
+}
+
+/** Where a console's page and port are: the guest, its grant reference and its port. */
+export interface ConsoleEndpoint {
+  readonly domid: number;
+  readonly ringRef: number;
+  readonly port: number;
+}
+
+/**
+ * Starts the Rust data path of one console (a device's, or a primary
+ * console's through its reserved grant entry) with the service's options.
+ * Throws the native error.
+ */
+export function startConsoleBackend(
+  options: ConsoleOptions,
+  endpoint: ConsoleEndpoint,
+  onOutput: (chunks: Buffer[]) => void,
+  onNotice: (notice: string) => void,
+): NativeConsoleBackend {
+  return native.NativeConsoleBackend.start(
+    options.platform.native,
+    {
+      frontendDomid: endpoint.domid,
+      ringRef: endpoint.ringRef,
+      remotePort: endpoint.port,
+      pty: options.pty ?? false,
+      ...(options.rateLimitEvents !== undefined ? { rateLimitEvents: options.rateLimitEvents } : {}),
+      ...(options.rateLimitWindowMs !== undefined ? { rateLimitWindowMs: options.rateLimitWindowMs } : {}),
+    },
+    onOutput,
+    onNotice,
+  );
+}
+
+/**
+ * Publishes a console's pseudo-terminal as `<dir>/tty`, owned by the
+ * backend domain `be` and read-only to the guest `fe` (XSA-57). The
+ * toolstack pre-creates the node so; where it did not, or the guest
+ * replaced it, the node is (re)made with those permissions. A directory
+ * the guest removed is never made again.
+ */
+export async function publishTty(xs: XenStore, dir: string, tty: string, be: number, fe: number): Promise<void> {
+  const node = `${dir}/tty`;
+  await xs.transaction(async (tx) => {
+    if (!(await tx.exists(dir))) return;
+    await tx.write(node, tty);
+    await tx.setPerms(node, [`n${String(be)}`, `r${String(fe)}`]);
+  });
+}
+
+/** Empties a published `tty` node, if it is still there: its terminal number will be handed out again. */
+export async function clearTty(xs: XenStore, node: string): Promise<void> {
+  await xs.transaction(async (tx) => {
+    if (await tx.exists(node)) await tx.write(node, '');
+  });
 }
 
 /** Guest output, tagged with its console. */
@@ -160,19 +233,11 @@ export class ConsoleService {
     if (ringRef === undefined || ringRef < 0 || port === undefined || port <= 0) {
       throw new Error(`the frontend gave no valid ring-ref and port (ring-ref ${String(ringRef)}, port ${String(port)})`);
     }
-    const o = this.#options;
     rec.notices = 0;
     try {
-      rec.backend = native.NativeConsoleBackend.start(
-        o.platform.native,
-        {
-          frontendDomid: rec.domid,
-          ringRef,
-          remotePort: port,
-          pty: o.pty ?? false,
-          ...(o.rateLimitEvents !== undefined ? { rateLimitEvents: o.rateLimitEvents } : {}),
-          ...(o.rateLimitWindowMs !== undefined ? { rateLimitWindowMs: o.rateLimitWindowMs } : {}),
-        },
+      rec.backend = startConsoleBackend(
+        this.#options,
+        { domid: rec.domid, ringRef, port },
         (chunks) => {
           for (const data of chunks) this.#output.next({ domid: rec.domid, devid: rec.devid, data });
         },
@@ -199,14 +264,7 @@ export class ConsoleService {
   async #publishTty(ctx: DeviceContext, tty: string): Promise<void> {
     const fe = ctx.frontendPath;
     if (fe === null) return;
-    const node = `${fe}/tty`;
-    const be = this.#options.platform.domid;
-    await ctx.xs.transaction(async (tx) => {
-      // Never re-create a frontend directory the guest removed.
-      if (!(await tx.exists(fe))) return;
-      await tx.write(node, tty);
-      await tx.setPerms(node, [`n${String(be)}`, `r${String(ctx.key.domid)}`]);
-    });
+    await publishTty(ctx.xs, fe, tty, this.#options.platform.domid, ctx.key.domid);
   }
 
   /** Empties the published `tty`, if it is still there. */
@@ -215,9 +273,7 @@ export class ConsoleService {
     if (fe === null) return;
     const node = `${fe}/tty`;
     try {
-      await ctx.xs.transaction(async (tx) => {
-        if (await tx.exists(node)) await tx.write(node, '');
-      });
+      await clearTty(ctx.xs, node);
     } catch (err) {
       ctx.log(0, `clearing ${node} failed: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -233,16 +289,7 @@ export class ConsoleService {
 
   /** A console's output as text, decoded as UTF-8 across chunk boundaries. */
   text$(domid: number, devid = 0): Observable<string> {
-    return new Observable<string>((sub) => {
-      const decoder = new StringDecoder('utf8');
-      return this.raw$(domid, devid).subscribe({
-        next: (b) => {
-          const s = decoder.write(b);
-          if (s) sub.next(s);
-        },
-        complete: () => sub.complete(),
-      });
-    });
+    return this.raw$(domid, devid).pipe(decodeUtf8());
   }
 
   /**

@@ -19,30 +19,23 @@
 // vanish is stopped. Re-reading every domain's nodes on each
 // @introduceDomain would also find late nodes, but only at the next
 // introduction, which may never come.
-import { StringDecoder } from 'node:string_decoder';
-
 import { Observable, Subject, filter, map } from 'rxjs';
 import type { Subscription } from 'rxjs';
 
 import { native } from '../native.js';
 import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
-import type { LogLevel } from '../xenbus/index.js';
+import type { DomainLiveness, LogLevel } from '../xenbus/index.js';
 import { isXenStoreError } from '../xenstore/index.js';
 import type { XenStore } from '../xenstore/index.js';
-import { MAX_CONSOLE_LINE, splitLines } from './console.js';
+import { MAX_CONSOLE_LINE, clearTty, decodeUtf8, publishTty, splitLines, startConsoleBackend } from './console.js';
 import type { ConsoleOptions } from './console.js';
 
 /** How much of each console's latest output is kept for late readers, by default: 64 KiB. */
 export const DEFAULT_CONSOLE_HISTORY = 64 * 1024;
 
-/** Which domains live (the lifecycle's `DomainWatcher` is one). */
-export interface PrimaryConsoleDomains {
-  /** Domains that died (dying or gone), as they die. */
-  readonly deaths$: Observable<number>;
-  /** Whether a domain exists now and is not dying. */
-  exists(domid: number): boolean | Promise<boolean>;
-}
+/** Which domains live (the lifecycle's `DomainWatcher` is one): what the xenbus registry takes too. */
+export type PrimaryConsoleDomains = DomainLiveness;
 
 /** One log line of the service: `domid` is the console's domain, null for the service itself. */
 export interface PrimaryConsoleLogEntry {
@@ -414,20 +407,12 @@ export class PrimaryConsoleService {
 
   /** Starts the data path on grant entry 0 and the guest's port, and publishes the pseudo-terminal. */
   async #serve(rec: DomainRecord, ringRef: number, port: number): Promise<void> {
-    const o = this.#options;
     rec.notices = 0;
     let backend: NativeConsoleBackend;
     try {
-      backend = native.NativeConsoleBackend.start(
-        o.platform.native,
-        {
-          frontendDomid: rec.domid,
-          ringRef: GNTTAB_RESERVED_CONSOLE,
-          remotePort: port,
-          pty: o.pty ?? false,
-          ...(o.rateLimitEvents !== undefined ? { rateLimitEvents: o.rateLimitEvents } : {}),
-          ...(o.rateLimitWindowMs !== undefined ? { rateLimitWindowMs: o.rateLimitWindowMs } : {}),
-        },
+      backend = startConsoleBackend(
+        this.#options,
+        { domid: rec.domid, ringRef: GNTTAB_RESERVED_CONSOLE, port },
         (chunks) => {
           // A console that was stopped may still hand over its last chunks;
           // they belong to the domain as long as the service follows it.
@@ -476,13 +461,8 @@ export class PrimaryConsoleService {
    */
   async #publishTty(rec: DomainRecord, tty: string): Promise<void> {
     const dir = `${rec.home}/console`;
-    const be = this.#options.platform.domid;
     try {
-      await this.#xs.transaction(async (tx) => {
-        if (!(await tx.exists(dir))) return;
-        await tx.write(`${dir}/tty`, tty);
-        await tx.setPerms(`${dir}/tty`, [`n${String(be)}`, `r${String(rec.domid)}`]);
-      });
+      await publishTty(this.#xs, dir, tty, this.#options.platform.domid, rec.domid);
     } catch (err) {
       this.#emit(0, rec.domid, `publishing ${dir}/tty failed: ${errorText(err)}`);
     }
@@ -495,9 +475,7 @@ export class PrimaryConsoleService {
   async #unpublishTty(rec: DomainRecord): Promise<void> {
     const node = `${rec.home}/console/tty`;
     try {
-      await this.#xs.transaction(async (tx) => {
-        if (await tx.exists(node)) await tx.write(node, '');
-      });
+      await clearTty(this.#xs, node);
     } catch (err) {
       this.#emit(0, rec.domid, `clearing ${node} failed: ${errorText(err)}`);
     }
@@ -562,17 +540,7 @@ export class PrimaryConsoleService {
 
   /** A console's output as text, decoded as UTF-8 across chunk boundaries. */
   text$(domid: number, options: PrimaryConsoleReadOptions = {}): Observable<string> {
-    return new Observable<string>((sub) => {
-      const decoder = new StringDecoder('utf8');
-      return this.output$(domid, options).subscribe({
-        next: (b) => {
-          const s = decoder.write(b);
-          if (s) sub.next(s);
-        },
-        error: (err: unknown) => sub.error(err),
-        complete: () => sub.complete(),
-      });
-    });
+    return this.output$(domid, options).pipe(decodeUtf8());
   }
 
   /**

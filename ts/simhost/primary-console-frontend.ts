@@ -6,9 +6,6 @@
 // toolstack publishes the page's frame and the port as `console/ring-ref`
 // and `console/port` in the guest's home. There is no handshake: the guest
 // writes from boot, and a backend reads what waits in the ring.
-import { setTimeout as delay } from 'node:timers/promises';
-
-import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
@@ -16,23 +13,26 @@ import type { NativeConsoleFrontend } from '../native.js';
 import { platformCall } from '../platform/errors.js';
 import type { SimHost } from '../platform/index.js';
 import type { XenStore } from '../xenstore/index.js';
+import { GuestConsolePage } from './console-page.js';
 
 /** xenconsoled's default buffer limit, as libxl writes it to `console/limit` (LIBXL_XENCONSOLE_LIMIT). */
 const XENCONSOLE_LIMIT = 1048576;
 
 /** A guest's primary console, guest side. */
 export class SimPrimaryConsoleFrontend {
-  readonly #input = new Subject<Buffer>();
-  #closed = false;
+  readonly #page: GuestConsolePage;
 
   /** What the backend typed into the guest. */
-  readonly input$: Observable<Buffer> = this.#input.asObservable();
+  readonly input$: Observable<Buffer>;
 
   private constructor(
     readonly native: NativeConsoleFrontend,
     readonly domid: number,
     readonly backendDomid: number,
-  ) {}
+  ) {
+    this.#page = new GuestConsolePage(native);
+    this.input$ = this.#page.input$;
+  }
 
   /**
    * Sets up the primary console of guest `domid` for `backendDomid`, as the
@@ -43,7 +43,8 @@ export class SimPrimaryConsoleFrontend {
   static create(host: SimHost, domid: number, backendDomid = 0): SimPrimaryConsoleFrontend {
     const fe = platformCall(() => native.NativeConsoleFrontend.createPrimary(host.native, domid, backendDomid));
     const self = new SimPrimaryConsoleFrontend(fe, domid, backendDomid);
-    self.#startReading();
+    // The console is live from boot: input is read from the start.
+    self.#page.startReading();
     return self;
   }
 
@@ -59,47 +60,23 @@ export class SimPrimaryConsoleFrontend {
 
   /** Writes guest output (as a guest kernel's console driver does); returns the bytes the ring took. */
   write(text: string | Buffer): number {
-    return platformCall(() => this.native.write(typeof text === 'string' ? Buffer.from(text) : text));
+    return this.#page.write(text);
   }
 
   /** Writes all of `text`, waiting for room in the ring (for a backend to read it). */
-  async writeAll(text: string | Buffer): Promise<void> {
-    let rest = typeof text === 'string' ? Buffer.from(text) : text;
-    while (rest.length > 0 && !this.#closed) {
-      const n = this.write(rest);
-      rest = rest.subarray(n);
-      if (rest.length > 0) await delay(5);
-    }
-  }
-
-  // The console is live from boot: input is read from the start.
-  #startReading(): void {
-    void (async () => {
-      while (!this.#closed) {
-        const data = await this.native.waitInput(200).catch(() => Buffer.alloc(0));
-        if (data.length > 0 && !this.#closed) this.#input.next(data);
-      }
-    })();
+  writeAll(text: string | Buffer): Promise<void> {
+    return this.#page.writeAll(text);
   }
 
   /** Stops reading input, leaving the page and port as they are (the guest died). */
   detach(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#input.complete();
+    this.#page.stop();
   }
 
   /** Stops reading input, then ends the page's grant (once the backend unmapped it) and closes the port. */
   async close(): Promise<void> {
-    this.detach();
-    for (let i = 0; i < 200; i++) {
-      try {
-        this.native.close();
-        return;
-      } catch {
-        await delay(10);
-      }
-    }
+    this.#page.stop();
+    await this.#page.release();
   }
 }
 

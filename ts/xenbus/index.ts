@@ -6,4 +6,4 @@ export type { DeviceContext, DeviceDirectory, DeviceOps } from './context.js';
 export { LogLevels, stderrLogger } from './log.js';
 export type { LogEntry, Logger } from './log.js';
 export { XenbusRegistry } from './registry.js';
-export type { RegisterOptions, RegistryOptions } from './registry.js';
+export type { DomainLiveness, RegisterOptions, RegistryOptions } from './registry.js';

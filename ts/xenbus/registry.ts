@@ -316,9 +316,8 @@ export class XenbusRegistry {
         this.#log(1, null, `${dir}: not for this backend, left alone`);
         return;
       }
-      // Created meanwhile by another event's claim.
-      if (this.#devices.has(id) || this.#closed) return;
     }
+    // Another event's claim may have created it meanwhile: #create checks.
     this.#create(dt, domid, devid);
   }
 
