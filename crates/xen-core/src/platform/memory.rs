@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use rustix::mm::{self, MapFlags, ProtFlags};
 
 use crate::platform::abi::PAGE_SIZE;
+use crate::platform::shared_copy::{copy_in, copy_out, fill_bytes};
 
 /// An access outside a shared region, or a write into a read-only one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +155,9 @@ impl<'a> SharedMem<'a> {
     /// Copies bytes out, once. The other side may be writing the same
     /// bytes, and a plain memcpy of memory that changes under it is
     /// undefined behaviour in Rust's model (the compiler may assume it does
-    /// not change): the copy is either the CPU's string copy in inline
-    /// assembly (opaque to the compiler, as fast as memcpy) or volatile
-    /// word-sized loads, each reading memory once as it is at that moment.
+    /// not change): the copy is inline assembly, opaque to the compiler
+    /// (see `shared_copy`), or volatile word-sized loads, each reading
+    /// memory once as it is at that moment.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfRange> {
         self.check(offset, buf.len())?;
         // SAFETY: the source range is inside the mapping (checked above) and
@@ -248,156 +249,6 @@ impl<'a> SharedMem<'a> {
     pub fn store_u32(&self, offset: usize, v: u32) -> Result<(), OutOfRange> {
         self.atomic_u32(offset)?.store(v, Ordering::Release);
         Ok(())
-    }
-}
-
-const WORD: usize = std::mem::size_of::<usize>();
-
-/// From this many bytes on, a copy uses the CPU's string instructions
-/// (`rep movsb`/`rep stosb`, fast on every x86-64 with ERMS); below it,
-/// their start-up cost is more than the volatile loop's.
-#[cfg(target_arch = "x86_64")]
-const STRING_OP_MIN: usize = 256;
-
-/// Copies `dst.len()` bytes from shared memory at `src` into `dst`.
-///
-/// # Safety
-/// `src..src+dst.len()` must be mapped readable and not overlap `dst`.
-unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if dst.len() >= STRING_OP_MIN {
-        // SAFETY: `rep movsb` copies rcx bytes from rsi to rdi: the source
-        // range is mapped readable (the caller's contract) and the
-        // destination is `dst`, writable and disjoint from it. The block is
-        // opaque to the compiler, which therefore assumes nothing about the
-        // shared bytes it reads (they may change under the copy, as they
-        // may under a volatile load; each byte is read once). The direction
-        // flag is clear at any Rust code boundary (the ABI), so the copy
-        // goes forward; rsi, rdi and rcx are declared clobbered.
-        unsafe {
-            std::arch::asm!(
-                "rep movsb",
-                inout("rcx") dst.len() => _,
-                inout("rsi") src => _,
-                inout("rdi") dst.as_mut_ptr() => _,
-                options(nostack, preserves_flags)
-            );
-        }
-        return;
-    }
-    // SAFETY: the caller's contract, passed on.
-    unsafe { volatile_copy_out(src, dst) }
-}
-
-/// Copies `src` into shared memory at `dst`.
-///
-/// # Safety
-/// `dst..dst+src.len()` must be mapped writable and not overlap `src`.
-unsafe fn copy_in(src: &[u8], dst: *mut u8) {
-    #[cfg(target_arch = "x86_64")]
-    if src.len() >= STRING_OP_MIN {
-        // SAFETY: as in `copy_out`, the other way: the destination range is
-        // mapped writable (the caller's contract), the source is `src`,
-        // readable and disjoint from it; the compiler assumes nothing about
-        // the shared bytes written.
-        unsafe {
-            std::arch::asm!(
-                "rep movsb",
-                inout("rcx") src.len() => _,
-                inout("rsi") src.as_ptr() => _,
-                inout("rdi") dst => _,
-                options(nostack, preserves_flags)
-            );
-        }
-        return;
-    }
-    // SAFETY: the caller's contract, passed on.
-    unsafe { volatile_copy_in(src, dst) }
-}
-
-/// Sets `len` bytes of shared memory at `dst` to `byte`.
-///
-/// # Safety
-/// `dst..dst+len` must be mapped writable.
-unsafe fn fill_bytes(dst: *mut u8, len: usize, byte: u8) {
-    #[cfg(target_arch = "x86_64")]
-    if len >= STRING_OP_MIN {
-        // SAFETY: `rep stosb` stores al into rcx bytes from rdi: the range
-        // is mapped writable (the caller's contract); the block is opaque
-        // to the compiler, as in `copy_out`.
-        unsafe {
-            std::arch::asm!(
-                "rep stosb",
-                inout("rcx") len => _,
-                inout("rdi") dst => _,
-                in("al") byte,
-                options(nostack, preserves_flags)
-            );
-        }
-        return;
-    }
-    let pattern = [byte; STRING_OP_FALLBACK_CHUNK];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(pattern.len());
-        // SAFETY: inside the caller's range.
-        unsafe { volatile_copy_in(&pattern[..n], dst.add(at)) };
-        at += n;
-    }
-}
-
-/// The pattern buffer of a fill done with volatile stores.
-const STRING_OP_FALLBACK_CHUNK: usize = 256;
-
-/// Copies `dst.len()` bytes from shared memory at `src` with volatile loads:
-/// bytes up to a word boundary, then whole words, then the tail.
-///
-/// # Safety
-/// `src..src+dst.len()` must be mapped readable and not overlap `dst`.
-unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
-    let len = dst.len();
-    let head = src.align_offset(WORD).min(len);
-    let words = (len - head) / WORD;
-    for (i, d) in dst.iter_mut().enumerate().take(head) {
-        // SAFETY: byte `i` of the source range (the caller's contract).
-        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
-    }
-    for w in 0..words {
-        let at = head + w * WORD;
-        // SAFETY: a word inside the source range, aligned (`head` brought
-        // `src + at` to a word boundary).
-        let v = unsafe { std::ptr::read_volatile(src.add(at) as *const usize) };
-        dst[at..at + WORD].copy_from_slice(&v.to_ne_bytes());
-    }
-    for (i, d) in dst.iter_mut().enumerate().skip(head + words * WORD) {
-        // SAFETY: byte `i` of the source range.
-        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
-    }
-}
-
-/// Copies `src` into shared memory at `dst` with volatile stores, as
-/// [`volatile_copy_out`] loads.
-///
-/// # Safety
-/// `dst..dst+src.len()` must be mapped writable and not overlap `src`.
-unsafe fn volatile_copy_in(src: &[u8], dst: *mut u8) {
-    let len = src.len();
-    let head = dst.align_offset(WORD).min(len);
-    let words = (len - head) / WORD;
-    for (i, b) in src.iter().enumerate().take(head) {
-        // SAFETY: byte `i` of the destination range (the caller's contract).
-        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
-    }
-    for w in 0..words {
-        let at = head + w * WORD;
-        let mut word = [0u8; WORD];
-        word.copy_from_slice(&src[at..at + WORD]);
-        // SAFETY: a word inside the destination range, aligned.
-        unsafe { std::ptr::write_volatile(dst.add(at) as *mut usize, usize::from_ne_bytes(word)) };
-    }
-    for (i, b) in src.iter().enumerate().skip(head + words * WORD) {
-        // SAFETY: byte `i` of the destination range.
-        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
     }
 }
 

@@ -10,6 +10,7 @@ pub mod event_loop;
 mod handle;
 pub mod memory;
 pub mod port_batch;
+mod shared_copy;
 pub mod sim;
 #[cfg(feature = "xen-devices")]
 pub mod xen;
