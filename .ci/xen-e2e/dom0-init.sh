@@ -19,6 +19,7 @@ ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
+PROFILE=${E2E_PROFILE:-}
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "E2E-DOM0 [$(up)] $*"; }
 check() { echo "E2E-CHECK {\"check\":\"$1\",\"ok\":$2,\"detail\":\"$3\"}"; }
@@ -52,10 +53,18 @@ EOF
 }
 
 wait_gone() { # NAME TIMEOUT
-  local end=$(($(cut -d. -f1 /proc/uptime) + $2))
-  while xl domid "$1" >/dev/null 2>&1; do
-    [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ] || return 1
-    sleep 1
+  local id u end
+  id=$(xl domid "$1" 2>/dev/null) || return 0
+  read -r u _ </proc/uptime
+  end=$((${u%.*} + $2))
+  # This runs beside the measured jobs, so it asks seldom and cheaply: a
+  # XenStore client while the domain's directory is there (xl costs dom0
+  # far more under emulation), then xl, until the hypervisor has let the
+  # domain go too; the clock is read without starting a process.
+  while xenstore-exists "/local/domain/$id" 2>/dev/null || xl domid "$1" >/dev/null 2>&1; do
+    read -r u _ </proc/uptime
+    [ "${u%.*}" -lt "$end" ] || return 1
+    sleep 3
   done
 }
 
@@ -72,6 +81,34 @@ console_of() { # NAME PREFIX
   : >"/var/log/xen/console/guest-e2e-$1.log"
 }
 
+# With E2E_PROFILE: dom0's CPU samples and system calls while a disk round
+# runs, summed up per thread and function (samples) and per thread and
+# call number (system calls).
+profile_start() { # NAME
+  [ -n "$PROFILE" ] || return 0
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+  perf record -q -a -F 499 -e cpu-clock -o "/root/perf-cpu-$1.data" >/dev/null 2>&1 &
+  PERF_CPU=$!
+  perf record -q -a -e raw_syscalls:sys_enter --exclude-perf -o "/root/perf-sys-$1.data" >/dev/null 2>&1 &
+  PERF_SYS=$!
+  PERF_T0=$(up)
+}
+
+profile_stop() { # NAME
+  [ -n "$PROFILE" ] || return 0
+  kill -INT "$PERF_CPU" "$PERF_SYS" 2>/dev/null
+  wait "$PERF_CPU" "$PERF_SYS" 2>/dev/null
+  echo "E2E-PERF[$1] window $(awk "BEGIN{print $(up)-$PERF_T0}") s at 499 samples/s"
+  perf report -i "/root/perf-cpu-$1.data" --stdio -n --no-children --sort comm --percent-limit 0.5 2>/dev/null \
+    | grep -v '^$' | grep -v '^# [^S]' | sed "s/^/E2E-PERF[$1] comm /"
+  perf report -i "/root/perf-cpu-$1.data" --stdio -n --no-children --sort comm,dso,sym --percent-limit 0.3 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -100 | sed "s/^/E2E-PERF[$1] sym /"
+  perf script -i "/root/perf-sys-$1.data" -F comm,trace 2>/dev/null \
+    | awk '{ if (match($0, /NR [0-9]+/)) { n[$1 " " substr($0, RSTART + 3, RLENGTH - 3)]++ } } END { for (k in n) print n[k], k }' \
+    | sort -rn | head -50 | sed "s/^/E2E-PERF[$1] syscalls /"
+  rm -f "/root/perf-cpu-$1.data" "/root/perf-sys-$1.data"
+}
+
 run_bench() { # NAME SEED DISKSPEC
   domu_config "$1" bench "$2" "$3"
   say "$1: xl create"
@@ -84,12 +121,14 @@ run_bench() { # NAME SEED DISKSPEC
     return 1
   fi
   say "$1: created in $(awk "BEGIN{print $(up)-$start}") s"
+  profile_start "$1"
   if ! wait_gone "e2e-$1" "$DOMU_TIMEOUT"; then
     say "$1: domU still running after $DOMU_TIMEOUT s; destroying it"
     xl destroy "e2e-$1"
     check "$1-finished" false "the domU did not power off"
   fi
   say "$1: domU gone $(awk "BEGIN{print $(up)-$start}") s after xl create"
+  profile_stop "$1"
   console_of "$1" "E2E-CONSOLE[$1]"
   # The image holds what the guest wrote and read back.
   /usr/local/bin/blkcheck "/root/disk-$1.img" verify-pattern 8 "$2" | sed "s/^E2E-JOB /E2E-IMAGE[$1] /"

@@ -17,6 +17,10 @@
 #                      nothing is installed into the host's /boot
 #   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle.console)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
+#   XENRX_E2E_PROFILE  set: dom0 gets the host's perf (linux-perf) and
+#                      profiles each disk round (CPU samples and system
+#                      calls per thread, printed as E2E-PERF lines); xenrx
+#                      keeps its symbols
 #
 # What the machine needs, found out on this kind of machine: TCG only with
 # `-cpu qemu64` (`-cpu max` crashes dom0); one dom0 vCPU (two hang one boot
@@ -36,6 +40,7 @@ W=${XENRX_E2E_DIR:-/var/tmp/xenrx-e2e}
 ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console}
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
+PROFILE=${XENRX_E2E_PROFILE:-}
 mkdir -p "$W/logs"
 say() { printf '[xen-e2e +%ss] %s\n' "$SECONDS" "$*"; }
 
@@ -45,6 +50,7 @@ for cmd in debootstrap:debootstrap cpio:cpio zstd:zstd depmod:kmod; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
 done
 [ -x /bin/busybox ] || need+=(busybox-static)
+[ -z "$PROFILE" ] || [ -x /usr/bin/perf ] || need+=(linux-perf)
 [ -f /usr/include/xenctrl.h ] || need+=(libxen-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 # The libraries Debian's QEMU 7.2 links to (packages of their own: they
@@ -127,7 +133,10 @@ fi
 say "xenrx with feature xen, and its production dependencies"
 pkg="$W/overlay/opt/xenrx"
 rm -rf "$W/overlay" && mkdir -p "$pkg/native" "$W/overlay/usr/local/bin" "$W/overlay/root" "$W/overlay/etc/xen/scripts" "$W/overlay/usr/lib/modules"
-(cd "$root" && cargo build -q --release -p xen-core --lib --features xen \
+# A profiled run keeps the symbols, so the samples name functions.
+strip=symbols
+[ -z "$PROFILE" ] || strip=none
+(cd "$root" && CARGO_PROFILE_RELEASE_STRIP=$strip cargo build -q --release -p xen-core --lib --features xen \
   && cargo build -q --release -p xen-core --example xen-smoke --no-default-features --features xen-devices)
 cp "$root/target/release/examples/xen-smoke" "$W/overlay/usr/local/bin/xen-smoke"
 (cd "$root" && npm run -s build:ts)
@@ -163,6 +172,18 @@ mkdir -p "$m/kernel/drivers"
 cp -a "$KMOD/kernel/drivers/xen" "$KMOD/kernel/drivers/block" "$m/kernel/drivers/"
 cp "$KMOD"/modules.{builtin,builtin.modinfo,order} "$m/"
 depmod -b "$W/overlay/usr" "$KV"
+if [ -n "$PROFILE" ]; then
+  # The host's perf and the libraries it needs that dom0's root lacks
+  # (both are Debian 12: the C library is the same).
+  pl="$W/overlay/usr/local/lib/perf"
+  mkdir -p "$pl"
+  cp /usr/bin/perf "$pl/perf"
+  for l in $(ldd /usr/bin/perf | awk '$3 ~ /^\// {print $3}'); do
+    case $(basename "$l") in libc.so.*|libm.so.*) ;; *) cp "$l" "$pl/" ;; esac
+  done
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=/usr/local/lib/perf exec /usr/local/lib/perf/perf "$@"\n' >"$W/overlay/usr/local/bin/perf"
+  chmod +x "$W/overlay/usr/local/bin/perf"
+fi
 # Two archives in one initramfs: the cached root, then this run's files.
 (cd "$W/overlay" && find . | cpio -o -H newc 2>/dev/null | zstd -1 -T2 -q) >"$W/overlay.cpio.zst"
 cat "$base" "$W/overlay.cpio.zst" >"$W/dom0.cpio"
@@ -174,7 +195,7 @@ boot_once() { # LOG
   timeout "$BOOT_TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -accel tcg -cpu qemu64 -m 4096 -smp 2 -nographic -no-reboot \
     -kernel "$boot/xen.elf" \
     -append "console=com1 com1=115200,8n1 dom0_mem=2560M,max:2560M dom0_max_vcpus=1 noreboot" \
-    -initrd "$VMLINUZ console=hvc0 panic=-1 E2E_ROUNDS=$ROUNDS E2E_SECS=$SECS,$W/dom0.cpio" >"$log" 2>&1 &
+    -initrd "$VMLINUZ console=hvc0 panic=-1 E2E_ROUNDS=$ROUNDS E2E_SECS=$SECS E2E_PROFILE=${PROFILE:+1},$W/dom0.cpio" >"$log" 2>&1 &
   local qemu=$! started=$SECONDS
   while kill -0 "$qemu" 2>/dev/null; do
     if grep -aqE 'E2E-DONE|Kernel panic|Panic on CPU|reboot: Power down' "$log"; then
