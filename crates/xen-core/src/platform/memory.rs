@@ -602,7 +602,7 @@ mod tests {
         let m = Mmap::anonymous(4096).unwrap();
         let mem = m.mem();
         let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 + 3 + i / 251) as u8).collect();
-        // Both sides of the string-instruction threshold.
+        // Both sides of the bulk-copy threshold (shared_copy).
         let lens = [
             0,
             1,
