@@ -5,8 +5,9 @@
 //! answer them; then take requests off the ring, each copied out of its
 //! slot once and judged on that copy ([`super::request::check`]); copy a
 //! write's data out of the guest's pages (one grant-copy call per request)
-//! into the queue's own page buffers; hand the request to storage; after a
-//! read, copy the data into the guest's pages. Responses are written whole
+//! into the queue's own page buffers; hand the pass's requests to storage
+//! together (at each reap, and at the end of the pass); after a read, copy
+//! the data into the guest's pages. Responses are written whole
 //! (no stale bytes) and pushed once per run, with a notification only when
 //! the ring asks for one, and the final check before going idle.
 //!
@@ -106,6 +107,9 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// with data): its plan, and the write once its flush is done.
     fenced: Option<(Checked, Option<IoRequest>)>,
     completions: Vec<IoCompletion>,
+    /// Requests taken in this pass, handed to storage together at the next
+    /// reap or at the pass's end (one system call for a pass's requests).
+    outbox: Vec<IoRequest>,
     responses: VecDeque<Response>,
     segments: Vec<Segment>,
     indirect: Vec<u8>,
@@ -158,6 +162,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             busy: 0,
             fenced: None,
             completions: Vec::new(),
+            outbox: Vec::new(),
             responses: VecDeque::new(),
             segments: Vec::new(),
             indirect: Vec::new(),
@@ -426,12 +431,20 @@ impl<P: BlkifAbi> QueueSource<P> {
             IoOp::Write => Counters::add(&self.counters.writes, 1),
             _ => {}
         }
-        self.storage.submit(IoRequest {
+        self.outbox.push(IoRequest {
             tag: tag as u64,
             op,
             offset,
             segments,
         });
+    }
+
+    /// Hands the requests taken since the last call to storage, as one
+    /// batch.
+    pub(super) fn start_taken(&mut self) {
+        if !self.outbox.is_empty() {
+            self.storage.submit_many(&mut self.outbox);
+        }
     }
 
     /// Moves a request's data between the guest and our buffers, through
@@ -493,6 +506,8 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
                 break;
             }
         }
+        // What the last reap started (the write after a fence's flush).
+        self.start_taken();
         if self.respond() {
             cx.notify(self.port);
             Counters::add(&self.counters.notifications, 1);

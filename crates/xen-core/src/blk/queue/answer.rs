@@ -34,6 +34,9 @@ impl<P: BlkifAbi> QueueSource<P> {
 
     /// Answers what storage finished.
     pub(super) fn reap(&mut self) {
+        // Requests taken before are started first: storage that finishes
+        // them inside `submit` has their results now.
+        self.start_taken();
         let mut done = std::mem::take(&mut self.completions);
         self.storage.completions(&mut done);
         for c in done.drain(..) {

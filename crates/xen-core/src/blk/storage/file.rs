@@ -92,6 +92,25 @@ enum Io {
     Uring(Box<Uring>),
 }
 
+/// The completion of a request refused before it started.
+fn refused(request: IoRequest, e: StorageError) -> IoCompletion {
+    IoCompletion {
+        tag: request.tag,
+        result: Err(e),
+        segments: request.segments,
+    }
+}
+
+impl Io {
+    /// Hands back a request finished without the engine's work.
+    fn complete(&mut self, completion: IoCompletion) {
+        match self {
+            Io::Threads(pool) => pool.complete(completion),
+            Io::Uring(ring) => ring.complete(completion),
+        }
+    }
+}
+
 impl FileDisk {
     /// Opens the image file or block device at `path`.
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileDisk> {
@@ -163,19 +182,37 @@ impl Storage for FileDisk {
 
     fn submit(&mut self, request: IoRequest) {
         if let Err(e) = check_range(&self.geometry, &request) {
-            let refused = IoCompletion {
-                tag: request.tag,
-                result: Err(e),
-                segments: request.segments,
-            };
-            return match &mut self.io {
-                Io::Threads(pool) => pool.complete(refused),
-                Io::Uring(ring) => ring.complete(refused),
-            };
+            return self.io.complete(refused(request, e));
         }
         match &mut self.io {
             Io::Threads(pool) => pool.submit(request),
             Io::Uring(ring) => ring.submit(request),
+        }
+    }
+
+    fn submit_many(&mut self, requests: &mut Vec<IoRequest>) {
+        let geometry = self.geometry;
+        match &mut self.io {
+            Io::Threads(pool) => {
+                for request in requests.drain(..) {
+                    match check_range(&geometry, &request) {
+                        Ok(()) => pool.submit(request),
+                        Err(e) => pool.complete(refused(request, e)),
+                    }
+                }
+            }
+            Io::Uring(ring) => {
+                let mut queued = false;
+                for request in requests.drain(..) {
+                    match check_range(&geometry, &request) {
+                        Ok(()) => queued |= ring.queue(request),
+                        Err(e) => ring.complete(refused(request, e)),
+                    }
+                }
+                if queued {
+                    ring.start_backlog();
+                }
+            }
         }
     }
 

@@ -85,6 +85,7 @@ for_each_engine!(
     discard_punches_a_hole_or_says_unsupported,
     secure_discard_of_a_file_is_unsupported,
     many_requests_in_flight_complete_once_each,
+    a_batch_starts_together_and_refuses_alone,
     close_gives_back_every_completion_not_reaped,
     drop_with_requests_in_flight_finishes_them,
     refusals_wake_the_fd_too,
@@ -256,6 +257,46 @@ fn many_requests_in_flight_complete_once_each(engine: Engine) {
     let mut more = Vec::new();
     disk.completions(&mut more);
     assert!(more.is_empty());
+}
+
+/// `submit_many`: every request of a batch completes once, a refused one
+/// (past the end) alone, and the batch is taken whole (the list is left
+/// empty, for the caller to fill again).
+fn a_batch_starts_together_and_refuses_alone(engine: Engine) {
+    const N: u64 = 40;
+    let file = image(N * 8192, &[]);
+    let mut disk = open(&file, writable(engine));
+    let mut batch: Vec<IoRequest> = (0..N)
+        .map(|tag| {
+            write(
+                tag,
+                tag * 8192,
+                &[(0, 4096), (0, 4096)],
+                &pattern(8192, tag as u8),
+            )
+        })
+        .collect();
+    // Past the end of the disk, and a transfer of nothing.
+    batch.push(write(N, N * 8192, &[(0, 4096)], &pattern(4096, 0)));
+    batch.push(write(N + 1, 0, &[], &[]));
+    disk.submit_many(&mut batch);
+    assert!(batch.is_empty());
+    let done = reap(&mut disk, N as usize + 2);
+    let mut refused = Vec::new();
+    let mut ok = Vec::new();
+    for c in &done {
+        match &c.result {
+            Ok(()) => ok.push(c.tag),
+            Err(e) => {
+                assert!(matches!(e, StorageError::OutOfRange), "tag {}: {e}", c.tag);
+                refused.push(c.tag);
+            }
+        }
+    }
+    assert_eq!(refused, vec![N]);
+    ok.retain(|t| *t != N + 1);
+    assert_each_once(ok, N);
+    assert_written(&file, 0..N);
 }
 
 fn close_gives_back_every_completion_not_reaped(engine: Engine) {

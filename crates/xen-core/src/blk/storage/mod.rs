@@ -171,6 +171,15 @@ pub trait Storage: Send {
     fn geometry(&self) -> Geometry;
     /// Starts a request. Never blocks on I/O.
     fn submit(&mut self, request: IoRequest);
+    /// Starts every request in `requests` (leaving it empty), in order, as
+    /// [`Storage::submit`] would one by one. Storage that hands requests to
+    /// the kernel does so once for the whole batch: the block data path
+    /// gathers what it takes off the ring in a pass and starts it here.
+    fn submit_many(&mut self, requests: &mut Vec<IoRequest>) {
+        for request in requests.drain(..) {
+            self.submit(request);
+        }
+    }
     /// Moves finished requests into `out`. Never blocks.
     fn completions(&mut self, out: &mut Vec<IoCompletion>);
     /// Readable when finished requests are waiting; `None` if requests

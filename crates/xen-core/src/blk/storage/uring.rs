@@ -139,6 +139,22 @@ impl Uring {
 
     /// Starts a request (checked against the disk already).
     pub(super) fn submit(&mut self, request: IoRequest) {
+        if self.queue(request) {
+            self.start_backlog();
+        }
+    }
+
+    /// Starts the backlogged requests that fit, entering the kernel once
+    /// for all of them: after [`Uring::queue`] of a batch.
+    pub(super) fn start_backlog(&mut self) {
+        self.fill();
+        self.enter();
+    }
+
+    /// Puts a request (checked against the disk already) in the backlog
+    /// (true), or finishes at once one that needs no ring entry (false);
+    /// [`Uring::start_backlog`] starts it.
+    pub(super) fn queue(&mut self, request: IoRequest) -> bool {
         let finished = match request.op {
             IoOp::Read | IoOp::Write if request.data_len() == 0 => Some(Ok(())),
             IoOp::Discard { len, secure } => match discard_method(self.backing, secure) {
@@ -147,7 +163,10 @@ impl Uring {
                 _ if len == 0 => Some(Ok(())),
                 DiscardMethod::PunchHole => None,
                 DiscardMethod::BlkDiscard | DiscardMethod::BlkSecDiscard => match &self.helper {
-                    Some(helper) => return helper.submit(request),
+                    Some(helper) => {
+                        helper.submit(request);
+                        return false;
+                    }
                     // Not reached: a block device has a helper.
                     None => Some(Err(StorageError::Unsupported)),
                 },
@@ -155,15 +174,15 @@ impl Uring {
             _ => None,
         };
         if let Some(result) = finished {
-            return self.complete(IoCompletion {
+            self.complete(IoCompletion {
                 tag: request.tag,
                 result,
                 segments: request.segments,
             });
+            return false;
         }
         self.backlog.push_back(request);
-        self.fill();
-        self.enter();
+        true
     }
 
     /// Hands back a request finished without the ring (refused, or with
