@@ -485,7 +485,7 @@ impl<P: BlkifAbi> QueueSource<P> {
 }
 
 impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
-    fn wake(&mut self, _why: Wake, cx: &mut Control<'_>) {
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>) {
         // A resize takes effect for the requests taken from now on.
         let sectors = self.capacity.load(Ordering::Relaxed);
         if sectors != self.offer.geometry.sectors {
@@ -496,6 +496,9 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
         // (a fenced request's steps included); other storage wakes us
         // through its descriptor.
         let synchronous = self.storage.wake_fd().is_none();
+        if why.fd {
+            self.storage.woken();
+        }
         loop {
             self.reap();
             self.try_fence();

@@ -223,6 +223,12 @@ impl Storage for FileDisk {
         }
     }
 
+    fn woken(&mut self) {
+        if let Io::Uring(ring) = &mut self.io {
+            ring.woken();
+        }
+    }
+
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(match &self.io {
             Io::Threads(pool) => pool.wake_fd(),

@@ -571,3 +571,33 @@ fn short_transfers_resume_mid_segment() {
     advance(&segs, &mut at, 1);
     assert_eq!(at, (3, 0));
 }
+
+/// The io_uring engine's fd stays readable until `woken`, whatever
+/// `completions` took (it reads the ring only, with no system call), and
+/// `woken` quiets it.
+#[test]
+fn uring_reap_leaves_the_fd_to_woken() {
+    if !uring_offered("uring_reap_leaves_the_fd_to_woken") {
+        return;
+    }
+    use crate::platform::event_loop::wait_readable;
+    use std::time::Duration;
+    let file = image(8 * 8192, &[]);
+    let mut disk = open(&file, writable(Engine::Uring));
+    let readable =
+        |disk: &FileDisk| wait_readable(disk.wake_fd().unwrap(), Some(Duration::ZERO)).unwrap();
+    disk.submit(write(1, 0, &[(0, 4096)], &pattern(4096, 1)));
+    let mut done = Vec::new();
+    while done.is_empty() {
+        wait_readable(disk.wake_fd().unwrap(), None).unwrap();
+        disk.completions(&mut done);
+    }
+    assert_eq!(done[0].tag, 1);
+    assert!(done[0].result.is_ok());
+    assert!(readable(&disk), "completions left the fd alone");
+    disk.woken();
+    assert!(!readable(&disk), "woken quieted it");
+    let mut more = Vec::new();
+    disk.completions(&mut more);
+    assert!(more.is_empty());
+}

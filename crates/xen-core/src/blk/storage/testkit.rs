@@ -82,6 +82,7 @@ pub fn reap(storage: &mut dyn Storage, n: usize) -> Vec<IoCompletion> {
         match storage.wake_fd() {
             Some(fd) => {
                 wait_readable(fd, None).expect("poll the wake fd");
+                storage.woken();
             }
             None => panic!("synchronous storage left {} requests", n - out.len()),
         }

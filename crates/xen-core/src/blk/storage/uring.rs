@@ -195,17 +195,24 @@ impl Uring {
         }
     }
 
+    /// The eventfd fired: quiets it (it is polled level-triggered). The
+    /// completions it announced are in the queues, taken by the next `reap`;
+    /// one posted after this read rings again, so none waits behind a
+    /// quiet fd (the kernel signals the eventfd after the completion is
+    /// visible). `reap` itself makes no system call for an empty queue: a
+    /// pass woken by the guest alone does not pay for the storage's fd.
+    pub(super) fn woken(&mut self) {
+        if self.helper.is_none() {
+            let _ = rustix::io::read(&self.wake, &mut [0u8; 8]);
+        }
+    }
+
     /// Moves finished requests into `out`, and starts waiting ones.
     pub(super) fn reap(&mut self, out: &mut Vec<IoCompletion>) {
-        // The doorbell first, then the queues: a completion posted after
-        // its queue is read rings again, so none waits behind a quiet fd.
-        // (The kernel signals the eventfd after the completion is visible.)
-        match &self.helper {
-            // It reads the shared doorbell, then takes its own completions.
-            Some(helper) => helper.reap(out),
-            None => {
-                let _ = rustix::io::read(&self.wake, &mut [0u8; 8]);
-            }
+        if let Some(helper) = &self.helper {
+            // It reads the shared doorbell (the ring's eventfd too), then
+            // takes its own completions.
+            helper.reap(out);
         }
         loop {
             // One at a time, so that an entry going on can be queued.
