@@ -112,6 +112,31 @@ impl Io {
 }
 
 impl FileDisk {
+    /// Checks a request against the disk and hands it to the engine; true
+    /// when the io_uring engine holds it in its backlog, for
+    /// [`FileDisk::start_backlog`] to start with the rest of a batch.
+    fn take(&mut self, request: IoRequest) -> bool {
+        if let Err(e) = check_range(&self.geometry, &request) {
+            self.io.complete(refused(request, e));
+            return false;
+        }
+        match &mut self.io {
+            Io::Threads(pool) => {
+                pool.submit(request);
+                false
+            }
+            Io::Uring(ring) => ring.queue(request),
+        }
+    }
+
+    /// Starts what [`FileDisk::take`] left in the io_uring backlog, with
+    /// one entry into the kernel.
+    fn start_backlog(&mut self) {
+        if let Io::Uring(ring) = &mut self.io {
+            ring.start_backlog();
+        }
+    }
+
     /// Opens the image file or block device at `path`.
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileDisk> {
         let file = open_file(path.as_ref(), &options)?;
@@ -181,51 +206,32 @@ impl Storage for FileDisk {
     }
 
     fn submit(&mut self, request: IoRequest) {
-        if let Err(e) = check_range(&self.geometry, &request) {
-            return self.io.complete(refused(request, e));
-        }
-        match &mut self.io {
-            Io::Threads(pool) => pool.submit(request),
-            Io::Uring(ring) => ring.submit(request),
+        if self.take(request) {
+            self.start_backlog();
         }
     }
 
     fn submit_many(&mut self, requests: &mut Vec<IoRequest>) {
-        let geometry = self.geometry;
-        match &mut self.io {
-            Io::Threads(pool) => {
-                for request in requests.drain(..) {
-                    match check_range(&geometry, &request) {
-                        Ok(()) => pool.submit(request),
-                        Err(e) => pool.complete(refused(request, e)),
-                    }
-                }
-            }
-            Io::Uring(ring) => {
-                let mut queued = false;
-                for request in requests.drain(..) {
-                    match check_range(&geometry, &request) {
-                        Ok(()) => queued |= ring.queue(request),
-                        Err(e) => ring.complete(refused(request, e)),
-                    }
-                }
-                if queued {
-                    ring.start_backlog();
-                }
-            }
+        let mut queued = false;
+        for request in requests.drain(..) {
+            queued |= self.take(request);
+        }
+        if queued {
+            self.start_backlog();
         }
     }
 
     fn completions(&mut self, out: &mut Vec<IoCompletion>) {
         match &mut self.io {
-            Io::Threads(pool) => pool.reap(out),
+            Io::Threads(pool) => pool.take(out),
             Io::Uring(ring) => ring.reap(out),
         }
     }
 
     fn woken(&mut self) {
-        if let Io::Uring(ring) = &mut self.io {
-            ring.woken();
+        match &mut self.io {
+            Io::Threads(pool) => pool.woken(),
+            Io::Uring(ring) => ring.woken(),
         }
     }
 

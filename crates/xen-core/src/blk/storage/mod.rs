@@ -5,8 +5,9 @@
 //! Storage is asynchronous: `submit` starts a request and returns at once;
 //! results are collected with `completions`, when the fd of `wake_fd` is
 //! readable (after `woken`), or at any other time (storage that finishes
-//! inside `submit` has no fd: its results are ready right after). One request is one system call or one queue
-//! entry, whatever its number of segments (vectored I/O).
+//! inside `submit` has no fd: its results are ready right after). One
+//! request is one system call or one queue entry, whatever its number of
+//! segments (vectored I/O).
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -184,8 +185,9 @@ pub trait Storage: Send {
     fn completions(&mut self, out: &mut Vec<IoCompletion>);
     /// The fd of `wake_fd` was found readable: storage quiets it here (it
     /// is polled level-triggered), so that `completions` need not make a
-    /// system call when nothing woke it. Call it before `completions`; by
-    /// default `completions` quiets the fd itself.
+    /// system call when nothing woke it. Call it before `completions`.
+    /// Storage without an fd, or whose `completions` quiets the fd itself,
+    /// keeps the default, which does nothing.
     fn woken(&mut self) {}
     /// Readable when finished requests are waiting; `None` if requests
     /// finish inside `submit`.

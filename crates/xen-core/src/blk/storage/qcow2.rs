@@ -186,7 +186,11 @@ impl Storage for Qcow2Disk {
     }
 
     fn completions(&mut self, out: &mut Vec<IoCompletion>) {
-        self.engine.reap(out);
+        self.engine.take(out);
+    }
+
+    fn woken(&mut self) {
+        self.engine.woken();
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {

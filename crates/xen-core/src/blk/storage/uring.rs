@@ -2,8 +2,8 @@
 //! one ring entry per request whatever its segment count (`READV`/`WRITEV`
 //! over its pages, `FSYNC` with `DATASYNC` for a flush, `FALLOCATE` punching
 //! a hole for a file's discard), and an eventfd registered with the ring as
-//! the wake fd. `submit` queues entries and enters the kernel once; it
-//! never waits for I/O.
+//! the wake fd. `queue` takes requests and `start_backlog` enters the
+//! kernel once for all of them; neither waits for I/O.
 //!
 //! Requests live in a slab of slots, as many as the submission queue has
 //! entries, and a slot's index is its entries' `user_data`. A slot keeps
@@ -137,13 +137,6 @@ impl Uring {
         })
     }
 
-    /// Starts a request (checked against the disk already).
-    pub(super) fn submit(&mut self, request: IoRequest) {
-        if self.queue(request) {
-            self.start_backlog();
-        }
-    }
-
     /// Starts the backlogged requests that fit, entering the kernel once
     /// for all of them: after [`Uring::queue`] of a batch.
     pub(super) fn start_backlog(&mut self) {
@@ -202,17 +195,14 @@ impl Uring {
     /// visible). `reap` itself makes no system call for an empty queue: a
     /// pass woken by the guest alone does not pay for the storage's fd.
     pub(super) fn woken(&mut self) {
-        if self.helper.is_none() {
-            let _ = rustix::io::read(&self.wake, &mut [0u8; 8]);
-        }
+        // The helper's workers ring this eventfd too (they share it).
+        let _ = rustix::io::read(&self.wake, &mut [0u8; 8]);
     }
 
     /// Moves finished requests into `out`, and starts waiting ones.
     pub(super) fn reap(&mut self, out: &mut Vec<IoCompletion>) {
         if let Some(helper) = &self.helper {
-            // It reads the shared doorbell (the ring's eventfd too), then
-            // takes its own completions.
-            helper.reap(out);
+            helper.take(out);
         }
         loop {
             // One at a time, so that an entry going on can be queued.

@@ -103,13 +103,23 @@ impl<E: Execute> Workers<E> {
         self.shared.complete(completion);
     }
 
-    /// Moves finished requests into `out`. Never blocks.
-    pub(super) fn reap(&self, out: &mut Vec<IoCompletion>) {
-        // The doorbell first, then the queue: a completion pushed after the
-        // take rings again, so none waits behind a quiet fd.
+    /// The doorbell rang: quiets it. A completion pushed after this read
+    /// rings it again, so none waits behind a quiet fd.
+    pub(super) fn woken(&self) {
         let mut count = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut count);
+    }
+
+    /// Moves finished requests into `out`, with no system call. Never
+    /// blocks.
+    pub(super) fn take(&self, out: &mut Vec<IoCompletion>) {
         out.append(&mut lock(&self.shared.done));
+    }
+
+    /// Quiets the doorbell, then takes what is finished.
+    pub(super) fn reap(&self, out: &mut Vec<IoCompletion>) {
+        self.woken();
+        self.take(out);
     }
 
     /// The eventfd, readable while finished requests may be waiting.
