@@ -26,15 +26,17 @@ const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 /** Where each request's data is copied, in the simulator. */
 function copies(persistent: boolean): string {
-  const guest = persistent ? 'backend memcpy through a persistent mapping' : 'backend grant copy';
-  return `storage (MemDisk chunk <-> backend page) + ${guest} (backend page <-> guest page) + frontend copy (guest page <-> caller buffer)`;
+  return persistent
+    ? 'storage (MemDisk chunk <-> guest page, mapped persistently: none in the backend) + frontend copy (guest page <-> caller buffer)'
+    : 'storage (MemDisk chunk <-> backend page) + backend grant copy (backend page <-> guest page) + frontend copy (guest page <-> caller buffer)';
 }
 const GRANTS = (persistent: boolean): string => (persistent ? 'persistent grants' : 'grant copy');
 /** The same, with the storage in TypeScript. */
 function copiesTs(persistent: boolean): string {
+  const page = persistent ? 'guest page' : 'backend page';
   return copies(persistent).replace(
-    'MemDisk chunk <-> backend page',
-    'backend page -> napi Buffer -> stored 4 KiB Buffers, or stored Buffers -> read Buffer -> backend page',
+    /MemDisk chunk <-> (guest|backend) page/,
+    `${page} -> napi Buffer -> stored 4 KiB Buffers, or stored Buffers -> read Buffer -> ${page}`,
   );
 }
 /** A disk of `bytes` in TypeScript: a sparse Map of 4 KiB Buffers, as in the README. */

@@ -7,10 +7,12 @@
 //! Each frontend runs on its own thread and keeps its queue depth of
 //! requests in flight: it sleeps on its port in [`SimBlkFront::wait_any`]
 //! (never spinning), takes every response already there, and refills the
-//! ring with one push. The data of a request crosses three copies: the
-//! storage's (MemDisk chunk to the backend's page buffer, or back), the
-//! backend's grant copy (its buffer to the guest page, or back) and the
-//! frontend's own (the guest page to the caller's buffer, or back).
+//! ring with one push. With grant copy, the data of a request crosses three
+//! copies: the storage's (MemDisk chunk to the backend's page buffer, or
+//! back), the backend's grant copy (its buffer to the guest page, or back)
+//! and the frontend's own (the guest page to the caller's buffer, or back).
+//! With persistent grants the backend hands MemDisk the guest's mapped
+//! pages, so its own copy goes: two copies.
 //!
 //! Reads find real data: the region read is written first, each 4 KiB
 //! block stamped with its number, and every page read is checked against

@@ -5,9 +5,11 @@
 //! answer them; then take requests off the ring, each copied out of its
 //! slot once and judged on that copy ([`super::request::check`]); copy a
 //! write's data out of the guest's pages (one grant-copy call per request)
-//! into the queue's own page buffers; hand the pass's requests to storage
-//! together (at each reap, and at the end of the pass); after a read, copy
-//! the data into the guest's pages. Responses are written whole
+//! into the queue's own page buffers, or, with persistent grants and
+//! storage that accepts guest pages, give storage the mapped guest pages
+//! themselves; hand the pass's requests to storage together (at each reap,
+//! and at the end of the pass); after a read into our own pages, copy the
+//! data into the guest's pages. Responses are written whole
 //! (no stale bytes) and pushed once per run, with a notification only when
 //! the ring asks for one, and the final check before going idle.
 //!
@@ -36,7 +38,8 @@ use super::transfer::{
 };
 use crate::platform::event_loop::{Control, Source, Wake};
 use crate::platform::{
-    CopySegment, CopySide, DomId, EventChannels, GrantMapper, GrantMapping, Port,
+    CopySegment, CopySide, DomId, EventChannels, GrantError, GrantMapper, GrantMapping, GrantRef,
+    Port,
 };
 use crate::ring::blkif::{
     BlkifAbi, Response, Segment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, SEGMENT_SIZE,
@@ -117,6 +120,9 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     copies: Vec<CopySegment<'static>>,
     /// With persistent grants: the frontend's pages, kept mapped.
     persistent: Option<GrantCache>,
+    /// Persistent grants and storage that accepts guest pages: the I/O is
+    /// done in the guest's mapped pages, with no copy in the backend.
+    in_place: bool,
     /// The disk's size as last set by [`super::BlkQueue::resize`].
     capacity: Arc<AtomicU64>,
     failed: bool,
@@ -143,6 +149,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         if storage.geometry().sectors != offer.geometry.sectors {
             storage.resize(offer.geometry.sectors);
         }
+        let in_place = persistent && storage.accepts_guest_pages();
         QueueSource {
             ring_map,
             ring,
@@ -168,6 +175,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             indirect: Vec::new(),
             copies: Vec::new(),
             persistent: persistent.then(|| GrantCache::new(frontend, MAX_PERSISTENT_GRANTS)),
+            in_place,
             capacity,
             failed: false,
             _layout: std::marker::PhantomData,
@@ -176,6 +184,25 @@ impl<P: BlkifAbi> QueueSource<P> {
 
     fn page(&mut self) -> Box<Page> {
         self.pages.pop().unwrap_or_else(Page::new_boxed)
+    }
+
+    /// A segment in the guest's page `gref`, kept mapped by the persistent
+    /// cache; `None` if the cache has no room for it.
+    fn guest_page(
+        &mut self,
+        gref: GrantRef,
+        start: u16,
+        len: u16,
+    ) -> Result<Option<IoSegment>, GrantError> {
+        let Some(cache) = &mut self.persistent else {
+            return Ok(None);
+        };
+        let before = cache.maps();
+        let map = cache.mapping(&*self.gntdev, gref);
+        Counters::add(&self.counters.persistent_maps, cache.maps() - before);
+        // A mapping too short or read-only for it (not one the cache
+        // makes) is left to the copying path, which names the fault.
+        Ok(map?.and_then(|map| IoSegment::in_guest(map, start, len)))
     }
 
     fn refuse(&mut self, id: u64, operation: u8, status: i16, reason: String) {
@@ -334,13 +361,29 @@ impl<P: BlkifAbi> QueueSource<P> {
         }
         let mut data = self.lists.pop().unwrap_or_default();
         let mut guest = self.guest_lists.pop().unwrap_or_default();
+        let in_place = self.in_place;
         for i in 0..self.segments.len() {
             let s = self.segments[i];
             let start = u16::from(s.first_sect) * 512;
             let len = (u16::from(s.last_sect - s.first_sect) + 1) * 512;
-            let page = self.page();
-            data.push(IoSegment { page, start, len });
             guest.push((s.gref, start, len));
+            if in_place {
+                match self.guest_page(s.gref, start, len) {
+                    Ok(Some(segment)) => {
+                        data.push(segment);
+                        continue;
+                    }
+                    // No room in the cache: our own page, copied.
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.recycle(data);
+                        self.recycle_guest(guest);
+                        return Err(format!("segment {i} (gref {}): {e}", s.gref));
+                    }
+                }
+            }
+            let page = self.page();
+            data.push(IoSegment::new(page, start, len));
         }
         if write {
             let copied = self.copy(&mut data, &guest, Direction::FromGuest);
@@ -474,7 +517,8 @@ impl<P: BlkifAbi> QueueSource<P> {
     }
 
     fn recycle(&mut self, mut segments: Vec<IoSegment>) {
-        self.pages.extend(segments.drain(..).map(|s| s.page));
+        self.pages
+            .extend(segments.drain(..).filter_map(IoSegment::into_page));
         self.lists.push(segments);
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::frontend::{BlkFrontError, BlkOp, FrontOptions, SimBlkFront};
 use super::request::Offer;
-use super::storage::{FileDisk, FileOptions, MemDisk, Storage};
+use super::storage::{FileDisk, FileOptions, IoSegment, MemDisk, Storage};
 use super::*;
 use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{DomId, GrantTable, Platform};
@@ -497,6 +497,33 @@ struct Counting {
     singles: Arc<Mutex<usize>>,
     /// The size of each `submit_many` batch.
     batches: Arc<Mutex<Vec<usize>>>,
+    /// What `accepts_guest_pages` says.
+    accepts: bool,
+    /// Segments seen in guest pages, and in the queue's own.
+    kinds: Arc<Mutex<(usize, usize)>>,
+}
+
+impl Counting {
+    fn new(accepts: bool) -> Counting {
+        Counting {
+            disk: MemDisk::new(SECTORS),
+            singles: Arc::default(),
+            batches: Arc::default(),
+            accepts,
+            kinds: Arc::default(),
+        }
+    }
+
+    fn saw(&self, request: &storage::IoRequest) {
+        let guest = request
+            .segments
+            .iter()
+            .filter(|s| s.in_guest_page())
+            .count();
+        let mut kinds = self.kinds.lock().unwrap();
+        kinds.0 += guest;
+        kinds.1 += request.segments.len() - guest;
+    }
 }
 
 impl Storage for Counting {
@@ -506,14 +533,20 @@ impl Storage for Counting {
 
     fn submit(&mut self, request: storage::IoRequest) {
         *self.singles.lock().unwrap() += 1;
+        self.saw(&request);
         self.disk.submit(request);
     }
 
     fn submit_many(&mut self, requests: &mut Vec<storage::IoRequest>) {
         self.batches.lock().unwrap().push(requests.len());
         for request in requests.drain(..) {
+            self.saw(&request);
             self.disk.submit(request);
         }
+    }
+
+    fn accepts_guest_pages(&self) -> bool {
+        self.accepts
     }
 
     fn completions(&mut self, out: &mut Vec<storage::IoCompletion>) {
@@ -528,13 +561,8 @@ impl Storage for Counting {
 #[test]
 fn requests_taken_together_reach_storage_together() {
     let w = world();
-    let singles = Arc::new(Mutex::new(0));
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let storage = Counting {
-        disk: MemDisk::new(SECTORS),
-        singles: singles.clone(),
-        batches: batches.clone(),
-    };
+    let storage = Counting::new(false);
+    let (singles, batches) = (storage.singles.clone(), storage.batches.clone());
     let mut o = opts(0, BlkifProtocol::native());
     o.queue_depth = Some(32);
     let mut d = attach(&w, GUEST, o, Box::new(storage), 0);
@@ -556,4 +584,71 @@ fn requests_taken_together_reach_storage_together() {
     assert_eq!(writes.iter().sum::<usize>(), 32, "{writes:?}");
     assert!(writes.len() < 32, "32 writes in fewer batches: {writes:?}");
     assert_eq!(d.queue.stats().errors, 0);
+}
+
+#[test]
+fn with_persistent_grants_storage_that_accepts_guest_pages_gets_them() {
+    let w = world();
+    // (persistent grants, storage accepts guest pages, I/O in place)
+    for (persistent_grants, accepts, in_place) in [
+        (true, true, true),
+        (true, false, false),
+        (false, true, false),
+    ] {
+        let storage = Counting::new(accepts);
+        let (kinds, disk) = (storage.kinds.clone(), storage.disk.clone());
+        let mut o = opts(0, BlkifProtocol::native());
+        o.persistent = persistent_grants;
+        let mut d = attach(&w, GUEST, o, Box::new(storage), 32);
+        // Direct and indirect requests, at odd sectors within pages.
+        let data = pattern(20 * 4096 + 1536, 5);
+        d.front.write(3, &data).unwrap();
+        assert_eq!(disk.read_at(3 * 512, data.len()), data);
+        assert_eq!(d.front.read(3, data.len()).unwrap(), data);
+        let (guest, own) = *kinds.lock().unwrap();
+        let case = format!("persistent {persistent_grants}, accepts {accepts}");
+        assert!(guest + own > 0, "{case}");
+        if in_place {
+            assert_eq!(own, 0, "{case}: every page had room in the cache");
+        } else {
+            assert_eq!(guest, 0, "{case}: guest pages handed to storage");
+        }
+        assert_eq!(d.queue.stats().errors, 0, "{case}");
+        d.queue.stop();
+        d.front.close().unwrap();
+    }
+}
+
+#[test]
+fn a_page_purged_from_the_cache_stays_mapped_while_a_request_holds_it() {
+    use super::transfer::GrantCache;
+    let w = world();
+    let gnttab = w.host.gnttab(GUEST).unwrap();
+    let grefs: Vec<_> = (0..4)
+        .map(|i| {
+            let frame = gnttab.alloc_page().unwrap();
+            let page = gnttab.page(frame).unwrap();
+            page.fill(0, 4096, 0x40 + i as u8).unwrap();
+            gnttab.grant(BACK, frame, false).unwrap()
+        })
+        .collect();
+    let gntdev = w.platform.gntdev();
+    let mut cache = GrantCache::new(GUEST, 2);
+    let held = cache.mapping(&**gntdev, grefs[0]).unwrap().expect("room");
+    let segment = IoSegment::in_guest(held, 512, 1024).expect("a writable page");
+    // Page 0 goes idle while 1 is used, then 2 and 3 need room: the purge
+    // drops page 0 from the cache.
+    for _ in 0..20 {
+        assert!(cache.page(&**gntdev, grefs[1]).unwrap().is_some());
+    }
+    assert!(cache.page(&**gntdev, grefs[2]).unwrap().is_some());
+    assert_eq!(cache.len(), 2, "pages 1 and 2");
+    // The request's page is still mapped, its grant still in use.
+    let mut seen = [0u8; 1024];
+    segment.read_at(0, &mut seen);
+    assert!(seen.iter().all(|&b| b == 0x40));
+    assert!(gnttab.end_access(grefs[0]).is_err());
+    // Once the request lets go, the page is unmapped.
+    drop(segment);
+    assert!(gnttab.end_access(grefs[0]).is_ok());
 }

@@ -5,13 +5,20 @@
 //!   guest's pages never mapped;
 //! - persistent grants (`feature-persistent`, when both ends offer it): the
 //!   frontend reuses a fixed set of granted pages, which the queue maps
-//!   once and keeps mapped in a bounded cache, so a request costs plain
-//!   memory copies and no hypercall, as blkback's persistent grants.
+//!   once and keeps mapped in a bounded cache, so a request costs no
+//!   hypercall, as blkback's persistent grants. Storage that accepts guest
+//!   pages does its I/O in the mapped pages themselves (no copy in the
+//!   backend, as blkback hands the granted pages to the block layer);
+//!   other storage gets plain memory copies.
 //!
-//! Either way the data is copied, never used in place: what the guest
-//! changes in its pages after the copy has no effect on the request.
+//! A copy is taken once, never read again: what the guest changes in its
+//! pages after it has no effect on the request. In place, a guest that
+//! changes a page while its own write is in flight changes only what that
+//! write stores, as with blkback: the request itself (sectors, grants) was
+//! judged on the backend's private copy of the slot.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::reuse_vec;
 use super::storage::IoSegment;
@@ -43,7 +50,7 @@ pub(super) type GuestSegment = (GrantRef, u16, u16);
 
 /// Bytes of a request's buffers.
 pub(super) fn bytes_of(data: &[IoSegment]) -> u64 {
-    data.iter().map(|s| u64::from(s.len)).sum()
+    data.iter().map(|s| u64::from(s.len())).sum()
 }
 
 /// Copies a request's data between the guest's pages and ours, one grant
@@ -121,7 +128,10 @@ pub(super) struct GrantCache {
 }
 
 struct Cached {
-    map: GrantMapping,
+    /// Shared with the requests whose segments are this page (zero copy):
+    /// a page purged while a request uses it stays mapped until that
+    /// request lets go.
+    map: Arc<GrantMapping>,
     used: u64,
 }
 
@@ -166,6 +176,24 @@ impl GrantCache {
         gntdev: &dyn GrantMapper,
         gref: GrantRef,
     ) -> Result<Option<SharedMem<'_>>, GrantError> {
+        Ok(self.lookup(gntdev, gref)?.map(|map| map.mem()))
+    }
+
+    /// As [`GrantCache::page`], the mapping itself, for a request to do its
+    /// I/O in the guest's page (held until the request is done).
+    pub(super) fn mapping(
+        &mut self,
+        gntdev: &dyn GrantMapper,
+        gref: GrantRef,
+    ) -> Result<Option<Arc<GrantMapping>>, GrantError> {
+        Ok(self.lookup(gntdev, gref)?.map(Arc::clone))
+    }
+
+    fn lookup(
+        &mut self,
+        gntdev: &dyn GrantMapper,
+        gref: GrantRef,
+    ) -> Result<Option<&Arc<GrantMapping>>, GrantError> {
         self.clock += 1;
         let clock = self.clock;
         if !self.entries.contains_key(&gref) {
@@ -182,11 +210,17 @@ impl GrantCache {
             }
             let map = gntdev.map(self.frontend, &[gref], true)?;
             self.maps += 1;
-            self.entries.insert(gref, Cached { map, used: clock });
+            self.entries.insert(
+                gref,
+                Cached {
+                    map: Arc::new(map),
+                    used: clock,
+                },
+            );
         }
         let entry = self.entries.get_mut(&gref).expect("present or just added");
         entry.used = clock;
-        Ok(Some(entry.map.mem()))
+        Ok(Some(&entry.map))
     }
 
     /// Copies a request's data between the guest's pages (mapped through
@@ -205,6 +239,10 @@ impl GrantCache {
         let mut misses = reuse_vec(std::mem::take(scratch));
         let mut result = Ok(());
         for (i, (local, &(gref, offset, len))) in data.iter_mut().zip(guest).enumerate() {
+            if local.in_guest_page() {
+                // The I/O was done in the guest's page itself.
+                continue;
+            }
             let page = match self.page(gntdev, gref) {
                 Ok(page) => page,
                 Err(e) => {

@@ -123,7 +123,7 @@ impl Hub {
 
 /// Copies a read's answer into its buffers.
 fn fill(segments: &mut [IoSegment], data: Option<&[u8]>) -> std::result::Result<(), StorageError> {
-    let want: usize = segments.iter().map(|s| usize::from(s.len)).sum();
+    let want: usize = segments.iter().map(|s| usize::from(s.len())).sum();
     let data = data.unwrap_or_default();
     if data.len() != want {
         return Err(StorageError::Io(io::Error::other(format!(
@@ -133,8 +133,8 @@ fn fill(segments: &mut [IoSegment], data: Option<&[u8]>) -> std::result::Result<
     }
     let mut at = 0;
     for s in segments {
-        let n = usize::from(s.len);
-        s.bytes_mut().copy_from_slice(&data[at..at + n]);
+        let n = usize::from(s.len());
+        s.write_at(0, &data[at..at + n]);
         at += n;
     }
     Ok(())
@@ -191,9 +191,12 @@ impl Storage for JsStorage {
         let (op, length, data, secure) = match request.op {
             IoOp::Read => ("read", request.data_len(), None, None),
             IoOp::Write => {
-                let mut bytes = Vec::with_capacity(request.data_len() as usize);
+                let mut bytes = vec![0; request.data_len() as usize];
+                let mut at = 0;
                 for s in &request.segments {
-                    bytes.extend_from_slice(s.bytes());
+                    let n = usize::from(s.len());
+                    s.read_at(0, &mut bytes[at..at + n]);
+                    at += n;
                 }
                 ("write", request.data_len(), Some(Buffer::from(bytes)), None)
             }
@@ -230,6 +233,13 @@ impl Storage for JsStorage {
         let mut count = [0u8; 8];
         let _ = rustix::io::read(&self.queue.wake, &mut count);
         out.append(&mut lock(&self.queue.done));
+    }
+
+    /// A write's data is copied from its segments into the handler's
+    /// Buffer, and a read's answer into them: from and to a guest's page
+    /// directly.
+    fn accepts_guest_pages(&self) -> bool {
+        true
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -367,11 +377,7 @@ mod tests {
             tag,
             op,
             offset,
-            segments: vec![IoSegment {
-                page,
-                start: 512,
-                len: 1024,
-            }],
+            segments: vec![IoSegment::new(page, 512, 1024)],
         }
     }
 

@@ -10,8 +10,8 @@
 //! the disk, the discard decisions, and what one blocking request does.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,6 @@ use super::{
     check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, IoSegment, Storage,
     StorageError, PAGE_SIZE, SECTOR_SIZE,
 };
-use crate::blk::reuse_vec;
 
 use super::pool::Pool;
 
@@ -235,6 +234,12 @@ impl Storage for FileDisk {
         }
     }
 
+    /// The kernel reads and writes the segments (a guest's page included)
+    /// in its vectored calls: no copy in the backend.
+    fn accepts_guest_pages(&self) -> bool {
+        true
+    }
+
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(match &self.io {
             Io::Threads(pool) => pool.wake_fd(),
@@ -362,12 +367,9 @@ fn block_discard_info(dev: &Path) -> Option<DiscardInfo> {
 /// as after a short transfer.
 pub(super) const IOV_MAX: usize = 1024;
 
-/// A worker's iovec buffers, reused by every request it does.
+/// A worker's iovec buffer, reused by every request it does.
 #[derive(Default)]
-pub(super) struct Iovecs {
-    read: Vec<IoSliceMut<'static>>,
-    write: Vec<IoSlice<'static>>,
-}
+pub(super) struct Iovecs(Vec<libc::iovec>);
 
 pub(super) fn execute(
     fd: BorrowedFd<'_>,
@@ -376,8 +378,16 @@ pub(super) fn execute(
     iovecs: &mut Iovecs,
 ) -> Result<(), StorageError> {
     match request.op {
-        IoOp::Read => read_segments(fd, request.offset, &mut request.segments, &mut iovecs.read),
-        IoOp::Write => write_segments(fd, request.offset, &request.segments, &mut iovecs.write),
+        IoOp::Read | IoOp::Write => {
+            let write = request.op == IoOp::Write;
+            transfer_segments(
+                fd,
+                request.offset,
+                &mut request.segments,
+                write,
+                &mut iovecs.0,
+            )
+        }
         IoOp::Flush => retry(|| rustix::fs::fdatasync(fd)).map_err(|e| StorageError::Io(e.into())),
         IoOp::Discard { len, secure } => {
             discard(fd, discard_method(backing, secure), request.offset, len)
@@ -399,7 +409,7 @@ fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Resu
 /// past any empty segments.
 pub(super) fn advance(segments: &[IoSegment], at: &mut (usize, usize), mut n: usize) {
     while let Some(seg) = segments.get(at.0) {
-        let left = usize::from(seg.len) - at.1;
+        let left = usize::from(seg.len()) - at.1;
         if n < left {
             at.1 += n;
             return;
@@ -409,61 +419,62 @@ pub(super) fn advance(segments: &[IoSegment], at: &mut (usize, usize), mut n: us
     }
 }
 
-fn read_segments(
+/// Reads (`write` false) or writes the segments from `offset` on, one
+/// vectored system call per [`IOV_MAX`] segments, going on after a short
+/// transfer. A read past the end of the file finds zeros, as a disk does.
+fn transfer_segments(
     fd: BorrowedFd<'_>,
     mut offset: u64,
     segments: &mut [IoSegment],
-    scratch: &mut Vec<IoSliceMut<'static>>,
+    write: bool,
+    iov: &mut Vec<libc::iovec>,
 ) -> Result<(), StorageError> {
     let mut at = (0, 0);
     while at.0 < segments.len() {
-        let mut iov: Vec<IoSliceMut<'_>> = reuse_vec(std::mem::take(scratch));
+        iov.clear();
         iov.extend(
             segments[at.0..]
                 .iter_mut()
                 .take(IOV_MAX)
                 .enumerate()
-                .map(|(i, s)| IoSliceMut::new(&mut s.bytes_mut()[if i == 0 { at.1 } else { 0 }..])),
+                .map(|(i, s)| s.iovec(if i == 0 { at.1 } else { 0 })),
         );
-        let n = retry(|| rustix::io::preadv(fd, &mut iov, offset));
-        let ended = matches!(n, Ok(0)) && iov.iter().any(|s| !s.is_empty());
-        *scratch = reuse_vec(iov);
-        let n = n.map_err(|e| StorageError::Io(e.into()))?;
-        if ended {
+        let wanted = iov.iter().any(|v| v.iov_len > 0);
+        let pos = libc::off_t::try_from(offset).map_err(|_| StorageError::OutOfRange)?;
+        // At most IOV_MAX, far below c_int::MAX.
+        let count = iov.len() as libc::c_int;
+        let n = loop {
+            // SAFETY: every iovec covers bytes of a segment of `segments`
+            // (IoSegment::iovec), which this function borrows mutably for the
+            // call: a boxed page of ours or a guest page whose mapping the
+            // segment holds. The kernel touches only those bytes, and is done
+            // with them when the call returns. `iov` lives across the call.
+            let n = unsafe {
+                if write {
+                    libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), count, pos)
+                } else {
+                    libc::preadv(fd.as_raw_fd(), iov.as_ptr(), count, pos)
+                }
+            };
+            match usize::try_from(n) {
+                Ok(n) => break n,
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(StorageError::Io(e));
+                    }
+                }
+            }
+        };
+        if n == 0 && wanted {
+            if write {
+                return Err(StorageError::Io(io::ErrorKind::WriteZero.into()));
+            }
             // The end of the file: a disk reads zeros there.
             for (i, s) in segments[at.0..].iter_mut().enumerate() {
-                s.bytes_mut()[if i == 0 { at.1 } else { 0 }..].fill(0);
+                s.zero_from(if i == 0 { at.1 } else { 0 });
             }
             return Ok(());
-        }
-        offset += n as u64;
-        advance(segments, &mut at, n);
-    }
-    Ok(())
-}
-
-fn write_segments(
-    fd: BorrowedFd<'_>,
-    mut offset: u64,
-    segments: &[IoSegment],
-    scratch: &mut Vec<IoSlice<'static>>,
-) -> Result<(), StorageError> {
-    let mut at = (0, 0);
-    while at.0 < segments.len() {
-        let mut iov: Vec<IoSlice<'_>> = reuse_vec(std::mem::take(scratch));
-        iov.extend(
-            segments[at.0..]
-                .iter()
-                .take(IOV_MAX)
-                .enumerate()
-                .map(|(i, s)| IoSlice::new(&s.bytes()[if i == 0 { at.1 } else { 0 }..])),
-        );
-        let n = retry(|| rustix::io::pwritev(fd, &iov, offset));
-        let stuck = matches!(n, Ok(0)) && iov.iter().any(|s| !s.is_empty());
-        *scratch = reuse_vec(iov);
-        let n = n.map_err(|e| StorageError::Io(e.into()))?;
-        if stuck {
-            return Err(StorageError::Io(io::ErrorKind::WriteZero.into()));
         }
         offset += n as u64;
         advance(segments, &mut at, n);

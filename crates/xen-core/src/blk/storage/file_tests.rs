@@ -8,8 +8,8 @@ use std::io::Write;
 use tempfile::NamedTempFile;
 
 use super::super::testkit::{
-    bare, check_out_of_range, check_read_only, check_round_trip, gather, pattern, read, read_back,
-    reap, run, write,
+    bare, check_guest_pages, check_out_of_range, check_read_only, check_round_trip, gather,
+    gather_any, guest_segments, pattern, read, read_back, reap, run, write,
 };
 use super::*;
 
@@ -81,6 +81,8 @@ for_each_engine!(
     read_only_refuses_writes_and_discards,
     geometry_of_an_image_file,
     reads_past_the_end_of_the_file_are_zeros,
+    guest_pages_are_read_and_written_in_place,
+    reads_past_the_end_into_guest_pages_are_zeros,
     flush_after_writes_succeeds,
     discard_punches_a_hole_or_says_unsupported,
     secure_discard_of_a_file_is_unsupported,
@@ -145,6 +147,33 @@ fn reads_past_the_end_of_the_file_are_zeros(engine: Engine) {
         // The short read went on with a second entry, which met the end.
         assert!(ring(&disk).continued() >= 1);
     }
+}
+
+fn guest_pages_are_read_and_written_in_place(engine: Engine) {
+    let file = image(64 * 512, &[]);
+    check_guest_pages(&mut open(&file, writable(engine)));
+}
+
+fn reads_past_the_end_into_guest_pages_are_zeros(engine: Engine) {
+    let file = image(8192, &pattern(8192, 6));
+    let mut disk = open(&file, writable(engine));
+    file.as_file().set_len(4096 + 512).unwrap();
+    let (segments, maps) = guest_segments(&[(0, 512), (512, 3584)], &[]);
+    let request = IoRequest {
+        tag: 1,
+        op: IoOp::Read,
+        offset: 4096,
+        segments,
+    };
+    let done = run(&mut disk, request);
+    done.result.unwrap();
+    let back = gather_any(&done.segments);
+    assert!(back[..512] == pattern(8192, 6)[4096..4608]);
+    assert!(back[512..].iter().all(|&b| b == 0));
+    // The zeros went into the guest's page itself, from the segment's start.
+    let mut page = vec![0; 4096];
+    maps[1].mem().read(0, &mut page).unwrap();
+    assert!(page[..512].iter().all(|&b| b == 0xa5) && page[512..].iter().all(|&b| b == 0));
 }
 
 fn flush_after_writes_succeeds(engine: Engine) {

@@ -10,12 +10,15 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, Page, Storage, StorageError,
-    PAGE_SIZE, SECTOR_SIZE,
+    check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage,
+    StorageError, PAGE_SIZE, SECTOR_SIZE,
 };
 
 /// Bytes in a chunk of the sparse map.
 const CHUNK: u64 = PAGE_SIZE as u64;
+
+/// What a chunk never written holds.
+static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 
 /// A sparse in-memory disk.
 pub struct MemDisk {
@@ -114,14 +117,14 @@ impl MemDisk {
         match request.op {
             IoOp::Read => {
                 for seg in &mut request.segments {
-                    chunks.read(offset, seg.bytes_mut());
-                    offset += u64::from(seg.len);
+                    chunks.read_into(offset, seg);
+                    offset += u64::from(seg.len());
                 }
             }
             IoOp::Write => {
                 for seg in &request.segments {
-                    chunks.write(offset, seg.bytes());
-                    offset += u64::from(seg.len);
+                    chunks.write_from(offset, seg);
+                    offset += u64::from(seg.len());
                 }
             }
             // Nothing is cached: every write is as durable as memory gets.
@@ -160,6 +163,12 @@ impl Storage for MemDisk {
 
     fn completions(&mut self, out: &mut Vec<IoCompletion>) {
         out.append(&mut self.done);
+    }
+
+    /// Segments are copied with their own copies (a guest's page never
+    /// borrowed): one copy between the guest and the disk.
+    fn accepts_guest_pages(&self) -> bool {
+        true
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -211,6 +220,24 @@ impl Chunks {
         }
     }
 
+    /// As `read`, into a request's segment.
+    fn read_into(&self, offset: u64, seg: &mut IoSegment) {
+        for (index, within, pos, n) in pieces(offset, u64::from(seg.len())) {
+            match self.map.get(&index) {
+                Some(page) => seg.write_at(pos, &page.0[within..within + n]),
+                None => seg.write_at(pos, &ZEROS[..n]),
+            }
+        }
+    }
+
+    /// As `write`, from a request's segment.
+    fn write_from(&mut self, offset: u64, seg: &IoSegment) {
+        for (index, within, pos, n) in pieces(offset, u64::from(seg.len())) {
+            let page = self.map.entry(index).or_insert_with(Page::new_boxed);
+            seg.read_at(pos, &mut page.0[within..within + n]);
+        }
+    }
+
     fn write(&mut self, offset: u64, data: &[u8]) {
         for (index, within, pos, n) in pieces(offset, data.len() as u64) {
             let page = self.map.entry(index).or_insert_with(Page::new_boxed);
@@ -233,7 +260,8 @@ impl Chunks {
 #[cfg(test)]
 mod tests {
     use super::super::testkit::{
-        bare, check_out_of_range, check_read_only, check_round_trip, pattern, run, write,
+        bare, check_guest_pages, check_out_of_range, check_read_only, check_round_trip, pattern,
+        run, write,
     };
     use super::*;
 
@@ -242,6 +270,11 @@ mod tests {
     #[test]
     fn round_trip_across_segments_at_odd_offsets() {
         check_round_trip(&mut MemDisk::new(64));
+    }
+
+    #[test]
+    fn guest_pages_are_copied_in_place() {
+        check_guest_pages(&mut MemDisk::new(64));
     }
 
     #[test]

@@ -11,6 +11,9 @@
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use crate::platform::GrantMapping;
 
 pub mod file;
 pub mod mem;
@@ -41,27 +44,190 @@ impl Page {
     }
 }
 
-/// Part of a page that a request reads into or writes from.
+/// Part of a page that a request reads into or writes from: one of the
+/// queue's own pages, or (zero copy, for storage that
+/// [accepts guest pages](Storage::accepts_guest_pages)) a guest's page
+/// mapped through a persistent grant, kept mapped while the segment holds
+/// it.
 pub struct IoSegment {
-    /// The buffer.
-    pub page: Box<Page>,
+    buffer: Buffer,
     /// First byte used.
-    pub start: u16,
-    /// Bytes used (`start + len <= PAGE_SIZE`).
-    pub len: u16,
+    start: u16,
+    /// Bytes used (`start + len <= PAGE_SIZE`, kept so by the
+    /// constructors: [`IoSegment::iovec`] relies on it).
+    len: u16,
+}
+
+enum Buffer {
+    Own(Box<Page>),
+    /// The guest may change these bytes at any time: they are only ever
+    /// copied with [`crate::platform::SharedMem`]'s copies or handed to the kernel, never
+    /// borrowed as a Rust slice.
+    Guest(Arc<GrantMapping>),
 }
 
 impl IoSegment {
+    /// `len` bytes from `start` of one of our own pages.
+    ///
+    /// # Panics
+    /// If `start + len` is past the end of the page.
+    pub fn new(page: Box<Page>, start: u16, len: u16) -> IoSegment {
+        assert!(
+            usize::from(start) + usize::from(len) <= PAGE_SIZE,
+            "a segment inside its page"
+        );
+        IoSegment {
+            buffer: Buffer::Own(page),
+            start,
+            len,
+        }
+    }
+
+    /// `len` bytes from `start` of the first page of a guest's writable
+    /// mapping; `None` if the mapping is read-only or shorter than that.
+    pub(crate) fn in_guest(map: Arc<GrantMapping>, start: u16, len: u16) -> Option<IoSegment> {
+        let mem = map.mem();
+        let fits = usize::from(start) + usize::from(len) <= PAGE_SIZE.min(mem.len());
+        (fits && mem.writable()).then_some(IoSegment {
+            buffer: Buffer::Guest(map),
+            start,
+            len,
+        })
+    }
+
+    /// First byte used in the page.
+    pub fn start(&self) -> u16 {
+        self.start
+    }
+
+    /// Bytes used.
+    pub fn len(&self) -> u16 {
+        self.len
+    }
+
+    /// No bytes used.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The segment's own page, if it has one (to reuse it).
+    pub fn into_page(self) -> Option<Box<Page>> {
+        match self.buffer {
+            Buffer::Own(page) => Some(page),
+            Buffer::Guest(_) => None,
+        }
+    }
+
+    /// Whether the bytes are in a guest's page.
+    pub fn in_guest_page(&self) -> bool {
+        matches!(self.buffer, Buffer::Guest(_))
+    }
+
     /// The bytes this segment covers.
+    ///
+    /// # Panics
+    /// For a segment in a guest's page, which only storage that
+    /// [accepts guest pages](Storage::accepts_guest_pages) is given, and
+    /// which reaches its bytes through the copies below.
     pub fn bytes(&self) -> &[u8] {
-        &self.page.0[self.start as usize..(self.start + self.len) as usize]
+        &self.own().0[self.range()]
     }
 
     /// The bytes this segment covers, to fill.
+    ///
+    /// # Panics
+    /// As [`IoSegment::bytes`].
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.page.0[self.start as usize..(self.start + self.len) as usize]
+        let range = self.range();
+        match &mut self.buffer {
+            Buffer::Own(page) => &mut page.0[range],
+            Buffer::Guest(_) => panic!("{GUEST_PAGE_AS_SLICE}"),
+        }
+    }
+
+    /// Copies the segment's bytes from `at` on into `out` (as many as it
+    /// holds).
+    ///
+    /// # Panics
+    /// If `at + out.len()` is more than the segment's length.
+    pub fn read_at(&self, at: usize, out: &mut [u8]) {
+        assert!(
+            at + out.len() <= usize::from(self.len),
+            "read past the segment"
+        );
+        let from = usize::from(self.start) + at;
+        match &self.buffer {
+            Buffer::Own(page) => out.copy_from_slice(&page.0[from..from + out.len()]),
+            Buffer::Guest(map) => map.mem().read(from, out).expect("inside the page, checked"),
+        }
+    }
+
+    /// Copies `data` into the segment from `at` on.
+    ///
+    /// # Panics
+    /// If `at + data.len()` is more than the segment's length.
+    pub fn write_at(&mut self, at: usize, data: &[u8]) {
+        assert!(
+            at + data.len() <= usize::from(self.len),
+            "write past the segment"
+        );
+        let from = usize::from(self.start) + at;
+        match &mut self.buffer {
+            Buffer::Own(page) => page.0[from..from + data.len()].copy_from_slice(data),
+            Buffer::Guest(map) => map
+                .mem()
+                .write(from, data)
+                .expect("inside the page, checked"),
+        }
+    }
+
+    /// Zeroes the segment's bytes from `at` to its end.
+    pub fn zero_from(&mut self, at: usize) {
+        let at = at.min(usize::from(self.len));
+        let from = usize::from(self.start) + at;
+        let n = usize::from(self.len) - at;
+        match &mut self.buffer {
+            Buffer::Own(page) => page.0[from..from + n].fill(0),
+            Buffer::Guest(map) => map
+                .mem()
+                .fill(from, n, 0)
+                .expect("inside the page, checked"),
+        }
+    }
+
+    /// The segment's bytes from `skip` on, for a vectored system call or
+    /// an io_uring entry, which the kernel reads from or writes into. The
+    /// memory stays valid while the segment lives (an own page is boxed;
+    /// a guest page's mapping is held).
+    pub fn iovec(&mut self, skip: usize) -> libc::iovec {
+        let skip = skip.min(usize::from(self.len));
+        let from = usize::from(self.start) + skip;
+        let base = match &mut self.buffer {
+            Buffer::Own(page) => page.0.as_mut_ptr(),
+            Buffer::Guest(map) => map.mem().as_ptr(),
+        };
+        libc::iovec {
+            // In bounds: `start + len <= PAGE_SIZE`, checked when the
+            // segment was made, and the buffer is at least a page.
+            iov_base: base.wrapping_add(from).cast(),
+            iov_len: usize::from(self.len) - skip,
+        }
+    }
+
+    fn own(&self) -> &Page {
+        match &self.buffer {
+            Buffer::Own(page) => page,
+            Buffer::Guest(_) => panic!("{GUEST_PAGE_AS_SLICE}"),
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
     }
 }
+
+const GUEST_PAGE_AS_SLICE: &str =
+    "a segment in a guest's page has no slice: storage that accepts guest pages copies them";
 
 /// What to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +262,7 @@ pub struct IoRequest {
 impl IoRequest {
     /// Bytes the request reads or writes.
     pub fn data_len(&self) -> u64 {
-        self.segments.iter().map(|s| u64::from(s.len)).sum()
+        self.segments.iter().map(|s| u64::from(s.len())).sum()
     }
 }
 
@@ -189,6 +355,15 @@ pub trait Storage: Send {
     /// Storage without an fd, or whose `completions` quiets the fd itself,
     /// keeps the default, which does nothing.
     fn woken(&mut self) {}
+    /// Whether requests may carry segments in a guest's pages (zero copy
+    /// with persistent grants). Storage that says so never borrows a
+    /// segment's bytes ([`IoSegment::bytes`]): it hands them to the kernel
+    /// ([`IoSegment::iovec`]) or copies them ([`IoSegment::read_at`],
+    /// [`IoSegment::write_at`]). Others get the queue's own pages, the data
+    /// copied in and out for them.
+    fn accepts_guest_pages(&self) -> bool {
+        false
+    }
     /// Readable when finished requests are waiting; `None` if requests
     /// finish inside `submit`.
     fn wake_fd(&self) -> Option<BorrowedFd<'_>>;

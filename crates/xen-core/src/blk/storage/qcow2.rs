@@ -409,7 +409,7 @@ fn execute(
     let result = match request.op {
         IoOp::Read => {
             let mut buffers = IoVectorMut::with_capacity(request.segments.len());
-            for segment in request.segments.iter_mut().filter(|s| s.len > 0) {
+            for segment in request.segments.iter_mut().filter(|s| !s.is_empty()) {
                 buffers.push(segment.bytes_mut());
             }
             // Unallocated clusters read as zeros, or from the backing image.
@@ -417,7 +417,7 @@ fn execute(
         }
         IoOp::Write => {
             let mut buffers = IoVector::with_capacity(request.segments.len());
-            for segment in request.segments.iter().filter(|s| s.len > 0) {
+            for segment in request.segments.iter().filter(|s| !s.is_empty()) {
                 buffers.push(segment.bytes());
             }
             access.writev(buffers, offset)

@@ -85,8 +85,10 @@ struct Slot {
 }
 
 // SAFETY: the only pointers in a slot are `iov`'s, into the pages of the
-// request it owns (heap boxes that move with it and are shared with no
-// one): sending the slot to another thread sends what they point to too.
+// request it owns: heap boxes that move with it and are shared with no one,
+// or guest pages whose mappings its segments hold (and which are only ever
+// copied, never borrowed): sending the slot to another thread sends what
+// they point to too.
 unsafe impl Send for Slot {}
 
 /// The io_uring engine.
@@ -288,7 +290,8 @@ impl Uring {
         // nor refilled before (it returns to `free` only there), its iovec
         // list is rebuilt only by the next `push`, which follows that
         // completion, the pages are heap boxes that do not move with the
-        // request, and `Drop` waits for every entry before freeing the
+        // request or guest pages whose mapping the request's segments hold
+        // (unmapped only after the last holder lets go), and `Drop` waits for every entry before freeing the
         // slab (or leaks it). `fd` outlives the ring's use of it likewise.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         // Each slot has at most one entry queued or in the kernel, and
@@ -348,7 +351,7 @@ impl Uring {
                 // The end of the file: a disk reads zeros there.
                 let (first, skip) = slot.at;
                 for (i, s) in request.segments[first..].iter_mut().enumerate() {
-                    s.bytes_mut()[if i == 0 { skip } else { 0 }..].fill(0);
+                    s.zero_from(if i == 0 { skip } else { 0 });
                 }
                 Ok(())
             } else {
@@ -379,13 +382,11 @@ impl Slot {
                 let skip = self.at.1;
                 self.iov.clear();
                 let segments = request.segments[self.at.0..].iter_mut().take(IOV_MAX);
-                self.iov.extend(segments.enumerate().map(|(i, s)| {
-                    let bytes = &mut s.bytes_mut()[if i == 0 { skip } else { 0 }..];
-                    libc::iovec {
-                        iov_base: bytes.as_mut_ptr().cast(),
-                        iov_len: bytes.len(),
-                    }
-                }));
+                self.iov.extend(
+                    segments
+                        .enumerate()
+                        .map(|(i, s)| s.iovec(if i == 0 { skip } else { 0 })),
+                );
                 // At most IOV_MAX, far below u32::MAX.
                 let (iov, n) = (self.iov.as_ptr(), self.iov.len() as u32);
                 match request.op {
