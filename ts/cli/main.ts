@@ -11,6 +11,12 @@ import { addXenstoredCommand } from './xenstored.js';
 import { addXsCommand } from './xs.js';
 
 const program = new Command();
+// One prefix for every error, commander's own (a bad option) included.
+program.configureOutput({
+  outputError: (text, write) => {
+    write(text.replace(/^error: /, 'xenrx: '));
+  },
+});
 
 program
   .name('xenrx')

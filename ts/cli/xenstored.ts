@@ -37,7 +37,7 @@ export function addXenstoredCommand(program: Command): void {
       1 << 20,
     )
     .option('--domain-socket-dir <dir>', 'per-domain sockets (default: <socket>.d), in an existing directory', inExistingDirectory('domain socket directory'))
-    .option('--quiet', 'do not log', false)
+    .option('--quiet', 'print nothing (not even "listening" or "stopped"): wait for the socket instead', false)
     .action(async (opts: Options) => {
       // Loaded here: --help must work without the native addon.
       const { Xenstored } = await import('../xenstore/index.js');
@@ -53,9 +53,10 @@ export function addXenstoredCommand(program: Command): void {
       const persisted = opts.stateFile ? `, state in ${opts.stateFile}${opts.fsync ? '' : ' (no fsync)'}` : ', in memory';
       // Listen for signals before saying we are ready for them.
       const stopped = untilStopped();
-      console.log(`xenstored: listening on ${daemon.socket}${persisted}`);
+      const say = opts.quiet ? () => undefined : (line: string) => console.log(line);
+      say(`xenstored: listening on ${daemon.socket}${persisted}`);
       const signal = await stopped;
       daemon.stop();
-      console.log(`xenstored: stopped (${signal ?? 'aborted'})`);
+      say(`xenstored: stopped (${signal ?? 'aborted'})`);
     });
 }

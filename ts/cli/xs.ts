@@ -1,11 +1,10 @@
 // `xenrx xs ...`: a small XenStore client, like Xen's xenstore-utils.
 import type { Command } from 'commander';
 
-import { formatPermission } from '../xenstore/perms.js';
-import type { Permission } from '../xenstore/perms.js';
 import type { XenStore } from '../xenstore/index.js';
 import { integer } from './args.js';
 import { untilStopped } from './signals.js';
+import { lsLayout, printLs } from './xs-ls.js';
 
 interface Global {
   socket?: string;
@@ -23,25 +22,11 @@ async function withClient<T>(cmd: Command, run: (xs: XenStore) => Promise<T>): P
   }
 }
 
-function quote(value: string): string {
-  return JSON.stringify(value);
-}
-
-async function printTree(xs: XenStore, path: string, depth: number): Promise<void> {
-  for (const name of await xs.list(path)) {
-    const child = path === '/' ? `/${name}` : `${path}/${name}`;
-    const value = await xs.tryRead(child);
-    const perms = await xs.getPerms(child).catch(() => [] as Permission[]);
-    console.log(`${'  '.repeat(depth)}${name} = ${quote(value ?? '')}  (${perms.map(formatPermission).join(' ')})`);
-    await printTree(xs, child, depth + 1);
-  }
-}
-
 /** Adds the `xs` subcommand group. */
 export function addXsCommand(program: Command): void {
   const xs = program
     .command('xs')
-    .description('XenStore client: read, write, ls, rm, watch, chmod')
+    .description('XenStore client, like Xen\'s xenstore-utils: read, write, exists, list, ls, mkdir, rm, chmod, watch')
     .option('--socket <path>', 'daemon socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)');
 
   xs.command('read')
@@ -63,14 +48,48 @@ export function addXsCommand(program: Command): void {
       });
     });
 
-  xs.command('ls')
-    .description("list a node's children; -r prints the subtree with values and permissions")
-    .argument('[path]', 'node', '/')
-    .option('-r, --recursive', 'the whole subtree', false)
-    .action(async (path: string, opts: { recursive: boolean }, cmd: Command) => {
+  xs.command('exists')
+    .description('exit 0 if every node exists, 1 otherwise (prints nothing), like xenstore-exists')
+    .argument('<path...>')
+    .action(async (paths: string[], _opts: unknown, cmd: Command) => {
       await withClient(cmd, async (c) => {
-        if (opts.recursive) await printTree(c, path, 0);
-        else for (const name of await c.list(path)) console.log(name);
+        for (const p of paths) {
+          if (!(await c.exists(p))) {
+            process.exitCode = 1;
+            return;
+          }
+        }
+      });
+    });
+
+  xs.command('list')
+    .description("print a node's children, one name per line, like xenstore-list")
+    .argument('<path...>')
+    .option('-p, --prefix', 'print each name after its parent\'s path and a slash', false)
+    .action(async (paths: string[], opts: { prefix: boolean }, cmd: Command) => {
+      await withClient(cmd, async (c) => {
+        for (const p of paths) for (const name of await c.list(p)) console.log(opts.prefix ? `${p}/${name}` : name);
+      });
+    });
+
+  xs.command('ls')
+    .description('print the subtree below a node with its values, as xenstore-ls does')
+    .argument('[path...]', 'nodes', ['/'])
+    .option('-f, --full', 'full paths, lines not cut to the terminal', false)
+    .option('-p, --perms', 'each node\'s permissions, written as Xen writes them: (n0,r1)', false)
+    .action(async (paths: string[], opts: { full: boolean; perms: boolean }, cmd: Command) => {
+      const layout = lsLayout(opts, process.stdout.isTTY ? process.stdout.columns : undefined);
+      await withClient(cmd, async (c) => {
+        for (const p of paths) await printLs(c, p, layout, (line) => process.stdout.write(`${line}\n`));
+      });
+    });
+
+  xs.command('mkdir')
+    .description('create nodes with empty values (and any missing parents); existing ones are left alone')
+    .argument('<path...>')
+    .action(async (paths: string[], _opts: unknown, cmd: Command) => {
+      await withClient(cmd, async (c) => {
+        for (const p of paths) await c.mkdir(p);
       });
     });
 

@@ -60,7 +60,8 @@ impl Endpoint {
     }
 
     /// Finds XenStore as Xen's own library does: `$XENSTORED_PATH`, then the
-    /// daemon's socket, then the xenbus device.
+    /// daemon's socket, then the xenbus device. An empty `XENSTORED_PATH`
+    /// counts as unset (a shell's `XENSTORED_PATH= cmd` means "no override").
     pub fn discover() -> io::Result<Endpoint> {
         Self::discover_from(
             std::env::var_os("XENSTORED_PATH").map(PathBuf::from),
@@ -70,7 +71,7 @@ impl Endpoint {
     }
 
     fn discover_from(env: Option<PathBuf>, socket: &Path, device: &Path) -> io::Result<Endpoint> {
-        if let Some(p) = env {
+        if let Some(p) = env.filter(|p| !p.as_os_str().is_empty()) {
             return Ok(Endpoint::for_path(p));
         }
         if socket.exists() {
@@ -132,6 +133,8 @@ mod tests {
         assert!(matches!(e, Endpoint::Unix(p) if p == env));
         let err = Endpoint::discover_from(None, &sock, &dev).unwrap_err();
         assert!(err.to_string().contains("set XENSTORED_PATH"));
+        let err = Endpoint::discover_from(Some(PathBuf::new()), &sock, &dev).unwrap_err();
+        assert!(err.to_string().contains("set XENSTORED_PATH"), "empty is unset");
         std::fs::write(&dev, b"").unwrap();
         assert!(matches!(
             Endpoint::discover_from(None, &sock, &dev).unwrap(),
