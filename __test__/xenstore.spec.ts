@@ -248,3 +248,30 @@ test('connecting to nothing is a clear error', async (t) => {
   t.is(err?.code, 'ECONNREFUSED');
   t.regex(err?.message ?? '', /nope/);
 });
+
+test('waitFor resolves once the node holds an accepted value, and lets its watch go', async (t) => {
+  const { daemon, dom0 } = await startDaemon(t);
+  // Already there: at once.
+  await dom0.write('/w/ready', 'yes');
+  t.is(await dom0.waitFor('/w/ready'), 'yes');
+  // Not yet there: when a second connection writes it.
+  const other = await XenStore.connect({ daemon });
+  t.teardown(() => other.close());
+  const state = dom0.waitFor('/w/state', (v) => v === '4');
+  await other.write('/w/state', '1');
+  await other.write('/w/state', '3');
+  await other.write('/w/state', '4');
+  t.is(await state, '4');
+  // A node that goes away: `undefined` is what is accepted.
+  const gone = dom0.waitFor('/w/ready', (v) => v === undefined);
+  await other.rm('/w/ready');
+  t.is(await gone, undefined);
+  t.is(dom0.watchCount, 0);
+  // Never accepted: the timeout says so, and the watch goes too.
+  await t.throwsAsync(dom0.waitFor('/w/state', (v) => v === '5', { timeoutMs: 50 }), { message: /waitFor \/w\/state: no accepted value within 50 ms/ });
+  t.is(dom0.watchCount, 0);
+  // The connection closes first.
+  const orphan = dom0.waitFor('/w/never');
+  dom0.close();
+  await t.throwsAsync(orphan, { message: /waitFor \/w\/never: the connection closed first/ });
+});

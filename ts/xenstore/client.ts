@@ -1,5 +1,6 @@
 // The XenStore client: node operations, transactions, watches as Observables,
 // and the privileged requests a toolstack uses.
+import { concatMap, filter, firstValueFrom, from, take, throwError, timeout } from 'rxjs';
 import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
@@ -64,6 +65,39 @@ export class XenStore extends NodeOps {
    */
   watch$(path: string): Observable<string> {
     return this.#watches.watch$(path);
+  }
+
+  /**
+   * Waits until the node at `path` holds a value `accept` takes (by
+   * default: until the node exists), and resolves with that value; `accept`
+   * sees `undefined` while the node is missing. The node is watched in the
+   * meantime (one XenStore watch, shared with other subscribers of the
+   * path, and dropped when done) and read again at each change, so no
+   * change between the check and the watch is missed. Rejects after
+   * `timeoutMs` if given, or when the connection closes first.
+   */
+  async waitFor(
+    path: string,
+    accept: (value: string | undefined) => boolean = (value) => value !== undefined,
+    options: { readonly timeoutMs?: number } = {},
+  ): Promise<string | undefined> {
+    const found$ = this.watch$(path).pipe(
+      // The watch fires once when set, then at each change: read each time.
+      concatMap(() => from(this.tryRead(path))),
+      filter(accept),
+      take(1),
+    );
+    const { timeoutMs } = options;
+    const bounded$ =
+      timeoutMs === undefined
+        ? found$
+        : found$.pipe(timeout({ first: timeoutMs, with: () => throwError(() => new Error(`waitFor ${path}: no accepted value within ${String(timeoutMs)} ms`)) }));
+    try {
+      return await firstValueFrom(bounded$);
+    } catch (err) {
+      if (err instanceof Error && err.name === 'EmptyError') throw new Error(`waitFor ${path}: the connection closed first`, { cause: err });
+      throw err;
+    }
   }
 
   /** Number of XenStore watches this connection holds. */
