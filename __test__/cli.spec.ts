@@ -63,6 +63,7 @@ test('the demo boots two guests with consoles and a disk, then shuts down cleanl
     /guest1 \| guest1 received: "uptime\\n"/,
     /guest2 VM run state: shutdown/,
     /console-2-0: .*\(removed\)/,
+    /guest1 \| \[guest1\] up \d+s/,
   ];
   // The disk's steps, which run alongside: they must come in this order.
   const diskSteps = [
@@ -78,7 +79,14 @@ test('the demo boots two guests with consoles and a disk, then shuts down cleanl
   t.is(await demo.stop('SIGTERM'), 0);
   const stdout = demo.output();
   for (const step of steps) t.regex(stdout, step);
+  // The heartbeat (every 2 s) counts real seconds: its k-th beat comes at
+  // least 2k seconds after boot, however late its timer fires.
+  const beats = [...stdout.matchAll(/guest1 \| \[guest1\] up (\d+)s/g)].map((m) => Number(m[1]));
+  t.true(beats.length > 0);
+  beats.forEach((seconds, k) => t.true(seconds >= 2 * (k + 1), `beat ${String(k + 1)} says up ${String(seconds)}s`));
   assertInOrder(t, stdout, [...diskSteps, ...diskClosed]);
+  // Every device still there at the end is Closed on both sides first.
+  assertInOrder(t, stdout, [/shutting down/, /xenbus console-1-0: backend Closed, frontend Closed$/m, /stopped cleanly/]);
   const summary = verifiedDiskSummary(stdout);
   t.truthy(summary, `the disk's data did not verify:\n${stdout}`);
   if (summary) {

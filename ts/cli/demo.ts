@@ -49,10 +49,11 @@ function runGuest(guest: Guest, fe: SimConsoleFrontend): () => void {
       'Booting paravirtualized kernel on Xen\r\n' +
       'hvc0: console [hvc0] enabled\r\n',
   );
-  let ticks = 0;
+  // The uptime is read from the clock: a timer that fires late (a busy
+  // machine) must not make a second of uptime longer.
+  const booted = Date.now();
   const timer = setInterval(() => {
-    ticks++;
-    fe.write(`[${name}] up ${String(ticks)}s\r\n`);
+    fe.write(`[${name}] up ${String(Math.round((Date.now() - booted) / 1000))}s\r\n`);
   }, 2000);
   const sub = fe.input$.subscribe((b) => {
     fe.write(`${name} received: ${JSON.stringify(b.toString())}\r\n`);
@@ -118,7 +119,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const stopped = new AbortController();
   // Listen for Ctrl-C before saying we are ready for it.
   const stoppedBy = untilStopped(stopped.signal);
-  say(`attach from another terminal: xenrx console 1 --socket ${host.socket}   (Ctrl-] detaches)`);
+  say(`attach from another terminal: npx xenrx console 1 --socket ${host.socket}   (Ctrl-] detaches)`);
 
   const story = (async () => {
     await sleep(1500, undefined, { signal: stopped.signal });
@@ -150,16 +151,25 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   // The workload stops between two chunks; the disk closes (Closing,
   // Closed with its backend) while the registry still serves it.
   await workload;
-  const diskClosed = firstValueFrom(
-    (registry.state$('vbd', 1, DISK.devid) ?? EMPTY).pipe(
-      filter((d) => d.beState === XenbusState.Closed),
-      timeout(10_000),
-    ),
-  ).catch(() => undefined);
+  // Each device still there is closed by its guest, and the registry is
+  // closed only once its backend is Closed too: every device ends Closed.
+  const closed = (type: string, domid: number, devid: number): Promise<unknown> =>
+    firstValueFrom(
+      (registry.state$(type, domid, devid) ?? EMPTY).pipe(
+        filter((d) => d.beState === XenbusState.Closed),
+        timeout(10_000),
+      ),
+    ).catch(() => undefined);
+  const diskClosed = closed('vbd', 1, DISK.devid);
   await disk.close().catch(() => undefined);
   await diskClosed;
   for (const s of stops) s();
-  for (const fe of frontends.values()) await fe.close().catch(() => undefined);
+  for (const [domid, fe] of frontends) {
+    if (!guests.has(domid) || registry.state$('console', domid, 0) === undefined) continue;
+    const consoleClosed = closed('console', domid, 0);
+    await fe.close().catch(() => undefined);
+    await consoleClosed;
+  }
   await registry.close();
   for (const s of subs) s.unsubscribe();
   const requests = host.xenstored.stats().requests;

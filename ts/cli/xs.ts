@@ -26,7 +26,7 @@ async function withClient<T>(cmd: Command, run: (xs: XenStore) => Promise<T>): P
 export function addXsCommand(program: Command): void {
   const xs = program
     .command('xs')
-    .description('XenStore client, like Xen\'s xenstore-utils: read, write, exists, list, ls, mkdir, rm, chmod, watch')
+    .description('a XenStore client, as xenstore-utils')
     .option('--socket <path>', 'daemon socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)');
 
   xs.command('read')
