@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'native/', 'target/', 'node_modules/', 'npm/'] },
+  { ignores: ['dist/', 'native/', 'target/', 'node_modules/', 'npm/', '.readme-snippets/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -5,17 +5,15 @@
 // go to a fresh directory instead. Each snippet must exit 0 and print what
 // the table below expects; a snippet missing from the table fails the test
 // until it says what its output should be.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import test from 'ava';
 
-import { run } from './helpers/process.js';
+import { repoRoot, runUserCode } from './helpers/snippet.js';
 import { tempDir } from './helpers/xenstore.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const readme = readFileSync(join(root, 'README.md'), 'utf8');
+const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
 /** The README's `ts` code blocks, with continuations joined to what they continue. */
 function snippets(markdown: string): string[] {
@@ -50,16 +48,7 @@ test('the README has the snippets this test knows', (t) => {
 for (const [i, snippet] of all.entries()) {
   test(`README snippet ${String(i + 1)} runs as written`, async (t) => {
     const dir = tempDir(t);
-    // Inside the repository, so that the snippet's other imports (rxjs)
-    // resolve as they would in a user's project.
-    const home = join(root, '.readme-snippets', `${String(process.pid)}-${String(i)}`);
-    mkdirSync(home, { recursive: true });
-    t.teardown(() => rmSync(home, { recursive: true, force: true }));
-    const source = pathToFileURL(join(root, 'ts', 'index.ts')).href;
-    const code = snippet.replace(/from 'xenrx'/g, `from '${source}'`).replace(/'\/tmp\//g, `'${dir}/`);
-    const file = join(home, 'snippet.ts');
-    writeFileSync(file, code);
-    const r = await run(process.execPath, ['--import', 'tsx', file]);
+    const r = await runUserCode(t, snippet, (code) => code.replace(/'\/tmp\//g, `'${dir}/`));
     t.is(r.code, 0, `${r.stdout}\n${r.stderr}`);
     for (const e of expected.filter((x) => x.code.test(snippet))) {
       for (const p of e.prints) t.regex(r.stdout, p);

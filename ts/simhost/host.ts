@@ -11,6 +11,8 @@ import type { SimHost } from '../platform/index.js';
 import { XenStore, Xenstored } from '../xenstore/index.js';
 import { SimBlockFrontend } from './block-frontend.js';
 import { SimConsoleFrontend } from './console-frontend.js';
+import { SimFrontend } from './frontend.js';
+import type { FrontendHooks } from './frontend.js';
 import { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
 import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
 
@@ -20,6 +22,22 @@ export interface SimulatedHostOptions {
   readonly dir?: string;
   /** Log the daemon to stderr (default false). */
   readonly log?: boolean;
+}
+
+/** A device of any type to give a guest (see `SimulatedHost.addDevice`). */
+export interface CustomDeviceSpec {
+  /** Device id (default 0). */
+  readonly devid?: number;
+  /** The backend's domain (default 0). */
+  readonly backendDomid?: number;
+  /** Nodes of the backend directory, beside those every device has. */
+  readonly backend?: Readonly<Record<string, string>>;
+  /** Nodes of the frontend directory, beside those every device has. */
+  readonly frontend?: Readonly<Record<string, string>>;
+  /** Frontend nodes the backend writes and the guest may only read. */
+  readonly frontendReadOnly?: Readonly<Record<string, string>>;
+  /** What the guest's side does at each step of the handshake. */
+  readonly hooks?: FrontendHooks;
 }
 
 /** A disk to give a guest (see `SimulatedHost.addDisk`). */
@@ -57,6 +75,7 @@ export class SimulatedHost {
   readonly #consoles = new Map<number, SimConsoleFrontend[]>();
   readonly #primaryConsoles = new Map<number, SimPrimaryConsoleFrontend>();
   readonly #disks = new Map<number, SimBlockFrontend[]>();
+  readonly #devices = new Map<number, SimFrontend[]>();
   readonly #ownDir: boolean;
 
   /** Domain states, for lifecycles and the xenbus registry's teardown. */
@@ -186,6 +205,32 @@ export class SimulatedHost {
   }
 
   /**
+   * Gives a guest a device of any type, as a toolstack does for the types
+   * it knows (see `addDevice`): the backend directory with `backend`'s
+   * nodes, the frontend's with `frontend`'s, and `frontendReadOnly`'s
+   * nodes pre-created read-only to the guest (for what the backend
+   * publishes to it). Then starts the guest's side: a `SimFrontend` that
+   * follows the handshake, calling `hooks` at each step. This is how a
+   * device type of your own is tested without Xen.
+   */
+  async addDevice(guest: Guest, type: string, device: CustomDeviceSpec = {}): Promise<SimFrontend> {
+    const { frontendPath } = await addDevice(this.dom0, {
+      type,
+      frontendDomid: guest.domid,
+      devid: device.devid ?? 0,
+      backendDomid: device.backendDomid ?? 0,
+      ...(device.backend ? { backend: device.backend } : {}),
+      ...(device.frontend ? { frontend: device.frontend } : {}),
+      ...(device.frontendReadOnly ? { frontendReadOnly: device.frontendReadOnly } : {}),
+    });
+    const fe = await SimFrontend.attach(guest.xs, frontendPath, device.hooks ?? {});
+    const list = this.#devices.get(guest.domid) ?? [];
+    list.push(fe);
+    this.#devices.set(guest.domid, list);
+    return fe;
+  }
+
+  /**
    * Destroys a guest as `xl destroy` does: its devices' directories
    * removed (so their backends let go), the domain destroyed, released from
    * XenStore, its home removed. Its domain id can then be used again.
@@ -199,6 +244,8 @@ export class SimulatedHost {
     this.#primaryConsoles.delete(domid);
     for (const fe of this.#disks.get(domid) ?? []) fe.detach();
     this.#disks.delete(domid);
+    for (const fe of this.#devices.get(domid) ?? []) fe.detach();
+    this.#devices.delete(domid);
     guest?.xs.close();
     await removeDomainDevices(this.dom0, domid);
     this.hypervisor.destroyDomain(domid);

@@ -6,7 +6,7 @@ export { SimConsoleFrontend } from './console-frontend.js';
 export { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
 export type { PrimaryConsoleNodes } from './primary-console-frontend.js';
 export { SimulatedHost } from './host.js';
-export type { DiskSpec, Guest, SimulatedHostOptions } from './host.js';
+export type { CustomDeviceSpec, DiskSpec, Guest, SimulatedHostOptions } from './host.js';
 export { SimBlockFrontend } from './block-frontend.js';
 export type {
   BlkifProtocolName,
