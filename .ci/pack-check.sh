@@ -47,6 +47,30 @@ tar -tzf "$work/xenrx-$version.tgz" > "$work/main-files.txt"
 grep -qx 'package/native/binding.js' "$work/main-files.txt" || { echo "loader missing from main package" >&2; exit 1; }
 grep -qx 'package/systemd/xenrx.service' "$work/main-files.txt" || { echo "systemd unit missing from main package" >&2; exit 1; }
 if grep -q '\.node$' "$work/main-files.txt"; then echo "main package must not carry a binary" >&2; exit 1; fi
+# Every source map and declaration map names sources the package ships,
+# so stack traces and "go to definition" lead to files that exist.
+mkdir -p "$work/unpacked"
+tar -xzf "$work/xenrx-$version.tgz" -C "$work/unpacked"
+node -e '
+const fs = require("fs"), path = require("path");
+const missing = [];
+let maps = 0;
+(function walk(dir) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) walk(p);
+    else if (p.endsWith(".map")) {
+      maps += 1;
+      const map = JSON.parse(fs.readFileSync(p, "utf8"));
+      for (const s of map.sources) {
+        if (!fs.existsSync(path.resolve(path.dirname(p), map.sourceRoot || "", s))) missing.push(`${p}: ${s}`);
+      }
+    }
+  }
+})(process.argv[1]);
+if (maps === 0 || missing.length > 0) { console.error(`source maps: ${maps} found; missing sources:\n${missing.slice(0, 10).join("\n")}`); process.exit(1); }
+console.log(`${maps} source maps, every source shipped`);
+' "$work/unpacked/package"
 
 step "licenses: the main package MIT, the platform package (feature xen, xenctrl-sys) GPL-3.0-only"
 license_of() { tar -xzOf "$1" package/package.json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).license))'; }
