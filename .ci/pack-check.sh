@@ -165,9 +165,20 @@ mkdir -p "$fallback"
   cd "$fallback"
   npm init -y --silent >/dev/null
   npm install --silent --no-audit --no-fund --omit=optional "$work/xenrx-$version.tgz"
-  if npx --no-install xenrx info >/dev/null 2>&1; then echo "pack:check: addon loaded before it was built" >&2; exit 1; fi
+  # build-native keeps what it builds here (and the loader looks here last).
+  export XENRX_CACHE_DIR="$work/cache"
+  if npx --no-install xenrx info 2> no-addon.txt; then echo "pack:check: addon loaded before it was built" >&2; exit 1; fi
+  grep -q 'npx xenrx build-native' no-addon.txt || { echo "pack:check: no advice without an addon:" >&2; cat no-addon.txt >&2; exit 1; }
+  # The pure parts import and work without the addon.
+  node --input-type=module -e 'import { canTransition, nativeLoad } from "xenrx"; if (!canTransition("running", "paused") || !nativeLoad().error) process.exit(1); console.log("pure API without the addon: ok");'
   CARGO_TARGET_DIR="$root/target/pack-check" npx --no-install xenrx build-native
   npx --no-install xenrx info
+  # A reinstall empties the package's directory: the build in the cache is found.
+  rm -rf node_modules/xenrx
+  npm install --silent --no-audit --no-fund --omit=optional "$work/xenrx-$version.tgz"
+  npx --no-install xenrx info > reinstalled-info.txt
+  grep -q "\"addon\":\"$XENRX_CACHE_DIR/" reinstalled-info.txt || { echo "pack:check: the cached build was not found after a reinstall" >&2; exit 1; }
+  echo "reinstall: the addon built before is found in the cache"
 )
 
 step "passed"

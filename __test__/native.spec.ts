@@ -1,9 +1,15 @@
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import test from 'ava';
 
-import { nativeInfo, version } from '../ts/index.js';
+import { XENSTORE_ERRNOS, nativeInfo, version } from '../ts/index.js';
+import { native } from '../ts/native.js';
 import { nativeFileName, platformPackageName, platformTag } from '../ts/native-target.js';
+import { run, runXenrx } from './helpers/process.js';
+import type { Result } from './helpers/process.js';
+import { tempDir } from './helpers/xenstore.js';
 
 const cargoVersion = /^version = "([^"]+)"/m.exec(
   readFileSync(new URL('../crates/xen-core/Cargo.toml', import.meta.url), 'utf8'),
@@ -53,4 +59,55 @@ test('the per-platform packages under npm/ match the napi targets', (t) => {
     t.is(sub.version, version);
     t.is(sub.main, nativeFileName(tag));
   }
+});
+
+test('the XenStore error table written out in TypeScript is the native core\'s', (t) => {
+  t.deepEqual([...XENSTORE_ERRNOS], native.xenstoreErrnos());
+});
+
+/** Runs `code` (ES module) in a child whose addon cannot be found, with `cacheDir` as the user's cache. */
+function withoutAddon(code: string, cacheDir: string): Promise<Result> {
+  const env = { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: join(cacheDir, 'no-such-addon.node'), XENRX_CACHE_DIR: cacheDir };
+  return run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], env);
+}
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const entry = pathToFileURL(join(root, 'ts', 'index.ts')).href;
+
+test('without an addon the package imports, its pure parts work, and the native core says what to do', async (t) => {
+  const cache = tempDir(t);
+  const r = await withoutAddon(
+    `import { canTransition, nativeInfo, nativeLoad, XenStore } from '${entry}';
+     console.log('pure', canTransition('running', 'paused'));
+     const load = nativeLoad(); console.log('load', load.file === undefined, load.error?.name);
+     try { nativeInfo(); } catch (e) { console.log('native', e.name, e.code, e.message); }
+     await XenStore.connect({ path: '/nonexistent' }).catch((e) => console.log('connect', e.name));`,
+    cache,
+  );
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^pure true$/m);
+  t.regex(r.stdout, /^load true NativeAddonMissing$/m);
+  t.regex(r.stdout, /^native NativeAddonMissing ERR_XENRX_NO_ADDON xenrx: no native addon for \S+: .*npx xenrx build-native/m);
+  t.regex(r.stdout, /^connect NativeAddonMissing$/m);
+  // The command line: --help works, info fails with the same advice.
+  const env = { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: join(cache, 'no-such-addon.node'), XENRX_CACHE_DIR: cache };
+  t.is((await runXenrx(['--help'], env)).code, 0);
+  const info = await runXenrx(['info'], env);
+  t.is(info.code, 1);
+  t.regex(info.stderr, /^xenrx: no native addon for \S+: .*npx xenrx build-native/);
+});
+
+test('an addon that build-native left in the cache is found after the package lost its own', async (t) => {
+  const cache = tempDir(t);
+  // What build-native installs beside the package, it also keeps here.
+  const cached = join(cache, version, nativeFileName());
+  mkdirSync(dirname(cached), { recursive: true });
+  copyFileSync(join(root, 'native', nativeFileName()), cached);
+  const env = { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: join(cache, 'no-such-addon.node'), XENRX_CACHE_DIR: cache };
+  const info = await runXenrx(['info'], env);
+  t.is(info.code, 0, info.stderr);
+  const parsed = JSON.parse(info.stdout) as { addon: string; version: string; xen: string };
+  t.is(parsed.addon, cached);
+  t.is(parsed.version, version);
+  t.regex(parsed.xen, /^(found|not found) /);
 });

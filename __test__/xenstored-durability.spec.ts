@@ -32,7 +32,7 @@ async function listening(bg: Background): Promise<Background> {
 
 /** Starts `xenrx xenstored` on `socket` and `state` and waits until it listens. */
 function cliDaemon(t: ExecutionContext, socket: string, state: string): Promise<Background> {
-  return listening(killAtEnd(t, startXenrx(['xenstored', '--socket', socket, '--state-file', state, '--quiet'])));
+  return listening(killAtEnd(t, startXenrx(['xenstored', '--socket', socket, '--state-file', state])));
 }
 
 /** Reads each path, `chunk` requests in flight at a time: the value, or undefined if absent. */
@@ -210,7 +210,7 @@ test('a full disk loses no acknowledged write, and writes resume once space is f
   const socket = join(tempDir(t), 'xenstored.sock');
   const state = join(ns.dir, 'state');
   const start = (): Promise<Background> =>
-    listening(killAtEnd(t, ns.start(process.execPath, xenrxArgs(['xenstored', '--socket', socket, '--state-file', state, '--quiet']))));
+    listening(killAtEnd(t, ns.start(process.execPath, xenrxArgs(['xenstored', '--socket', socket, '--state-file', state]))));
 
   const acked = new Map<string, string>();
   /** Path → the error code its write failed with. */
@@ -294,7 +294,7 @@ test('Xenstored.start refuses a state file in a directory that does not exist', 
 test('xenrx xenstored refuses a state file in a directory that does not exist', async (t) => {
   const dir = tempDir(t);
   const missing = join(dir, 'missing', 'dir');
-  const bg = killAtEnd(t, startXenrx(['xenstored', '--socket', join(dir, 'xenstored.sock'), '--state-file', join(missing, 'state'), '--quiet']));
+  const bg = killAtEnd(t, startXenrx(['xenstored', '--socket', join(dir, 'xenstored.sock'), '--state-file', join(missing, 'state')]));
   const started = await readyOrExited(bg, /listening on/);
   if (started) await bg.stop('SIGTERM');
   t.false(started, `it must not start:\n${bg.output()}`);
@@ -370,7 +370,7 @@ test('xenrx xenstored refuses a state file another daemon holds, naming its pid'
   const xs = await connect(join(dir, 'first.sock'));
   await xs.write('/owner', 'first');
 
-  const second = killAtEnd(t, startXenrx(['xenstored', '--socket', join(dir, 'second.sock'), '--state-file', state, '--quiet']));
+  const second = killAtEnd(t, startXenrx(['xenstored', '--socket', join(dir, 'second.sock'), '--state-file', state]));
   const started = await readyOrExited(second, /listening on/);
   if (started) await second.stop('SIGTERM');
   t.false(started, `a second daemon on the same state file must not start:\n${second.output()}`);

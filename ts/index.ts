@@ -3,7 +3,8 @@ import { native } from './native.js';
 import type { NativeInfo } from './native.js';
 import { packageInfo } from './package-info.js';
 
-export type { NativeInfo } from './native.js';
+export type { NativeInfo, NativeLoad } from './native.js';
+export { NativeAddonMissing, cachedAddonPath, nativeLoad } from './native.js';
 
 /** Version of the xenrx package. */
 export const version: string = packageInfo.version;

@@ -73,7 +73,9 @@ export interface PrimaryConsoleOutput {
 }
 
 /** The grant entry a primary console's page is reached through (Xen's GNTTAB_RESERVED_CONSOLE). */
-const GNTTAB_RESERVED_CONSOLE: number = native.GNTTAB_RESERVED_CONSOLE;
+function reservedConsoleGrant(): number {
+  return native.GNTTAB_RESERVED_CONSOLE;
+}
 
 /** A domain id as XenStore lists it under /local/domain. */
 const DOMID = /^(0|[1-9][0-9]{0,4})$/;
@@ -412,7 +414,7 @@ export class PrimaryConsoleService {
     try {
       backend = startConsoleBackend(
         this.#options,
-        { domid: rec.domid, ringRef: GNTTAB_RESERVED_CONSOLE, port },
+        { domid: rec.domid, ringRef: reservedConsoleGrant(), port },
         (chunks) => {
           // A console that was stopped may still hand over its last chunks;
           // they belong to the domain as long as the service follows it.
@@ -426,7 +428,7 @@ export class PrimaryConsoleService {
       );
     } catch (err) {
       const e = PlatformError.fromNative(err);
-      this.#report(rec, 0, `cannot serve the console (grant ${String(GNTTAB_RESERVED_CONSOLE)}, port ${String(port)}): ${errorText(e)}`);
+      this.#report(rec, 0, `cannot serve the console (grant ${String(reservedConsoleGrant())}, port ${String(port)}): ${errorText(e)}`);
       return;
     }
     rec.backend = backend;

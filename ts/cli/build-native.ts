@@ -3,8 +3,9 @@
 // scripts of dependencies, so this is an explicit step for the user).
 import { spawn } from 'node:child_process';
 import { copyFile, mkdir, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
+import { cachedAddonPath } from '../native.js';
 import { nativeFileName } from '../native-target.js';
 import { packageRoot } from '../package-info.js';
 
@@ -35,10 +36,26 @@ function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv): 
   });
 }
 
-/** Compiles the addon and installs it where the loader looks first. Returns its path. */
+/** Copies a file into place whole: a process loading it never sees half a file. */
+async function install(from: string, to: string): Promise<void> {
+  await mkdir(dirname(to), { recursive: true });
+  const partial = `${to}.partial`;
+  await copyFile(from, partial);
+  await rename(partial, to);
+}
+
+/**
+ * Compiles the addon and installs it where the loader looks first, and in
+ * the user's cache (for this package version), where the loader looks last:
+ * a reinstall of the package, which empties its directory, still finds it.
+ * Cargo's build directory is kept in the cache too (`CARGO_TARGET_DIR`
+ * overrides it), out of the package, so it neither weighs on the install
+ * nor is lost with it. Returns the path of the installed addon.
+ */
 export async function buildNative(options: BuildNativeOptions): Promise<string> {
   const root = options.root ?? packageRoot;
-  const targetDir = process.env['CARGO_TARGET_DIR'] ?? join(root, 'target');
+  const cached = cachedAddonPath();
+  const targetDir = process.env['CARGO_TARGET_DIR'] ?? join(dirname(dirname(cached)), 'target');
   const args = ['build', '--locked', '--lib', '--manifest-path', join(root, 'crates', 'xen-core', 'Cargo.toml')];
   if (!options.debug) args.push('--release');
   if (options.xen) args.push('--features', 'xen');
@@ -46,10 +63,7 @@ export async function buildNative(options: BuildNativeOptions): Promise<string> 
 
   const built = join(targetDir, options.debug ? 'debug' : 'release', 'libxen_core.so');
   const destination = join(root, 'native', nativeFileName());
-  await mkdir(join(root, 'native'), { recursive: true });
-  // Copy then rename, so a process loading the addon never sees half a file.
-  const partial = `${destination}.partial`;
-  await copyFile(built, partial);
-  await rename(partial, destination);
+  await install(built, destination);
+  await install(built, cached);
   return destination;
 }

@@ -35,11 +35,15 @@ program
 
 program
   .command('info')
-  .description('show the loaded native core and its build')
+  .description('show the native addon loaded, and if Xen is here')
   .action(async () => {
-    const { nativeInfo } = await import('../index.js');
-    const info = nativeInfo();
-    console.log(JSON.stringify({ package: packageInfo.version, ...info }));
+    const { XEN_EVTCHN_DEVICE, nativeInfo, nativeLoad } = await import('../index.js');
+    const { existsSync } = await import('node:fs');
+    const xen = existsSync(XEN_EVTCHN_DEVICE) ? `found (${XEN_EVTCHN_DEVICE})` : `not found (no ${XEN_EVTCHN_DEVICE})`;
+    // Without an addon, this says why, and what to do, and fails.
+    const load = nativeLoad();
+    if (load.error) throw load.error;
+    console.log(JSON.stringify({ package: packageInfo.version, addon: load.file ?? null, xen, ...nativeInfo() }));
   });
 
 program
@@ -59,6 +63,7 @@ addXsCommand(program);
 addConsoleCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  console.error(`xenrx: ${err instanceof Error ? err.message : String(err)}`);
+  // Errors of the library may carry the prefix already.
+  console.error(`xenrx: ${(err instanceof Error ? err.message : String(err)).replace(/^xenrx: /, '')}`);
   process.exitCode = 1;
 });

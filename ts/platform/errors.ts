@@ -1,10 +1,11 @@
 // Platform errors: grant operations fail with Xen's GNTST names, event
 // channels with errno names, as Linux's Xen devices report them.
-import { native } from '../native.js';
+import { lazyNative, native } from '../native.js';
+import type { GntSt as NativeGntSt } from '../native.js';
 
 /** GNTST status codes (grant_table.h), as the native core defines them: `GntSt.BadGntref` is -3. */
-export const GntSt = native.GntSt;
-export type GntSt = native.GntSt;
+export const GntSt: typeof native.GntSt = lazyNative((binding) => binding.GntSt);
+export type GntSt = NativeGntSt;
 
 /** Name of a GNTST status, e.g. `GNTST_bad_gntref` (`GNTST_<n>` if unknown). */
 export function gntstName(status: number): string {

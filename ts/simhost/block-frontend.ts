@@ -9,6 +9,7 @@ import { BehaviorSubject, Subject, filter, firstValueFrom, map, timeout } from '
 import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
+import type { NativeSimBlkFront as NativeSimBlkFrontClass, SimBlkFrontStats } from '../native.js';
 import { PlatformError, platformCall, platformCallAsync } from '../platform/errors.js';
 import type { SimHost } from '../platform/index.js';
 import { parseXenbusInt } from '../xenbus/state.js';
@@ -19,10 +20,10 @@ import { SimFrontend } from './frontend.js';
 export type BlkifProtocolName = 'x86_64-abi' | 'x86_32-abi';
 
 /** The native frontend (one per connection). */
-export type NativeSimBlkFront = native.NativeSimBlkFront;
+export type NativeSimBlkFront = NativeSimBlkFrontClass;
 
 /** Counters of a simulated block frontend. */
-export type SimBlockFrontendStats = native.SimBlkFrontStats;
+export type SimBlockFrontendStats = SimBlkFrontStats;
 
 /** How the simulated guest sets up its block device. */
 export interface SimBlockFrontendOptions {

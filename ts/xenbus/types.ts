@@ -86,6 +86,18 @@ export type DeviceEvent =
 /** Log levels: 0 errors (also stderr), 1 informative, 2 noisy, 3 flood. */
 export type LogLevel = 0 | 1 | 2 | 3;
 
+/** The log levels by name: `ctx.log(LogLevel.info, ...)`, `{ debug: LogLevel.trace }`. */
+export const LogLevel = {
+  /** Failures (also written to stderr by the default logger). */
+  error: 0,
+  /** State changes, one line each. */
+  info: 1,
+  /** XenStore updates. */
+  debug: 2,
+  /** Everything. */
+  trace: 3,
+} as const satisfies Readonly<Record<string, LogLevel>>;
+
 /** What the device asks the pipeline to do; results come back as events. */
 export type DeviceEffect =
   | { readonly kind: 'read'; readonly side: Side; readonly node: string }
