@@ -3,6 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import test from 'ava';
 
 import {
+  LogLevel,
   SimFrontend,
   SimulatedHost,
   XenbusRegistry,
@@ -14,7 +15,8 @@ import {
   setOnline,
   xenbusStateName,
 } from '../ts/index.js';
-import type { Device } from '../ts/index.js';
+import type { Device, DeviceOps, LogEntry } from '../ts/index.js';
+import { startDaemon } from './helpers/xenstore.js';
 import { addWithFrontend, connected, recorder, startRegistry, waitDevice } from './helpers/xenbus.js';
 
 const spec = (frontendDomid: number, devid: number, type = 'test') => ({ type, frontendDomid, devid });
@@ -243,4 +245,60 @@ test('a device type with its data path in TypeScript gets its events', async (t)
   }
   t.is(events, 3);
   fe.detach();
+});
+
+test('devices$ tells each change of a device once', async (t) => {
+  const { registry, dom0 } = await startRegistry(t);
+  const rec = recorder();
+  await registry.register('test', rec.ops);
+  const seen: string[] = [];
+  registry.devices$.subscribe((d) => {
+    if (d.name === 'test-3-0') seen.push(JSON.stringify(d));
+  });
+  const fe = await addWithFrontend(dom0, spec(3, 0));
+  await waitDevice(registry, 'test', 3, 0, connected);
+  await fe.waitState(XenbusState.Connected);
+  // Nodes of the backend's directory written: each reaches backendChanged,
+  // and changes nothing the device state holds.
+  const be = devicePaths(spec(3, 0)).backendPath;
+  for (const node of ['extra-1', 'extra-2', 'extra-3']) await dom0.write(`${be}/${node}`, '1');
+  await fe.close();
+  await waitDevice(registry, 'test', 3, 0, (d) => d.beState === XenbusState.Closed);
+  t.true(seen.length > 4, String(seen.length));
+  t.deepEqual(
+    seen.filter((s, i) => i > 0 && s === seen[i - 1]),
+    [],
+    'the same state told twice in a row',
+  );
+});
+
+test.serial('the default logger keeps quiet while log$ is watched, and speaks again after', async (t) => {
+  const { dom0 } = await startDaemon(t);
+  const registry = await XenbusRegistry.create(dom0);
+  t.teardown(() => registry.close());
+  const failing: DeviceOps = {
+    connect: () => {
+      throw new Error('broken on purpose');
+    },
+  };
+  await registry.register('test', failing);
+  const written: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    written.push(String(chunk));
+    return true;
+  });
+  t.teardown(() => {
+    process.stderr.write = write;
+  });
+  const entries: LogEntry[] = [];
+  const sub = registry.log$.subscribe((e) => entries.push(e));
+  await addWithFrontend(dom0, spec(7, 0));
+  await waitDevice(registry, 'test', 7, 0, (d) => d.phase === 'failed');
+  t.true(entries.some((e) => e.level === LogLevel.error && e.device === 'test-7-0' && e.message.includes('broken on purpose')));
+  t.false(written.some((w) => w.includes('broken on purpose')), written.join(''));
+  sub.unsubscribe();
+  await addWithFrontend(dom0, spec(8, 0));
+  await waitDevice(registry, 'test', 8, 0, (d) => d.phase === 'failed');
+  t.true(written.some((w) => /^xen be: test-8-0: .*broken on purpose/.test(w)), written.join(''));
 });

@@ -88,6 +88,17 @@ function errorText(err: unknown): string {
 const DECIMAL = /^(0|[1-9][0-9]{0,9})$/;
 
 /** Serves xenbus backends of one backend domain. */
+/** Whether two states of a device hold the same values. */
+function sameDevice(a: Device, b: Device): boolean {
+  if (a === b) return true;
+  return (Object.keys(a) as (keyof Device)[]).every((k) => {
+    const x: unknown = a[k];
+    const y: unknown = b[k];
+    // The nested values (key, busy, reads) are small plain data.
+    return x === y || (typeof x === 'object' && typeof y === 'object' && JSON.stringify(x) === JSON.stringify(y));
+  });
+}
+
 export class XenbusRegistry {
   readonly #xs: XenStore;
   readonly #backendDomainPath: string;
@@ -108,15 +119,21 @@ export class XenbusRegistry {
   readonly #domains: DomainLiveness | undefined;
   readonly #levels: LogLevels;
   readonly #logger: Logger;
+  /** No logger was given: the default one, quiet while `log$` is watched. */
+  readonly #defaultLogger: boolean;
   readonly #devices$ = new Subject<Device>();
   readonly #log$ = new Subject<LogEntry>();
   readonly #subscriptions: Subscription[] = [];
   readonly #platform: Platform | undefined;
   #closed = false;
 
-  /** Every device's state changes. */
+  /** Every device's state changes, each change once. */
   readonly devices$: Observable<Device> = this.#devices$.asObservable();
-  /** Every log line that passes the levels. */
+  /**
+   * Every log line that passes the levels. While it has a subscriber, the
+   * default logger (errors to stderr) keeps quiet: the subscriber is the
+   * log. A logger given in the options always gets every line.
+   */
   readonly log$: Observable<LogEntry> = this.#log$.asObservable();
 
   private constructor(xs: XenStore, backendDomainPath: string, options: RegistryOptions) {
@@ -124,6 +141,7 @@ export class XenbusRegistry {
     this.#backendDomainPath = backendDomainPath;
     this.#levels = new LogLevels(options.debug ?? 0);
     this.#logger = options.logger ?? stderrLogger;
+    this.#defaultLogger = options.logger === undefined;
     this.#platform = options.platform;
     this.#domains = options.domains;
     if (options.domains) this.#subscriptions.push(options.domains.deaths$.subscribe((d) => this.#domainDied(d)));
@@ -213,7 +231,7 @@ export class XenbusRegistry {
   #log(level: LogLevel, device: string | null, message: string): void {
     if (!this.#levels.passes(level, device)) return;
     const entry = { level, device, message };
-    this.#logger(entry);
+    if (!(this.#defaultLogger && this.#log$.observed)) this.#logger(entry);
     this.#log$.next(entry);
   }
 
@@ -396,9 +414,12 @@ export class XenbusRegistry {
         }),
       )
       .subscribe((t) => {
-        rt.device = t.device;
-        state$.next(t.device);
-        this.#devices$.next(t.device);
+        // An event that changed nothing is no change to tell.
+        if (!sameDevice(t.device, rt.device)) {
+          rt.device = t.device;
+          state$.next(t.device);
+          this.#devices$.next(t.device);
+        }
         for (const e of t.effects) this.#perform(dt, rt, e);
       });
     this.#log(1, device.name, 'new device');
