@@ -247,3 +247,30 @@ test('a non-finite priority is refused at once', (t) => {
   const h = harness();
   t.throws(() => h.vm.addStateHandler(() => undefined, Number.POSITIVE_INFINITY), { instanceOf: RangeError });
 });
+
+test('each action: handlers, then events and effects, then the run state and the exit status', (t) => {
+  const actions = new Subject<LifecycleAction>();
+  const vm = createLifecycle(actions);
+  const order: string[] = [];
+  vm.addStateHandler((running, state) => order.push(`handler ${String(running)} ${state}`));
+  vm.addNotifier('exit', () => order.push('exit notifier'));
+  vm.exit$.subscribe((status) => order.push(`exit$ ${String(status)}`));
+  vm.runState$.subscribe((state) => order.push(`runState$ ${state}`));
+  vm.events$.subscribe((e) => order.push(`event ${e.type}`));
+  vm.effects$.subscribe((e) => order.push(`effect ${e.kind}`));
+  vm.connect();
+  order.length = 0;
+  actions.next({ type: 'start' });
+  actions.next({ type: 'shutdown', cause: 'guest-shutdown' });
+  const at = (entry: string): number => {
+    const i = order.indexOf(entry);
+    t.not(i, -1, `${entry} missing from ${order.join(', ')}`);
+    return i;
+  };
+  t.true(at('handler true running') < at('event RESUME'));
+  t.true(at('event RESUME') < at('runState$ running'));
+  t.true(at('handler false shutdown') < at('event SHUTDOWN'));
+  t.true(at('exit notifier') < at('event SHUTDOWN'));
+  t.true(at('event SHUTDOWN') < at('runState$ shutdown'));
+  t.true(at('runState$ shutdown') < at('exit$ 0'));
+});

@@ -2,6 +2,7 @@
 // The reducer says which handlers and notifiers to call and in which order;
 // this module owns the callbacks and calls them.
 import {
+  ReplaySubject,
   Subject,
   concat,
   concatMap,
@@ -12,13 +13,11 @@ import {
   from,
   map,
   merge,
-  mergeMap,
   observeOn,
   queueScheduler,
   scan,
   shareReplay,
   startWith,
-  take,
   takeWhile,
   tap,
 } from 'rxjs';
@@ -76,7 +75,19 @@ export interface LifecycleOptions extends InitialLifecycle {
   readonly autoStep?: boolean;
 }
 
-/** A running lifecycle. Nothing flows until `connect()`. */
+/**
+ * A running lifecycle. Nothing flows until `connect()`.
+ *
+ * It models a VM's run state from what it is told (QEMU's run-state
+ * machine); it observes a VM and does not control one: in dom0 the
+ * toolstack and the hypervisor do, and `DomainWatcher` feeds what they did
+ * in as actions. Each action is reduced whole, then, in this order: the
+ * state handlers and notifiers it names are called; `events$` and
+ * `effects$` emit; `state$`, `runState$` and, when the VM has ended,
+ * `exit$` emit. So a SHUTDOWN event arrives before the run state
+ * `shutdown` and before the exit status. An action a callback sends waits
+ * until all of that is done.
+ */
 export interface Lifecycle {
   /** The current state, replayed to late subscribers. */
   readonly state$: Observable<LifecycleState>;
@@ -253,6 +264,12 @@ export function createLifecycle(actions$: Observable<LifecycleAction>, options: 
   const registry = new CallbackRegistry();
   const errors = new Subject<Error>();
   const report = (err: Error): void => errors.next(err);
+  // A step's events and effects go out before its state does, so that
+  // whoever watches both sees why (SHUTDOWN) before what (shutdown, exit).
+  const events = new Subject<LifecycleEvent>();
+  const effects = new Subject<LifecycleEffect>();
+  // Told after every subscriber of state$ (see connect), replayed to late ones.
+  const exit = new ReplaySubject<number>(1);
   const seed: Step = { state: initial, events: [], effects: [], failure: null };
 
   const steps$ = merge(registry.actions$, actions$).pipe(
@@ -265,10 +282,16 @@ export function createLifecycle(actions$: Observable<LifecycleAction>, options: 
     tap((step) => {
       if (step.failure) report(step.failure);
       registry.perform(step.effects, report);
+      for (const event of step.events) events.next(event);
+      for (const effect of step.effects) effects.next(effect);
     }),
     // The VM has ended: nothing further can happen to it.
     takeWhile((step) => step.state.exitStatus === null, true),
-    finalize(() => errors.complete()),
+    finalize(() => {
+      events.complete();
+      effects.complete();
+      errors.complete();
+    }),
   );
   const shared = connectable(steps$, { connector: () => new Subject<Step>(), resetOnDisconnect: false });
 
@@ -286,21 +309,26 @@ export function createLifecycle(actions$: Observable<LifecycleAction>, options: 
       map((state) => state.runState),
       distinctUntilChanged(),
     ),
-    events$: shared.pipe(mergeMap((step) => step.events)),
-    effects$: shared.pipe(mergeMap((step) => step.effects)),
+    events$: events.asObservable(),
+    effects$: effects.asObservable(),
     errors$: errors.asObservable(),
-    exit$: state$.pipe(
-      mergeMap((state) => (state.exitStatus === null ? [] : [state.exitStatus])),
-      take(1),
-    ),
+    exit$: exit.asObservable(),
     addStateHandler: (handler, priority = 0) => registry.addStateHandler(handler, priority),
     addNotifier: (list, notifier) => registry.addNotifier(list, notifier),
     connect: () => {
       // Once only: connecting again after a stop would restart the reducer
       // from the initial state, a second VM that nobody asked for.
       if (connection) return connection;
-      // state$ is subscribed first so its replayed value is never behind.
+      // state$ is subscribed first so its replayed value is never behind,
+      // and the exit status is told after it, to whoever watches both.
       connection = state$.subscribe();
+      connection.add(
+        shared.subscribe((step) => {
+          if (step.state.exitStatus === null) return;
+          exit.next(step.state.exitStatus);
+          exit.complete();
+        }),
+      );
       connection.add(shared.connect());
       return connection;
     },
