@@ -15,7 +15,7 @@ import {
   setOnline,
   xenbusStateName,
 } from '../ts/index.js';
-import type { Device, DeviceOps, LogEntry } from '../ts/index.js';
+import type { DeviceInfo, DeviceOps, LogEntry } from '../ts/index.js';
 import { startDaemon } from './helpers/xenstore.js';
 import { addWithFrontend, connected, recorder, startRegistry, waitDevice } from './helpers/xenbus.js';
 
@@ -208,7 +208,7 @@ test('1,000 devices across 100 domains all reach Connected', async (t) => {
       for (let s = queue.shift(); s; s = queue.shift()) await addWithFrontend(dom0, s);
     }),
   );
-  const all: Device[] = await Promise.all(specs.map((s) => waitDevice(registry, 'test', s.frontendDomid, s.devid, connected, 100_000)));
+  const all: DeviceInfo[] = await Promise.all(specs.map((s) => waitDevice(registry, 'test', s.frontendDomid, s.devid, connected, 100_000)));
   t.is(all.length, 1000);
   t.is(registry.list().filter(connected).length, 1000);
 });

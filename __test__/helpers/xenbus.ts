@@ -4,7 +4,7 @@ import type { ExecutionContext } from 'ava';
 import { ReplaySubject, filter, firstValueFrom, timeout } from 'rxjs';
 
 import { SimFrontend, XenbusRegistry, XenbusState, addDevice } from '../../ts/index.js';
-import type { Device, DeviceOps, DeviceSpec, LogEntry, RegistryOptions, XenStore } from '../../ts/index.js';
+import type { DeviceInfo, DeviceOps, DeviceSpec, LogEntry, RegistryOptions, XenStore } from '../../ts/index.js';
 import { startDaemon } from './xenstore.js';
 import type { DaemonFixture } from './xenstore.js';
 
@@ -63,8 +63,8 @@ export function recordDevice(
   type: string,
   domid: number,
   devid: number,
-): { until(match: (d: Device) => boolean): Promise<Device>; stop(): void } {
-  const states = new ReplaySubject<Device>();
+): { until(match: (d: DeviceInfo) => boolean): Promise<DeviceInfo>; stop(): void } {
+  const states = new ReplaySubject<DeviceInfo>();
   const sub = registry.devices$
     .pipe(filter((d) => d.key.type === type && d.key.domid === domid && d.key.devid === devid))
     .subscribe(states);
@@ -84,9 +84,9 @@ export function waitDevice(
   type: string,
   domid: number,
   devid: number,
-  match: (d: Device) => boolean,
+  match: (d: DeviceInfo) => boolean,
   ms = 60_000,
-): Promise<Device> {
+): Promise<DeviceInfo> {
   const now = registry.device(type, domid, devid);
   if (now && match(now)) return Promise.resolve(now);
   return firstValueFrom(
@@ -97,7 +97,7 @@ export function waitDevice(
   );
 }
 
-export const connected = (d: Device): boolean => d.beState === XenbusState.Connected;
+export const connected = (d: DeviceInfo): boolean => d.beState === XenbusState.Connected;
 
 /** Adds a device and attaches a simulated frontend to it. */
 export async function addWithFrontend(xs: XenStore, spec: DeviceSpec): Promise<SimFrontend> {

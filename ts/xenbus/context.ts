@@ -1,6 +1,6 @@
 // What a device type's operations get to work with.
 import type { XenStore } from '../xenstore/index.js';
-import type { Device, DeviceKey, LogLevel } from './types.js';
+import type { DeviceInfo, DeviceKey, LogLevel } from './types.js';
 
 /** A device, as its type's operations see it. */
 export interface DeviceContext {
@@ -13,7 +13,7 @@ export interface DeviceContext {
   /** The frontend's ring protocol (`x86_32-abi`...), if it wrote one. */
   readonly protocol: string | null;
   /** The whole device state, as of now. */
-  readonly state: Device;
+  readonly state: DeviceInfo;
   /** The XenStore connection of the backend domain. */
   readonly xs: XenStore;
   /** Reads a node of the backend directory. */

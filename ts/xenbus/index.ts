@@ -1,7 +1,7 @@
 export { XenbusState, parseXenbusInt, xenbusStateName } from './state.js';
 export { newDevice, reduce as reduceDevice } from './machine.js';
 export type { MachineOptions } from './machine.js';
-export type { Busy, Device, DeviceEffect, DeviceEvent, DeviceKey, OpName, Phase, Removal, Side, Transition } from './types.js';
+export type { Busy, Device, DeviceEffect, DeviceEvent, DeviceInfo, DeviceKey, OpName, Phase, Removal, Side, Transition } from './types.js';
 export { LogLevel } from './types.js';
 export type { DeviceContext, DeviceDirectory, DeviceOps } from './context.js';
 export { LogLevels, stderrLogger } from './log.js';

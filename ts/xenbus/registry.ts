@@ -16,7 +16,7 @@ import { XenbusState } from './state.js';
 import type { LogEntry, Logger } from './log.js';
 import { newDevice, reduce } from './machine.js';
 import type { MachineOptions } from './machine.js';
-import type { Device, DeviceEffect, DeviceEvent, DeviceKey, LogLevel, Transition } from './types.js';
+import type { Device, DeviceEffect, DeviceEvent, DeviceInfo, DeviceKey, LogLevel, Transition } from './types.js';
 
 /** How the registry runs. */
 export interface RegistryOptions {
@@ -128,7 +128,7 @@ export class XenbusRegistry {
   #closed = false;
 
   /** Every device's state changes, each change once. */
-  readonly devices$: Observable<Device> = this.#devices$.asObservable();
+  readonly devices$: Observable<DeviceInfo> = this.#devices$.asObservable();
   /**
    * Every log line that passes the levels. While it has a subscriber, the
    * default logger (errors to stderr) keeps quiet: the subscriber is the
@@ -193,17 +193,17 @@ export class XenbusRegistry {
   }
 
   /** The device, if the registry has it. */
-  device(type: string, domid: number, devid: number): Device | undefined {
+  device(type: string, domid: number, devid: number): DeviceInfo | undefined {
     return this.#devices.get(keyOf(type, domid, devid))?.device;
   }
 
   /** Devices the registry has now. */
-  list(): Device[] {
+  list(): DeviceInfo[] {
     return [...this.#devices.values()].map((r) => r.device);
   }
 
   /** One device's states: the current one, then each change; completes when it is removed. */
-  state$(type: string, domid: number, devid: number): Observable<Device> | undefined {
+  state$(type: string, domid: number, devid: number): Observable<DeviceInfo> | undefined {
     return this.#devices.get(keyOf(type, domid, devid))?.state$.asObservable();
   }
 

@@ -69,6 +69,12 @@ export interface Device {
   readonly recheck: boolean;
 }
 
+/**
+ * A device as its registry shows it: the machine's state without its own
+ * bookkeeping (the step in flight, reads in flight, rechecks).
+ */
+export type DeviceInfo = Omit<Device, 'busy' | 'reads' | 'recheck'>;
+
 /** What the device reacts to. */
 export type DeviceEvent =
   | { readonly type: 'start' }
