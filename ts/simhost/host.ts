@@ -14,6 +14,7 @@ import { SimConsoleFrontend } from './console-frontend.js';
 import { SimFrontend } from './frontend.js';
 import type { FrontendHooks } from './frontend.js';
 import { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
+import { forget, removeAtExit } from './temp-dirs.js';
 import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
 
 /** How to run the simulated host. */
@@ -99,6 +100,8 @@ export class SimulatedHost {
   /** Starts XenStore and the hypervisor (with dom0). */
   static async start(options: SimulatedHostOptions = {}): Promise<SimulatedHost> {
     const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'xenrx-host-'));
+    // Ours, not the caller's: gone at exit, even if stop() never runs.
+    if (options.dir === undefined) removeAtExit(dir);
     const xenstored = Xenstored.start({ socket: join(dir, 'xenstored.sock'), log: options.log ?? false });
     const hypervisor = new SimHypervisor();
     hypervisor.createDomain({ domid: 0 });
@@ -264,6 +267,9 @@ export class SimulatedHost {
     this.dom0.close();
     this.platform.stop();
     this.xenstored.stop();
-    if (this.#ownDir) rmSync(this.dir, { recursive: true, force: true });
+    if (this.#ownDir) {
+      rmSync(this.dir, { recursive: true, force: true });
+      forget(this.dir);
+    }
   }
 }
