@@ -134,7 +134,10 @@ mod tests {
         let err = Endpoint::discover_from(None, &sock, &dev).unwrap_err();
         assert!(err.to_string().contains("set XENSTORED_PATH"));
         let err = Endpoint::discover_from(Some(PathBuf::new()), &sock, &dev).unwrap_err();
-        assert!(err.to_string().contains("set XENSTORED_PATH"), "empty is unset");
+        assert!(
+            err.to_string().contains("set XENSTORED_PATH"),
+            "empty is unset"
+        );
         std::fs::write(&dev, b"").unwrap();
         assert!(matches!(
             Endpoint::discover_from(None, &sock, &dev).unwrap(),

@@ -9,7 +9,7 @@ use tempfile::NamedTempFile;
 
 use super::super::testkit::{
     bare, check_guest_pages, check_out_of_range, check_read_only, check_round_trip, gather,
-    gather_any, guest_segments, pattern, read, read_back, reap, run, write,
+    gather_any, guest_io, pattern, read, read_back, reap, run, write,
 };
 use super::*;
 
@@ -158,13 +158,7 @@ fn reads_past_the_end_into_guest_pages_are_zeros(engine: Engine) {
     let file = image(8192, &pattern(8192, 6));
     let mut disk = open(&file, writable(engine));
     file.as_file().set_len(4096 + 512).unwrap();
-    let (segments, maps) = guest_segments(&[(0, 512), (512, 3584)], &[]);
-    let request = IoRequest {
-        tag: 1,
-        op: IoOp::Read,
-        offset: 4096,
-        segments,
-    };
+    let (request, maps) = guest_io(1, IoOp::Read, 4096, &[(0, 512), (512, 3584)], &[]);
     let done = run(&mut disk, request);
     done.result.unwrap();
     let back = gather_any(&done.segments);

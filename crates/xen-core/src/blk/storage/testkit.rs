@@ -82,35 +82,42 @@ pub fn gather_any(segments: &[IoSegment]) -> Vec<u8> {
     out
 }
 
+/// A read or write at `offset` through guest pages laid out as `layout`
+/// (a write's filled from `data`), and the pages' mappings.
+pub fn guest_io(
+    tag: u64,
+    op: IoOp,
+    offset: u64,
+    layout: &[(u16, u16)],
+    data: &[u8],
+) -> (IoRequest, Vec<Arc<GrantMapping>>) {
+    let (segments, maps) = guest_segments(layout, data);
+    let request = IoRequest {
+        tag,
+        op,
+        offset,
+        segments,
+    };
+    (request, maps)
+}
+
 /// Storage that accepts guest pages reads and writes them in place: a
-/// write from guest pages at odd offsets lands on the disk, a read into
+/// write from guest pages at odd offsets lands on the disk, and a read into
 /// guest pages fills exactly the segments (the rest of each page as it
-/// was), and a read of the disk's last bytes into a page works too.
+/// was).
 pub fn check_guest_pages(storage: &mut dyn Storage) {
     assert!(storage.accepts_guest_pages());
     let offset = 3 * 512;
     let data = pattern(9216, 9);
     let write_layout = [(1024, 3072), (0, 4096), (512, 2048)];
-    let (segments, _maps) = guest_segments(&write_layout, &data);
-    let request = IoRequest {
-        tag: 30,
-        op: IoOp::Write,
-        offset,
-        segments,
-    };
+    let (request, _maps) = guest_io(30, IoOp::Write, offset, &write_layout, &data);
     let done = run(storage, request);
     done.result.expect("write from guest pages");
     assert!(done.segments.iter().all(IoSegment::in_guest_page));
     assert!(read_back(storage, offset, data.len()) == data);
 
     let read_layout = [(512, 512), (0, 4096), (2048, 2048), (0, 2560)];
-    let (segments, maps) = guest_segments(&read_layout, &[]);
-    let request = IoRequest {
-        tag: 31,
-        op: IoOp::Read,
-        offset,
-        segments,
-    };
+    let (request, maps) = guest_io(31, IoOp::Read, offset, &read_layout, &[]);
     let done = run(storage, request);
     done.result.expect("read into guest pages");
     assert!(
