@@ -169,8 +169,8 @@ mkdir -p "$fallback"
   export XENRX_CACHE_DIR="$work/cache"
   if npx --no-install xenrx info 2> no-addon.txt; then echo "pack:check: addon loaded before it was built" >&2; exit 1; fi
   grep -q 'npx xenrx build-native' no-addon.txt || { echo "pack:check: no advice without an addon:" >&2; cat no-addon.txt >&2; exit 1; }
-  # The pure parts import and work without the addon.
-  node --input-type=module -e 'import { canTransition, nativeLoad } from "xenrx"; if (!canTransition("running", "paused") || !nativeLoad().error) process.exit(1); console.log("pure API without the addon: ok");'
+  # The pure parts import and work without the addon (and without Rust).
+  PATH="$norust_path" node --input-type=module -e 'import { canTransition, nativeLoad } from "xenrx"; if (!canTransition("running", "paused") || !nativeLoad().error) process.exit(1); console.log("pure API without the addon: ok");'
   CARGO_TARGET_DIR="$root/target/pack-check" npx --no-install xenrx build-native
   npx --no-install xenrx info
   # A reinstall empties the package's directory: the build in the cache is found.
