@@ -132,12 +132,22 @@ export let native: NativeBinding = new Proxy({} as NativeBinding, {
 export function lazyNative<T extends object>(read: (binding: NativeBinding) => T): T {
   let real: T | undefined;
   const get = (): T => (real ??= read(loadAddon().binding));
+  // Looking at the object (listing its keys, console.log) without an addon
+  // finds it empty; reading a member says why there is none.
+  const peek = (): object => {
+    try {
+      return get();
+    } catch (err) {
+      if (err instanceof NativeAddonMissing) return {};
+      throw err;
+    }
+  };
   return new Proxy({} as T, {
-    get: (_t, key) => Reflect.get(get(), key) as unknown,
-    has: (_t, key) => Reflect.has(get(), key),
-    ownKeys: () => Reflect.ownKeys(get()),
+    get: (_t, key) => (typeof key === 'symbol' ? Reflect.get(peek(), key) : Reflect.get(get(), key)) as unknown,
+    has: (_t, key) => Reflect.has(peek(), key),
+    ownKeys: () => Reflect.ownKeys(peek()),
     getOwnPropertyDescriptor: (_t, key) => {
-      const d = Reflect.getOwnPropertyDescriptor(get(), key);
+      const d = Reflect.getOwnPropertyDescriptor(peek(), key);
       // Reported configurable: the (empty) target does not hold it.
       return d ? { ...d, configurable: true } : undefined;
     },
