@@ -443,7 +443,7 @@ fn transfer_segments(
         let pos = libc::off_t::try_from(offset).map_err(|_| StorageError::OutOfRange)?;
         // At most IOV_MAX, far below c_int::MAX.
         let count = iov.len() as libc::c_int;
-        let n = loop {
+        let n = retry(|| {
             // SAFETY: every iovec covers bytes of a segment of `segments`
             // (IoSegment::iovec), which this function borrows mutably for the
             // call: a boxed page of ours or a guest page whose mapping the
@@ -456,16 +456,10 @@ fn transfer_segments(
                     libc::preadv(fd.as_raw_fd(), iov.as_ptr(), count, pos)
                 }
             };
-            match usize::try_from(n) {
-                Ok(n) => break n,
-                Err(_) => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(StorageError::Io(e));
-                    }
-                }
-            }
-        };
+            usize::try_from(n)
+                .map_err(|_| Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO))
+        })
+        .map_err(|e| StorageError::Io(e.into()))?;
         if n == 0 && wanted {
             if write {
                 return Err(StorageError::Io(io::ErrorKind::WriteZero.into()));

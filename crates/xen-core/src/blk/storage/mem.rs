@@ -210,39 +210,50 @@ fn pieces(offset: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usi
 }
 
 impl Chunks {
-    fn read(&self, offset: u64, out: &mut [u8]) {
-        for (index, within, pos, n) in pieces(offset, out.len() as u64) {
-            let dst = &mut out[pos..pos + n];
+    /// Hands `put` the bytes of `len` from `offset`, piece by piece, with
+    /// each piece's place in the range; zeros where nothing was written.
+    fn read_with(&self, offset: u64, len: u64, mut put: impl FnMut(usize, &[u8])) {
+        for (index, within, pos, n) in pieces(offset, len) {
             match self.map.get(&index) {
-                Some(page) => dst.copy_from_slice(&page.0[within..within + n]),
-                None => dst.fill(0),
+                Some(page) => put(pos, &page.0[within..within + n]),
+                None => put(pos, &ZEROS[..n]),
             }
         }
+    }
+
+    /// Has `fill` write the bytes of `len` from `offset`, piece by piece,
+    /// with each piece's place in the range; chunks are made as needed.
+    fn write_with(&mut self, offset: u64, len: u64, mut fill: impl FnMut(usize, &mut [u8])) {
+        for (index, within, pos, n) in pieces(offset, len) {
+            let page = self.map.entry(index).or_insert_with(Page::new_boxed);
+            fill(pos, &mut page.0[within..within + n]);
+        }
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        self.read_with(offset, out.len() as u64, |pos, bytes| {
+            out[pos..pos + bytes.len()].copy_from_slice(bytes)
+        });
     }
 
     /// As `read`, into a request's segment.
     fn read_into(&self, offset: u64, seg: &mut IoSegment) {
-        for (index, within, pos, n) in pieces(offset, u64::from(seg.len())) {
-            match self.map.get(&index) {
-                Some(page) => seg.write_at(pos, &page.0[within..within + n]),
-                None => seg.write_at(pos, &ZEROS[..n]),
-            }
-        }
+        self.read_with(offset, u64::from(seg.len()), |pos, bytes| {
+            seg.write_at(pos, bytes)
+        });
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.write_with(offset, data.len() as u64, |pos, dst| {
+            dst.copy_from_slice(&data[pos..pos + dst.len()])
+        });
     }
 
     /// As `write`, from a request's segment.
     fn write_from(&mut self, offset: u64, seg: &IoSegment) {
-        for (index, within, pos, n) in pieces(offset, u64::from(seg.len())) {
-            let page = self.map.entry(index).or_insert_with(Page::new_boxed);
-            seg.read_at(pos, &mut page.0[within..within + n]);
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        for (index, within, pos, n) in pieces(offset, data.len() as u64) {
-            let page = self.map.entry(index).or_insert_with(Page::new_boxed);
-            page.0[within..within + n].copy_from_slice(&data[pos..pos + n]);
-        }
+        self.write_with(offset, u64::from(seg.len()), |pos, dst| {
+            seg.read_at(pos, dst)
+        });
     }
 
     /// Zeroes a range, freeing the chunks it covers whole.
