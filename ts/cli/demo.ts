@@ -165,7 +165,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   await diskClosed;
   for (const s of stops) s();
   for (const [domid, fe] of frontends) {
-    if (!guests.has(domid) || registry.state$('console', domid, 0) === undefined) continue;
+    // A destroyed guest's console is gone already.
+    if (registry.state$('console', domid, 0) === undefined) continue;
     const consoleClosed = closed('console', domid, 0);
     await fe.close().catch(() => undefined);
     await consoleClosed;
