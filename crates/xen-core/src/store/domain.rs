@@ -286,6 +286,15 @@ impl Store {
         if self.tree.get("/").is_none() {
             return Err("no root node".into());
         }
+        // The special nodes always exist, and no others: a watch on them
+        // must behave the same before and after a restart.
+        if self.special.len() != 2
+            || [INTRODUCE_DOMAIN, RELEASE_DOMAIN]
+                .iter()
+                .any(|name| self.special.get(*name).is_none_or(|p| p.is_empty()))
+        {
+            return Err("the special nodes must be exactly @introduceDomain and @releaseDomain, each with permissions".into());
+        }
         for (path, node) in self.tree.iter() {
             if node.perms.is_empty() {
                 return Err(format!("{path} has no permissions"));

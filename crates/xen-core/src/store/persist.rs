@@ -258,6 +258,8 @@ impl Store {
         tree.raise_generation(generation);
         let usage = tree.usage();
         let mut store = Store::from_parts(tree, usage);
+        // The file lists the special nodes itself; no defaults fill a gap.
+        store.special.clear();
         for _ in 0..r.count(9)? {
             let name = r.string()?;
             let perms = r.perms()?;

@@ -131,3 +131,29 @@ fn a_change_record_is_the_size_of_the_change_not_of_the_store() {
     let record = h.s.record(&change);
     assert!(record.len() < 1000, "{} bytes", record.len());
 }
+
+#[test]
+fn a_record_that_removes_a_special_node_or_adds_another_is_refused() {
+    // Found by the state_restore fuzz target: a replayed store without
+    // @introduceDomain saved a file that loaded back with it.
+    let mut gone = vec![5u8];
+    gone.extend_from_slice(&(INTRODUCE_DOMAIN.len() as u32).to_le_bytes());
+    gone.extend_from_slice(INTRODUCE_DOMAIN.as_bytes());
+    let mut store = Store::new();
+    store.replay(&gone).unwrap();
+    let err = store.finish_replay().unwrap_err();
+    assert!(err.0.contains("special nodes"), "{}", err.0);
+
+    let mut extra = vec![4u8];
+    extra.extend_from_slice(&5u32.to_le_bytes());
+    extra.extend_from_slice(b"@fake");
+    extra.extend_from_slice(&1u32.to_le_bytes());
+    extra.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let mut store = Store::new();
+    store.replay(&extra).unwrap();
+    assert!(store.finish_replay().is_err());
+
+    // A state file saved by the daemon itself still loads.
+    let store = Store::new();
+    assert!(Store::restore(&store.snapshot()).is_ok());
+}
