@@ -40,6 +40,11 @@ export declare class NativeBlkQueue {
   /** The counters. */
   stats(): BlkQueueStats
   /**
+   * Switches the latency histograms on (the default) or off; the other
+   * counters are always kept.
+   */
+  setTiming(on: boolean): void
+  /**
    * The disk now has `sectors` 512-byte sectors: requests are judged
    * against that from the queue's next run on.
    */
@@ -258,6 +263,11 @@ export declare class NativePlatform {
    * (it then calls `takeEvents`). It does not keep the process alive.
    */
   listen(onEvents: () => void): void
+  /**
+   * Whether the event loop still runs its data paths: resolves within
+   * `timeout_ms` (from a worker thread, so a stuck loop sticks nothing).
+   */
+  eventLoopResponds(timeoutMs: number): Promise<boolean>
   /**
    * The ports that fired since the last call, each once per event. Each
    * stays masked until `unmask(port)`.
@@ -616,6 +626,18 @@ export interface BlkJsRequest {
   secure?: boolean
 }
 
+/**
+ * A latency histogram: requests per bucket, bucket `i` holding those that
+ * took at most 2^i microseconds (and more than the bucket before); the
+ * last bucket holds anything slower.
+ */
+export interface BlkLatency {
+  /** Requests per bucket (not cumulative). */
+  buckets: Array<number>
+  /** The sum of their latencies in microseconds. */
+  sumUs: number
+}
+
 /** `feature-max-indirect-segments` of the block backend. */
 export declare function blkMaxIndirectSegments(): number
 
@@ -631,8 +653,19 @@ export interface BlkQueueStats {
   writes: number
   /** Flushes handed to storage. */
   flushes: number
+  /** Flush and barrier requests accepted (blkback's `f_req`). */
+  flushRequests: number
   /** Discards handed to storage. */
   discards: number
+  /** Sectors read (`rd_sect`). */
+  sectorsRead: number
+  /** Sectors written (`wr_sect`). */
+  sectorsWritten: number
+  /**
+   * Times taking requests stopped for a barrier or a flush carrying
+   * data to wait for every earlier request.
+   */
+  fenceWaits: number
   /** Bytes copied to the guest. */
   bytesRead: number
   /** Bytes copied from the guest. */
@@ -643,6 +676,14 @@ export interface BlkQueueStats {
   notifications: number
   /** Persistent grants mapped (0 without `feature-persistent`). */
   persistentMaps: number
+  /** Latency of reads, from taken off the ring to answered. */
+  readLatency: BlkLatency
+  /** Of writes. */
+  writeLatency: BlkLatency
+  /** Of flushes, flushes carrying data and barriers. */
+  flushLatency: BlkLatency
+  /** Of discards. */
+  discardLatency: BlkLatency
 }
 
 /** Where a queue's ring is, as the frontend published it. */

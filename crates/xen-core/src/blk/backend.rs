@@ -156,6 +156,12 @@ impl BlkQueue {
         self.counters.snapshot()
     }
 
+    /// Switches the latency histograms on (the default) or off, from the
+    /// next request taken; the other counters are always kept.
+    pub fn set_timing(&self, on: bool) {
+        self.counters.set_timing(on);
+    }
+
     /// The disk now has `sectors` 512-byte sectors: requests the queue
     /// takes from its next run on are judged against that, and storage is
     /// told (telling the frontend, through XenStore, is the caller's).

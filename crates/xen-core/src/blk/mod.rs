@@ -23,7 +23,7 @@ pub(crate) fn reuse_vec<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 pub use queue::QueueEvent;
-pub use stats::BlkStats;
+pub use stats::{latency_bound_us, BlkStats, Latency, LATENCY_BUCKETS};
 
 #[cfg(test)]
 mod tests;

@@ -28,10 +28,11 @@ use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::request::{self, check, Checked, Offer, Plan, Segments};
 use super::reuse_vec;
-use super::stats::Counters;
+use super::stats::{Counters, Kind};
 use super::storage::{IoCompletion, IoOp, IoRequest, IoSegment, Page, Storage, SECTOR_SIZE};
 use super::transfer::{
     bytes_of, first_failure, grant_copy, Direction, GrantCache, GuestSegment, MAX_PERSISTENT_GRANTS,
@@ -73,6 +74,30 @@ struct InFlight {
     guest: Vec<GuestSegment>,
     /// What follows storage completion.
     step: Step,
+    timing: Timing,
+}
+
+/// What a request's latency is counted as, and since when (`None` with
+/// timing off).
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    kind: Kind,
+    since: Option<Instant>,
+}
+
+impl Timing {
+    fn of(plan: &Plan, since: Option<Instant>) -> Timing {
+        let kind = match plan {
+            Plan::Flush => Kind::Flush,
+            Plan::Discard { .. } => Kind::Discard,
+            Plan::Transfer {
+                flush_before: true, ..
+            } => Kind::Flush,
+            Plan::Transfer { write: true, .. } => Kind::Write,
+            Plan::Transfer { write: false, .. } => Kind::Read,
+        };
+        Timing { kind, since }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +134,10 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// A request waiting for every earlier one to finish (barrier, flush
     /// with data): its plan, and the write once its flush is done.
     fenced: Option<(Checked, Option<IoRequest>)>,
+    /// The request being started: what [`Self::submit`] times it as.
+    timing: Timing,
+    /// The fenced request's timing, kept while it waits.
+    fenced_timing: Timing,
     completions: Vec<IoCompletion>,
     /// Requests taken in this pass, handed to storage together at the next
     /// reap or at the pass's end (one system call for a pass's requests).
@@ -168,6 +197,14 @@ impl<P: BlkifAbi> QueueSource<P> {
             free_tags: Vec::new(),
             busy: 0,
             fenced: None,
+            timing: Timing {
+                kind: Kind::Read,
+                since: None,
+            },
+            fenced_timing: Timing {
+                kind: Kind::Read,
+                since: None,
+            },
             completions: Vec::new(),
             outbox: Vec::new(),
             responses: VecDeque::new(),
@@ -268,7 +305,10 @@ impl<P: BlkifAbi> QueueSource<P> {
             let req = crate::ring::blkif::Request::decode::<P>(&slot);
             Counters::add(&self.counters.requests, 1);
             match check(&req, &self.offer) {
-                Ok(checked) => self.start(checked),
+                Ok(checked) => {
+                    self.timing = Timing::of(&checked.plan, self.counters.clock());
+                    self.start(checked);
+                }
                 Err(refusal) => self.refuse(
                     req.id(),
                     request::echoed_operation(&req),
@@ -284,6 +324,7 @@ impl<P: BlkifAbi> QueueSource<P> {
         match checked.plan {
             Plan::Flush => {
                 Counters::add(&self.counters.flushes, 1);
+                Counters::add(&self.counters.flush_requests, 1);
                 self.submit(checked, IoOp::Flush, 0, Vec::new(), None, Step::Answer);
             }
             Plan::Discard {
@@ -318,8 +359,17 @@ impl<P: BlkifAbi> QueueSource<P> {
                         return;
                     }
                 };
+                let sectors = bytes_of(&data) / SECTOR_SIZE;
                 let offset = request::byte_offset(sector);
+                if write {
+                    Counters::add(&self.counters.sectors_written, sectors);
+                } else {
+                    Counters::add(&self.counters.sectors_read, sectors);
+                }
                 if flush_before {
+                    Counters::add(&self.counters.flush_requests, 1);
+                    Counters::add(&self.counters.fence_waits, 1);
+                    self.fenced_timing = self.timing;
                     let write_req = IoRequest {
                         tag: 0,
                         op: IoOp::Write,
@@ -467,6 +517,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             operation: checked.operation,
             guest: guest.unwrap_or_else(|| self.guest_lists.pop().unwrap_or_default()),
             step,
+            timing: self.timing,
         });
         self.busy += 1;
         match op {
@@ -547,7 +598,15 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
             self.reap();
             self.try_fence();
             self.consume();
+            let fenced = self.fenced.is_some();
             self.reap();
+            // A fence lifted by that reap stopped `consume` before the
+            // ring's final check: requests pushed meanwhile would go
+            // unseen, and the frontend, seeing no new event index, would
+            // not notify. Look at the ring again.
+            if fenced && self.fenced.is_none() && !self.failed {
+                continue;
+            }
             let done = self.busy == 0 && self.fenced.is_none();
             if !synchronous || done || self.failed {
                 break;

@@ -295,8 +295,17 @@ pub struct BlkQueueStats {
     pub writes: f64,
     /// Flushes handed to storage.
     pub flushes: f64,
+    /// Flush and barrier requests accepted (blkback's `f_req`).
+    pub flush_requests: f64,
     /// Discards handed to storage.
     pub discards: f64,
+    /// Sectors read (`rd_sect`).
+    pub sectors_read: f64,
+    /// Sectors written (`wr_sect`).
+    pub sectors_written: f64,
+    /// Times taking requests stopped for a barrier or a flush carrying
+    /// data to wait for every earlier request.
+    pub fence_waits: f64,
     /// Bytes copied to the guest.
     pub bytes_read: f64,
     /// Bytes copied from the guest.
@@ -307,6 +316,32 @@ pub struct BlkQueueStats {
     pub notifications: f64,
     /// Persistent grants mapped (0 without `feature-persistent`).
     pub persistent_maps: f64,
+    /// Latency of reads, from taken off the ring to answered.
+    pub read_latency: BlkLatency,
+    /// Of writes.
+    pub write_latency: BlkLatency,
+    /// Of flushes, flushes carrying data and barriers.
+    pub flush_latency: BlkLatency,
+    /// Of discards.
+    pub discard_latency: BlkLatency,
+}
+
+/// A latency histogram: requests per bucket, bucket `i` holding those that
+/// took at most 2^i microseconds (and more than the bucket before); the
+/// last bucket holds anything slower.
+#[napi(object)]
+pub struct BlkLatency {
+    /// Requests per bucket (not cumulative).
+    pub buckets: Vec<f64>,
+    /// The sum of their latencies in microseconds.
+    pub sum_us: f64,
+}
+
+fn latency(l: &crate::blk::Latency) -> BlkLatency {
+    BlkLatency {
+        buckets: l.buckets.iter().map(|&n| n as f64).collect(),
+        sum_us: l.sum_us as f64,
+    }
 }
 
 type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
@@ -388,13 +423,28 @@ impl NativeBlkQueue {
             reads: s.reads as f64,
             writes: s.writes as f64,
             flushes: s.flushes as f64,
+            flush_requests: s.flush_requests as f64,
             discards: s.discards as f64,
+            sectors_read: s.sectors_read as f64,
+            sectors_written: s.sectors_written as f64,
+            fence_waits: s.fence_waits as f64,
             bytes_read: s.bytes_read as f64,
             bytes_written: s.bytes_written as f64,
             errors: s.errors as f64,
             notifications: s.notifications as f64,
             persistent_maps: s.persistent_maps as f64,
+            read_latency: latency(&s.read_latency),
+            write_latency: latency(&s.write_latency),
+            flush_latency: latency(&s.flush_latency),
+            discard_latency: latency(&s.discard_latency),
         }
+    }
+
+    /// Switches the latency histograms on (the default) or off; the other
+    /// counters are always kept.
+    #[napi]
+    pub fn set_timing(&self, on: bool) {
+        self.queue.set_timing(on);
     }
 
     /// The disk now has `sectors` 512-byte sectors: requests are judged

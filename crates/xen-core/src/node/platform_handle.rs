@@ -5,6 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Env, Task};
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
@@ -96,6 +100,16 @@ impl NativePlatform {
         self.js.listen(Some(tell));
     }
 
+    /// Whether the event loop still runs its data paths: resolves within
+    /// `timeout_ms` (from a worker thread, so a stuck loop sticks nothing).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn event_loop_responds(&self, timeout_ms: u32) -> AsyncTask<LoopProbe> {
+        AsyncTask::new(LoopProbe {
+            platform: self.platform.clone(),
+            timeout: Duration::from_millis(u64::from(timeout_ms)),
+        })
+    }
+
     /// The ports that fired since the last call, each once per event. Each
     /// stays masked until `unmask(port)`.
     #[napi]
@@ -175,5 +189,24 @@ impl NativePlatform {
         }
         self.js.listen(None);
         self.platform.event_loop().stop();
+    }
+}
+
+/// The event loop's health probe, run off the JavaScript thread.
+pub struct LoopProbe {
+    platform: Arc<Platform>,
+    timeout: Duration,
+}
+
+impl Task for LoopProbe {
+    type Output = bool;
+    type JsValue = bool;
+
+    fn compute(&mut self) -> napi::Result<bool> {
+        Ok(self.platform.event_loop().responds(self.timeout))
+    }
+
+    fn resolve(&mut self, _env: Env, alive: bool) -> napi::Result<bool> {
+        Ok(alive)
     }
 }

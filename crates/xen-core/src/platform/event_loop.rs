@@ -391,6 +391,33 @@ impl EventLoop {
         })
     }
 
+    /// Whether the loop's thread still runs sources, for a health check: a
+    /// probe source is added, and the answer is whether it ran within
+    /// `timeout`. The probe is removed without waiting, so a stuck loop
+    /// cannot stick the caller.
+    pub fn responds(&self, timeout: Duration) -> bool {
+        if self.inner.on_loop_thread() {
+            return true;
+        }
+        let (ran, seen) = mpsc::channel();
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let probe = move |_: Wake, _: &mut Control<'_>| {
+            let _ = ran.send(());
+        };
+        let added = self.inner.send(Command::Add {
+            id,
+            port: None,
+            source: Box::new(probe),
+            poll_fd: false,
+        });
+        if added.is_err() {
+            return false;
+        }
+        let answered = seen.recv_timeout(timeout).is_ok();
+        let _ = self.inner.send(Command::Remove { id, reply: None });
+        answered
+    }
+
     /// Stops the loop and waits for its thread. Idempotent.
     pub fn stop(&self) {
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();

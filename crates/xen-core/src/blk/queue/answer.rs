@@ -19,6 +19,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             // The flush ahead of the write.
             Some(_) => {
                 Counters::add(&self.counters.flushes, 1);
+                self.timing = self.fenced_timing;
                 self.submit(
                     checked,
                     IoOp::Flush,
@@ -71,6 +72,11 @@ impl<P: BlkifAbi> QueueSource<P> {
         self.recycle(data);
         guest.clear();
         self.guest_lists.push(guest);
+        // The request's later steps (if any) are timed as the request.
+        self.timing = f.timing;
+        if result.is_err() || f.step == Step::Answer {
+            self.counters.answered(f.timing.kind, f.timing.since);
+        }
         match (result, f.step) {
             (Err(reason), _) => {
                 // A failed flush ahead of a write fails the write too.

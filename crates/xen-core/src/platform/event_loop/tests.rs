@@ -300,3 +300,33 @@ fn removing_after_the_loop_stopped_does_not_wait_forever() {
         .add(None, Box::new(|_: Wake, _: &mut Control<'_>| {}), false)
         .is_err());
 }
+
+#[test]
+fn a_probe_says_whether_the_loop_runs_sources() {
+    let s = setup();
+    assert!(s.event_loop.responds(PATIENCE));
+    // A source that holds the loop's thread until released: the probe
+    // gets no answer, and returns anyway.
+    let (release, held) = mpsc::channel::<()>();
+    let (entered, inside) = mpsc::channel::<()>();
+    let held = Mutex::new(Some(held));
+    let _blocker = s
+        .event_loop
+        .add(
+            None,
+            Box::new(move |_: Wake, _: &mut Control<'_>| {
+                if let Some(held) = held.lock().unwrap().take() {
+                    let _ = entered.send(());
+                    let _ = held.recv();
+                }
+            }),
+            false,
+        )
+        .unwrap();
+    inside.recv_timeout(PATIENCE).unwrap();
+    assert!(!s.event_loop.responds(Duration::from_millis(50)));
+    release.send(()).unwrap();
+    assert!(s.event_loop.responds(PATIENCE));
+    s.event_loop.stop();
+    assert!(!s.event_loop.responds(Duration::from_millis(50)));
+}
