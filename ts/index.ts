@@ -20,3 +20,4 @@ export * from './lifecycle/index.js';
 export * from './xenbus/index.js';
 export * from './simhost/index.js';
 export * from './backends/index.js';
+export * from './stats/index.js';

@@ -14,7 +14,9 @@ import { customStorage } from './block-storage-js.js';
 import type { BlockStorageHandler } from './block-storage-js.js';
 import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
-import { parseXenbusInt } from '../xenbus/state.js';
+import { parseXenbusInt, xenbusStateName } from '../xenbus/state.js';
+import { mergeLatency } from '../stats/histogram.js';
+import type { BlockDeviceStats, StatsSource } from '../stats/types.js';
 
 /** The most ring pages a frontend may use: `max-ring-page-order` 4, as blkback. */
 export const MAX_RING_PAGE_ORDER = 4;
@@ -108,6 +110,11 @@ export interface BlockOptions {
    * ring, port and storage handle; all run on the platform's event loop.
    */
   readonly maxQueues?: number;
+  /**
+   * Whether the queues keep latency histograms (default true): two clock
+   * reads per request. The other counters are always kept.
+   */
+  readonly timing?: boolean;
 }
 
 /** The most queues a backend may offer (blkif.h sets no limit; this bounds XenStore reads). */
@@ -147,7 +154,7 @@ interface DiskRecord {
 }
 
 /** The vbd device type. */
-export class BlockService {
+export class BlockService implements StatsSource {
   readonly #options: BlockOptions;
   readonly #maxQueues: number;
   readonly #disks = new Map<string, DiskRecord>();
@@ -183,12 +190,39 @@ export class BlockService {
 
   /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
-    const [first, ...rest] = this.queueStats(domid, devid);
-    if (!first) return undefined;
-    for (const s of rest) {
-      for (const k of Object.keys(first) as (keyof BlkQueueStats)[]) first[k] += s[k];
+    return sumQueueStats(this.queueStats(domid, devid));
+  }
+
+  /** Every connected disk's statistics (for {@link stats$} and the metrics endpoint). */
+  deviceStats(): BlockDeviceStats[] {
+    const out: BlockDeviceStats[] = [];
+    for (const rec of this.#disks.values()) {
+      const s = sumQueueStats(rec.queues.map((q) => q.stats()));
+      if (!s) continue;
+      out.push({
+        type: 'vbd',
+        name: rec.ctx.name,
+        domid: rec.ctx.key.domid,
+        devid: rec.ctx.key.devid,
+        state: xenbusStateName(rec.ctx.state.beState),
+        queues: rec.queues.length,
+        counters: {
+          requests: s.requests,
+          responses: s.responses,
+          reads: s.reads,
+          writes: s.writes,
+          flushRequests: s.flushRequests,
+          discards: s.discards,
+          sectorsRead: s.sectorsRead,
+          sectorsWritten: s.sectorsWritten,
+          fenceWaits: s.fenceWaits,
+          errors: s.errors,
+          notifications: s.notifications,
+        },
+        latency: { read: s.readLatency, write: s.writeLatency, flush: s.flushLatency, discard: s.discardLatency },
+      });
     }
-    return first;
+    return out;
   }
 
   /** The counters of each queue of a connected disk, in queue order. */
@@ -343,6 +377,7 @@ export class BlockService {
           ),
         );
       });
+      if (this.#options.timing === false) for (const q of rec.queues) q.setTiming(false);
     } catch (err) {
       // All queues or none.
       stopQueues(rec);
@@ -369,4 +404,23 @@ function diskInfo(readOnly: boolean, deviceType: string | undefined): number {
 function stopQueues(rec: DiskRecord): void {
   for (const q of rec.queues) q.stop();
   rec.queues = [];
+}
+
+/** Queues' counters added up (latency histograms merged); `undefined` for none. */
+function sumQueueStats(all: readonly BlkQueueStats[]): BlkQueueStats | undefined {
+  const [first, ...rest] = all;
+  if (!first) return undefined;
+  const sum = { ...first };
+  for (const s of rest) {
+    for (const k of Object.keys(sum) as (keyof BlkQueueStats)[]) {
+      const a = sum[k];
+      const b = s[k];
+      if (typeof a === 'number' && typeof b === 'number') (sum as Record<string, unknown>)[k] = a + b;
+    }
+    sum.readLatency = mergeLatency(sum.readLatency, s.readLatency);
+    sum.writeLatency = mergeLatency(sum.writeLatency, s.writeLatency);
+    sum.flushLatency = mergeLatency(sum.flushLatency, s.flushLatency);
+    sum.discardLatency = mergeLatency(sum.discardLatency, s.discardLatency);
+  }
+  return sum;
 }

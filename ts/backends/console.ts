@@ -15,7 +15,8 @@ import { PlatformError } from '../platform/errors.js';
 import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceOps } from '../xenbus/index.js';
 import type { XenStore } from '../xenstore/index.js';
-import { parseXenbusInt } from '../xenbus/state.js';
+import { parseXenbusInt, xenbusStateName } from '../xenbus/state.js';
+import type { ConsoleDeviceStats, StatsSource } from '../stats/types.js';
 
 /** How consoles are served. */
 export interface ConsoleOptions {
@@ -168,6 +169,7 @@ export interface ConsoleOutput {
 
 /** One console, for as long as the device exists. */
 interface ConsoleRecord {
+  readonly ctx: DeviceContext;
   readonly domid: number;
   readonly devid: number;
   backend: NativeConsoleBackend | null;
@@ -180,7 +182,7 @@ function key(domid: number, devid: number): string {
 }
 
 /** The console device type and its guests' output. */
-export class ConsoleService {
+export class ConsoleService implements StatsSource {
   readonly #options: ConsoleOptions;
   readonly #consoles = new Map<string, ConsoleRecord>();
   readonly #output = new Subject<ConsoleOutput>();
@@ -205,7 +207,7 @@ export class ConsoleService {
       return type === undefined || type === 'ioemu';
     },
     alloc: (ctx) => {
-      const rec: ConsoleRecord = { domid: ctx.key.domid, devid: ctx.key.devid, backend: null, notices: 0 };
+      const rec: ConsoleRecord = { ctx, domid: ctx.key.domid, devid: ctx.key.devid, backend: null, notices: 0 };
       this.#consoles.set(key(rec.domid, rec.devid), rec);
       return rec;
     },
@@ -316,5 +318,23 @@ export class ConsoleService {
   /** A console's counters. */
   stats(domid: number, devid = 0): ConsoleBackendStats | undefined {
     return this.#consoles.get(key(domid, devid))?.backend?.stats();
+  }
+
+  /** Every connected console's statistics (for {@link stats$} and the metrics endpoint). */
+  deviceStats(): ConsoleDeviceStats[] {
+    const out: ConsoleDeviceStats[] = [];
+    for (const rec of this.#consoles.values()) {
+      const s = rec.backend?.stats();
+      if (!s) continue;
+      out.push({
+        type: 'console',
+        name: rec.ctx.name,
+        domid: rec.domid,
+        devid: rec.devid,
+        state: xenbusStateName(rec.ctx.state.beState),
+        counters: { bytesOut: s.bytesOut, bytesIn: s.bytesIn, events: s.events, rateLimited: s.rateLimited, clamped: s.clamped },
+      });
+    }
+    return out;
   }
 }

@@ -7,6 +7,7 @@ import { packageInfo } from '../package-info.js';
 import { seconds } from './args.js';
 import { addConsoleCommand } from './console.js';
 import { addServeCommand } from './serve.js';
+import { addTopCommand } from './top.js';
 import { addXenstoredCommand } from './xenstored.js';
 import { addXsCommand } from './xs.js';
 
@@ -61,6 +62,7 @@ addServeCommand(program);
 addXenstoredCommand(program);
 addXsCommand(program);
 addConsoleCommand(program);
+addTopCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   // Errors of the library may carry the prefix already.

@@ -25,6 +25,7 @@ interface Options {
   primaryConsoles: boolean;
   maxQueues?: number;
   domainPoll: number;
+  metrics?: string | true;
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -57,6 +58,7 @@ export function addServeCommand(program: Command): void {
     )
     .option('--max-queues <n>', 'the most queues (rings) a guest disk may use (default: one per CPU)', integer('a queue count', 1, 64))
     .option('--domain-poll <ms>', 'on Xen, how often the domain list is read besides the XenStore watches (pause and unpause fire none)', integer('a period in ms', 10, 60_000), 1000)
+    .option('--metrics [address]', 'serve statistics over HTTP: /metrics (Prometheus), /healthz and /stats (for xenrx top), on host:port (default 127.0.0.1:9469)')
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
@@ -91,8 +93,15 @@ export function addServeCommand(program: Command): void {
         },
       });
       const disks = new BlockService({ platform, ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}) });
+      const consoles = new ConsoleService({ platform, pty: opts.pty });
+      // Counting from before the first device is found.
+      const metrics =
+        opts.metrics !== undefined
+          ? await (await import('./serve-metrics.js')).startServeMetrics({ address: opts.metrics, xs, platform, sources: [disks, consoles], devices$: registry.devices$ })
+          : null;
+      if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
-      if (opts.types.includes('console')) await registry.register('console', new ConsoleService({ platform, pty: opts.pty }).ops);
+      if (opts.types.includes('console')) await registry.register('console', consoles.ops);
       // Primary consoles are no xenbus devices: their own service finds
       // them by watching the domains.
       const primaries = opts.primaryConsoles
@@ -152,6 +161,7 @@ export function addServeCommand(program: Command): void {
       // Every device is taken down as on a backend's removal: Closing,
       // queues stopped, rings unmapped, ports closed.
       log(`${signal ?? 'stopped'}: disconnecting`);
+      await metrics?.close();
       await registry.close();
       await primaries?.close();
       states.unsubscribe();

@@ -153,6 +153,16 @@ export class Platform {
     }
   }
 
+  /**
+   * Whether the event loop still runs the data paths (for a health check):
+   * resolves to false if it did not answer within `timeoutMs` (default
+   * 2000) or was stopped. The JavaScript thread is never held.
+   */
+  eventLoopResponds(timeoutMs = 2000): Promise<boolean> {
+    if (this.#stopped) return Promise.resolve(false);
+    return this.native.eventLoopResponds(Math.max(0, Math.min(Math.round(timeoutMs), 2 ** 31)));
+  }
+
   /** Closes the ports bound here and stops the event loop. Idempotent. */
   stop(): void {
     if (this.#stopped) return;

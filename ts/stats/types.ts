@@ -1,0 +1,91 @@
+// What the statistics of a device look like, whatever its type: the
+// counters its data path keeps, read at one moment.
+import type { LatencyHistogram } from './histogram.js';
+
+/** A block device's counters, summed over its queues (blkback's names in brackets). */
+export interface BlockCounters {
+  /** Requests taken off the rings. */
+  readonly requests: number;
+  /** Responses published. */
+  readonly responses: number;
+  /** Reads handed to storage (`rd_req`). */
+  readonly reads: number;
+  /** Writes handed to storage (`wr_req`). */
+  readonly writes: number;
+  /** Flush and barrier requests (`f_req`). */
+  readonly flushRequests: number;
+  /** Discards (`ds_req`). */
+  readonly discards: number;
+  /** Sectors read (`rd_sect`). */
+  readonly sectorsRead: number;
+  /** Sectors written (`wr_sect`). */
+  readonly sectorsWritten: number;
+  /** Times taking requests stopped for a barrier or flush to wait for earlier ones. */
+  readonly fenceWaits: number;
+  /** Requests answered with an error. */
+  readonly errors: number;
+  /** Notifications sent to the guest. */
+  readonly notifications: number;
+}
+
+/** A block device's latency histograms, from taken off the ring to answered. */
+export interface BlockLatencies {
+  readonly read: LatencyHistogram;
+  readonly write: LatencyHistogram;
+  /** Flushes, flushes carrying data and barriers. */
+  readonly flush: LatencyHistogram;
+  readonly discard: LatencyHistogram;
+}
+
+/** A console's counters. */
+export interface ConsoleCounters {
+  /** Bytes of guest output read. */
+  readonly bytesOut: number;
+  /** Bytes of input written into the guest's ring. */
+  readonly bytesIn: number;
+  /** Events from the guest. */
+  readonly events: number;
+  /** Events held back by the rate limit. */
+  readonly rateLimited: number;
+  /** Passes that found bogus ring indexes. */
+  readonly clamped: number;
+}
+
+interface DeviceStatsBase {
+  /** `<type>-<domid>-<devid>`. */
+  readonly name: string;
+  readonly domid: number;
+  readonly devid: number;
+  /** The backend's xenbus state (`Connected`...). */
+  readonly state: string;
+}
+
+/** A connected disk's statistics. */
+export interface BlockDeviceStats extends DeviceStatsBase {
+  readonly type: 'vbd';
+  /** Queues (rings) served. */
+  readonly queues: number;
+  readonly counters: BlockCounters;
+  readonly latency: BlockLatencies;
+}
+
+/** A connected console's statistics. */
+export interface ConsoleDeviceStats extends DeviceStatsBase {
+  readonly type: 'console';
+  readonly counters: ConsoleCounters;
+}
+
+/** One device's statistics. */
+export type DeviceStats = BlockDeviceStats | ConsoleDeviceStats;
+
+/** Anything that can list its devices' statistics (the block and console services). */
+export interface StatsSource {
+  deviceStats(): DeviceStats[];
+}
+
+/** Every device's statistics at one moment. */
+export interface StatsSnapshot {
+  /** When, in milliseconds since the epoch. */
+  readonly at: number;
+  readonly devices: readonly DeviceStats[];
+}
