@@ -13,7 +13,7 @@ test('--help lists every subcommand on one line', async (t) => {
   const commands = stdout.slice(stdout.indexOf('Commands:')).split('\n').slice(1).filter((l) => l.trim() !== '');
   t.deepEqual(
     commands.map((l) => /^ {2}(\S+)/.exec(l)?.[1]),
-    ['demo', 'info', 'build-native', 'serve', 'xenstored', 'xs', 'console', 'help'],
+    ['demo', 'info', 'build-native', 'serve', 'xenstored', 'xs', 'console', 'top', 'help'],
     `continuation lines or missing commands in:\n${stdout}`,
   );
 });
@@ -118,6 +118,23 @@ test('the demo stops cleanly on SIGINT', async (t) => {
   assertInOrder(t, stdout, [diskBackendConnected, diskSummary, ...diskClosed, /stopped cleanly/]);
   assertInOrder(t, stdout, [/SIGINT: shutting down/, ...diskClosed]);
   t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
+});
+
+test('the demo with --metrics: xenrx top shows its guests\' disk and consoles', async (t) => {
+  const demo = startXenrx(['demo', '--duration', '600', '--metrics', '127.0.0.1:0']);
+  t.teardown(() => {
+    if (demo.child.exitCode === null && demo.child.signalCode === null) demo.child.kill('SIGKILL');
+  });
+  await demo.waitFor(/attach from another terminal/);
+  const url = /xenrx top --url (http:\/\/\S+)/.exec(demo.output())?.[1];
+  if (url === undefined) throw new Error(`no endpoint in:\n${demo.output()}`);
+  const top = await runCli(['top', '--url', url, '--once', '--interval', '100']);
+  t.is(top.code, 0, top.stderr);
+  t.regex(top.stdout, /^guest1\s+1\s+vbd-1-51712\s+Connected\s/m);
+  t.regex(top.stdout, /^guest1\s+1\s+console-1-0\s+Connected\s/m);
+  t.regex(top.stdout, /^guest2\s+2\s+console-2-0\s/m);
+  t.is(await demo.stop('SIGTERM'), 0);
+  t.regex(demo.output(), /stopped cleanly/);
 });
 
 test('the demo stops its disk workload midway on SIGTERM, and closes the disk', async (t) => {

@@ -492,6 +492,13 @@ export declare function benchBlkJsStorage(storage: NativeBlkStorage, workload: B
  */
 export declare function benchBlkSequential(segments: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
+/**
+ * One queue with persistent grants, `segments` pages per request (random
+ * blocks or in order), `depth` in flight, for `millis`, with the queue's
+ * latency histograms on or off: what statistics cost the data path.
+ */
+export declare function benchBlkTiming(segments: number, depth: number, write: boolean, random: boolean, timing: boolean, millis: number): BlkBenchFigures
+
 /** Latencies (ns) of the same ping-pong over bare eventfds, two threads. */
 export declare function benchEventfdRoundTrips(count: number): Array<number>
 

@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkJsStorage, benchBlkSequential, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, GNTTAB_RESERVED_CONSOLE, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkJsStorage, benchBlkSequential, benchBlkTiming, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, GNTTAB_RESERVED_CONSOLE, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeBlkJsStorage }
 export { NativeBlkQueue }
 export { NativeBlkStorage }
@@ -794,6 +794,7 @@ export { NativeXsClient }
 export { benchBlkIops }
 export { benchBlkJsStorage }
 export { benchBlkSequential }
+export { benchBlkTiming }
 export { benchEventfdRoundTrips }
 export { benchEvtchnRoundTrips }
 export { benchGrantCopyRate }

@@ -24,6 +24,11 @@ export function run(command: string, args: readonly string[], env: NodeJS.Proces
   });
 }
 
+/** The node arguments that run the xenrx CLI from its sources with `args`. */
+export function xenrxNodeArgs(args: readonly string[]): string[] {
+  return ['--import', 'tsx', cliEntry, ...args];
+}
+
 /** Runs the xenrx CLI to completion. */
 export function runXenrx(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Result> {
   return run(process.execPath, ['--import', 'tsx', cliEntry, ...args], env);

@@ -23,6 +23,8 @@ import { untilStopped } from './signals.js';
 /** How long the demo runs, in seconds; `undefined`: until Ctrl-C. */
 export interface DemoOptions {
   readonly duration?: number;
+  /** Serve statistics (as `xenrx serve --metrics`) on this address, or the default one with `true`. */
+  readonly metrics?: string | true;
 }
 
 /** The disk the first guest gets: in memory, with a 4-page ring. */
@@ -80,6 +82,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   await registry.register('console', consoles.ops);
   const disks = new BlockService({ platform: host.platform });
   await registry.register('vbd', disks.ops);
+  const metrics =
+    options.metrics === undefined
+      ? null
+      : await (await import('./serve-metrics.js')).startServeMetrics({ address: options.metrics, xs: host.dom0, platform: host.platform, sources: [disks, consoles], devices$: registry.devices$ });
+  if (metrics) say(`statistics on ${metrics.url}/metrics; watch the devices from another terminal: npx xenrx top --url ${metrics.url}`);
   const subs: Subscription[] = [];
   // Each device's walk through the xenbus states.
   subs.push(
@@ -171,6 +178,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     await fe.close().catch(() => undefined);
     await consoleClosed;
   }
+  await metrics?.close();
   await registry.close();
   for (const s of subs) s.unsubscribe();
   const requests = host.xenstored.stats().requests;

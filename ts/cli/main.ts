@@ -28,10 +28,11 @@ program
   .command('demo')
   .description('run the demo on the embedded simulated host')
   .option('--duration <seconds>', 'stop after this long (default: until Ctrl-C on a terminal, 12 s otherwise)', seconds)
-  .action(async (opts: { duration?: number }) => {
+  .option('--metrics [address]', 'serve statistics for xenrx top and Prometheus on host:port (default 127.0.0.1:9469)')
+  .action(async (opts: { duration?: number; metrics?: string | true }) => {
     const { runDemo } = await import('./demo.js');
     const duration = opts.duration ?? (process.stdin.isTTY ? undefined : 12);
-    await runDemo({ duration });
+    await runDemo({ duration, ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}) });
   });
 
 program

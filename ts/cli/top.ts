@@ -47,7 +47,7 @@ function sleep(ms: number, wake: { cancel?: () => void }): Promise<void> {
 export function addTopCommand(program: Command): void {
   program
     .command('top')
-    .description('live view of the devices a running xenrx serve (started with --metrics) serves, like xentop')
+    .description('live device statistics, as xentop')
     .option('--url <url>', 'the statistics endpoint (default http://127.0.0.1:9469, as serve --metrics)')
     .option('--interval <ms>', 'refresh period', integer('a period in ms', 100, 3_600_000), 1000)
     .option('--sort <column>', `column to sort by (${TOP_COLUMNS.join(', ')})`, column, 'ops/s' as TopColumn)

@@ -65,6 +65,8 @@ pub struct Workload {
     /// Persistent grants negotiated (as Linux blkfront does by default),
     /// else a grant per page per request and grant copy.
     pub persistent: bool,
+    /// The queues keep latency histograms (as they do by default).
+    pub timing: bool,
 }
 
 /// What a run measured, over its timed window (after a warm-up).
@@ -115,6 +117,7 @@ pub fn random_iops(
             random: true,
             region_bytes: REGION_BYTES,
             persistent,
+            timing: true,
         },
         duration,
     )
@@ -138,6 +141,7 @@ pub fn sequential(
             random: false,
             region_bytes: REGION_BYTES,
             persistent,
+            timing: true,
         },
         duration,
     )
@@ -273,6 +277,7 @@ pub fn run_with(
             Box::new(move |e| sink.lock().unwrap_or_else(|p| p.into_inner()).push(e)),
         )
         .map_err(other)?;
+        queue.set_timing(w.timing);
         queues.push(queue);
         lanes.push(Lane::new(
             front,

@@ -181,6 +181,33 @@ pub fn bench_blk_sequential(
     .map_err(io_error)
 }
 
+/// One queue with persistent grants, `segments` pages per request (random
+/// blocks or in order), `depth` in flight, for `millis`, with the queue's
+/// latency histograms on or off: what statistics cost the data path.
+#[napi]
+pub fn bench_blk_timing(
+    segments: u32,
+    depth: u32,
+    write: bool,
+    random: bool,
+    timing: bool,
+    millis: u32,
+) -> Result<BlkBenchFigures> {
+    let w = crate::blk::bench::Workload {
+        queues: 1,
+        depth,
+        segments,
+        write,
+        random,
+        region_bytes: crate::blk::bench::REGION_BYTES,
+        persistent: true,
+        timing,
+    };
+    crate::blk::bench::run(&w, Duration::from_millis(u64::from(millis)))
+        .map(BlkBenchFigures::from)
+        .map_err(io_error)
+}
+
 /// memcpy bytes per second of `block_bytes` blocks between two page-aligned
 /// buffers.
 #[napi]

@@ -87,6 +87,7 @@ pub fn bench_blk_js_storage(
             random: workload.random,
             region_bytes: REGION_BYTES,
             persistent: workload.persistent,
+            timing: true,
         },
         duration: Duration::from_millis(u64::from(workload.millis)),
         storages,
@@ -112,6 +113,7 @@ mod tests {
                 random: true,
                 region_bytes: 4 << 20,
                 persistent: true,
+                timing: true,
             };
             let f = run_with(&w, Duration::from_millis(30), &open, None).unwrap();
             // Reads found the stamps the rings wrote (the disk started empty).

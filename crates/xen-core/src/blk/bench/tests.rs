@@ -13,6 +13,7 @@ fn small(queues: usize, depth: u32, segments: u32, write: bool, random: bool) ->
         random,
         region_bytes: 4 << 20,
         persistent: false,
+        timing: true,
     }
 }
 
@@ -35,6 +36,7 @@ fn random_4k_reads_and_writes_on_one_and_two_queues_verify_their_data() {
         for write in [false, true] {
             let w = Workload {
                 persistent,
+                timing: true,
                 ..small(queues, depth, 1, write, true)
             };
             let f = measure(&w);
@@ -56,6 +58,7 @@ fn sequential_indirect_reads_and_writes_verify_their_data() {
         for write in [false, true] {
             let w = Workload {
                 persistent,
+                timing: true,
                 ..small(1, 8, segments, write, false)
             };
             let f = measure(&w);
