@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import test from 'ava';
 import { firstValueFrom, filter } from 'rxjs';
 
-import { BlockService, ConsoleService, SimBlockFrontend, SimulatedHost, XenbusRegistry, addDevice, healthProbe, stats$ } from '../ts/index.js';
+import { BlockService, ConsoleService, PrimaryConsoleService, SimBlockFrontend, SimulatedHost, XenbusRegistry, addDevice, healthProbe, stats$ } from '../ts/index.js';
 import type { BlockDeviceStats, ConsoleDeviceStats, StatsDocument } from '../ts/index.js';
 import { runXenrx, startProgram, startXenrx, xenrxNodeArgs } from './helpers/process.js';
+import { pollUntil } from './helpers/poll.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
 import { tempDir } from './helpers/xenstore.js';
 
@@ -130,14 +131,16 @@ test('serve --metrics counts exactly what a simulated blkfront did, and xenrx to
   t.is(await serve.stop('SIGTERM'), 0);
 });
 
-test('stats$ gives snapshots of every disk and console, and the health probe sees a stopped event loop', async (t) => {
+test('stats$ gives snapshots of every disk, console and primary console, and the health probe sees a stopped event loop', async (t) => {
   const host = await SimulatedHost.start();
   const registry = await XenbusRegistry.create(host.dom0, { domains: host.domains });
   const disks = new BlockService({ platform: host.platform });
   const consoles = new ConsoleService({ platform: host.platform });
   await registry.register('vbd', disks.ops);
   await registry.register('console', consoles.ops);
+  const primaries = await PrimaryConsoleService.start({ xs: host.dom0, platform: host.platform, domains: host.domains });
   t.teardown(async () => {
+    await primaries.close();
     await registry.close();
     await host.stop();
   });
@@ -149,13 +152,24 @@ test('stats$ gives snapshots of every disk and console, and the health probe see
   await fe.write(0, Buffer.alloc(8192, 1));
   await fe.read(0, 4096);
   await con.writeAll('hello\r\n');
+  const guest4 = await host.createGuest(4, 'guest4');
+  const primary = await host.addPrimaryConsole(guest4);
+  await pollUntil(() => primaries.isServed(4));
+  await primary.writeAll('booting\r\n');
 
   // The console's output is counted once the backend read it.
   const snap = await firstValueFrom(
-    stats$([disks, consoles], { periodMs: 20 }).pipe(filter((s) => s.devices.some((d) => d.type === 'console' && d.counters.bytesOut >= 7))),
+    stats$([disks, consoles, primaries], { periodMs: 20 }).pipe(
+      filter((s) => {
+        const out = (name: string): number => s.devices.find((d): d is ConsoleDeviceStats => d.type === 'console' && d.name === name)?.counters.bytesOut ?? 0;
+        return out('console-3-0') >= 7 && out('console-4-0') >= 9;
+      }),
+    ),
   );
   const disk = snap.devices.find((d): d is BlockDeviceStats => d.type === 'vbd');
-  const console_ = snap.devices.find((d): d is ConsoleDeviceStats => d.type === 'console');
+  const console_ = snap.devices.find((d): d is ConsoleDeviceStats => d.name === 'console-3-0');
+  const primaryStats = snap.devices.find((d): d is ConsoleDeviceStats => d.name === 'console-4-0');
+  t.deepEqual([primaryStats?.type, primaryStats?.domid, primaryStats?.state, primaryStats?.counters.bytesOut], ['console', 4, 'Connected', 9]);
   t.is(disk?.name, 'vbd-3-51712');
   t.is(disk?.state, 'Connected');
   t.deepEqual([disk?.counters.reads, disk?.counters.writes, disk?.counters.sectorsRead, disk?.counters.sectorsWritten], [1, 1, 8, 16]);

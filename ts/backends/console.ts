@@ -16,6 +16,7 @@ import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceOps } from '../xenbus/index.js';
 import type { XenStore } from '../xenstore/index.js';
 import { parseXenbusInt, xenbusStateName } from '../xenbus/state.js';
+import { consoleDeviceStats } from '../stats/types.js';
 import type { ConsoleDeviceStats, StatsSource } from '../stats/types.js';
 
 /** How consoles are served. */
@@ -326,14 +327,7 @@ export class ConsoleService implements StatsSource {
     for (const rec of this.#consoles.values()) {
       const s = rec.backend?.stats();
       if (!s) continue;
-      out.push({
-        type: 'console',
-        name: rec.ctx.name,
-        domid: rec.domid,
-        devid: rec.devid,
-        state: xenbusStateName(rec.ctx.state.beState),
-        counters: { bytesOut: s.bytesOut, bytesIn: s.bytesIn, events: s.events, rateLimited: s.rateLimited, clamped: s.clamped },
-      });
+      out.push(consoleDeviceStats(rec.domid, rec.devid, xenbusStateName(rec.ctx.state.beState), s));
     }
     return out;
   }

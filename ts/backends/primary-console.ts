@@ -24,6 +24,8 @@ import type { Subscription } from 'rxjs';
 
 import { native } from '../native.js';
 import type { ConsoleBackendStats, NativeConsoleBackend } from '../native.js';
+import { consoleDeviceStats } from '../stats/types.js';
+import type { ConsoleDeviceStats, StatsSource } from '../stats/types.js';
 import { PlatformError } from '../platform/errors.js';
 import type { DomainLiveness, LogLevel } from '../xenbus/index.js';
 import { isXenStoreError } from '../xenstore/index.js';
@@ -191,7 +193,7 @@ function stderrLog(e: PrimaryConsoleLogEntry): void {
 }
 
 /** Guests' primary consoles, found by watching the domains and served as xenconsoled does. */
-export class PrimaryConsoleService {
+export class PrimaryConsoleService implements StatsSource {
   readonly #options: PrimaryConsoleOptions;
   readonly #xs: XenStore;
   readonly #log: (entry: PrimaryConsoleLogEntry) => void;
@@ -586,6 +588,14 @@ export class PrimaryConsoleService {
   /** A console's counters. */
   stats(domid: number): ConsoleBackendStats | undefined {
     return this.#records.get(domid)?.backend?.stats();
+  }
+
+  /** Every served console's statistics, as device `console-<domid>-0` (as libxl names it). */
+  deviceStats(): ConsoleDeviceStats[] {
+    return [...this.#records.values()].flatMap((r) => {
+      const s = r.backend?.stats();
+      return s ? [consoleDeviceStats(r.domid, 0, 'Connected', s)] : [];
+    });
   }
 
   /**

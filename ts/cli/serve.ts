@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 
+import type { StatsSource } from '../stats/index.js';
 import type { LogLevel } from '../xenbus/index.js';
 import { integer } from './args.js';
 import { untilStopped } from './signals.js';
@@ -94,10 +95,12 @@ export function addServeCommand(program: Command): void {
       });
       const disks = new BlockService({ platform, ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}) });
       const consoles = new ConsoleService({ platform, pty: opts.pty });
-      // Counting from before the first device is found.
+      // Counting from before the first device is found; the primary
+      // consoles join the sources once their service runs.
+      const sources: StatsSource[] = [disks, consoles];
       const metrics =
         opts.metrics !== undefined
-          ? await (await import('./serve-metrics.js')).startServeMetrics({ address: opts.metrics, xs, platform, sources: [disks, consoles], devices$: registry.devices$ })
+          ? await (await import('./serve-metrics.js')).startServeMetrics({ address: opts.metrics, xs, platform, sources, devices$: registry.devices$ })
           : null;
       if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
@@ -117,6 +120,7 @@ export function addServeCommand(program: Command): void {
             },
           })
         : null;
+      if (primaries) sources.push(primaries);
       // Each device's backend state as it changes (not every step of the
       // machine).
       const last = new Map<string, string>();

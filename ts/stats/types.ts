@@ -89,3 +89,20 @@ export interface StatsSnapshot {
   readonly at: number;
   readonly devices: readonly DeviceStats[];
 }
+
+/** A console's statistics from its backend's counters. */
+export function consoleDeviceStats(
+  domid: number,
+  devid: number,
+  state: string,
+  s: Pick<ConsoleCounters, 'bytesOut' | 'bytesIn' | 'events' | 'rateLimited' | 'clamped'>,
+): ConsoleDeviceStats {
+  return {
+    type: 'console',
+    name: `console-${String(domid)}-${String(devid)}`,
+    domid,
+    devid,
+    state,
+    counters: { bytesOut: s.bytesOut, bytesIn: s.bytesIn, events: s.events, rateLimited: s.rateLimited, clamped: s.clamped },
+  };
+}
