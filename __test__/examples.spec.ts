@@ -15,6 +15,15 @@ const examples = readdirSync(dir).filter((f) => f.endsWith('.ts'));
  * concurrently, so a list orders one side's lines, or lines one causes.
  */
 const expected: Readonly<Record<string, readonly (readonly RegExp[])[]>> = {
+  'replicated-disk.ts': [
+    [
+      /^guest: disk of 8192 sectors, flush offered: true$/m,
+      /^flush: 4 writes shipped to the replica$/m,
+      /^flush: 1 writes shipped to the replica$/m,
+      /^replica matches the primary: true \(9 pages\)$/m,
+      /^backend counted 5 writes and 2 flushes$/m,
+    ],
+  ],
   'hello-device.ts': [
     // The backend's callbacks, in the order the registry calls them.
     [
