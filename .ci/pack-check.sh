@@ -102,7 +102,13 @@ mkdir -p "$user"
   cd "$user"
   export PATH="$norust_path"
   npm init -y --silent >/dev/null
-  npm install --silent --no-audit --no-fund "$work/xenrx-$version.tgz" "$work/xenrx-$tag-$version.tgz"
+  # npm 11 warns about a dependency's install scripts (a tarball's
+  # `prepare` too) that allowScripts does not cover: the packages ship
+  # none, so a user's install prints no such warning.
+  npm install --no-audit --no-fund --loglevel warn "$work/xenrx-$version.tgz" "$work/xenrx-$tag-$version.tgz" 2>&1 | tee "$work/install.log"
+  if grep -q 'install-scripts' "$work/install.log"; then
+    echo "pack:check: npm found install scripts in the packages (see above)" >&2; exit 1
+  fi
   npx --no-install xenrx --help
   info=$(npx --no-install xenrx info)
   echo "$info"

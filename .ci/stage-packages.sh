@@ -4,7 +4,8 @@
 #
 #   stage_packages STAGE WORK TAG TRIPLE
 #
-# STAGE gets the main package as `npm pack` would ship it, with npm/ beside
+# STAGE gets the main package as `npm pack` would ship it (without the
+# clone's `prepare` script, as the release publishes it), with npm/ beside
 # it; the host's addon (native/xenrx.TAG.node) goes into npm/TAG; the main
 # package's napi targets are cut to TRIPLE (napi checks that each target's
 # binary is there, and here only the host's is); `napi prepublish` then
@@ -17,6 +18,9 @@ stage_packages() {
   npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null
   tar -xzf "$work/xenrx-$version.tgz" -C "$stage" --strip-components=1
   rm "$work/xenrx-$version.tgz"
+  # `prepare` builds a clone (Rust and TypeScript); the package is built
+  # already, and npm 11 would list the script for a user to approve.
+  (cd "$stage" && npm pkg delete scripts.prepare)
   cp -r npm "$stage/npm"
   cp "native/xenrx.$tag.node" "$stage/npm/$tag/"
   node -e '
