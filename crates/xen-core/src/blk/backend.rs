@@ -3,9 +3,11 @@
 //! loop. The handle stops it again.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::journal::QueueJournal;
 use super::queue::{QueueEvent, QueueSource};
 use super::request::Offer;
 use super::stats::{BlkStats, Counters};
@@ -13,7 +15,7 @@ use super::storage::Storage;
 use crate::platform::event_loop::{Source, SourceHandle};
 use crate::platform::{DomId, EvtchnError, GrantError, GrantRef, Platform, Port};
 use crate::ring::blkif::{BlkifAbi, BlkifProtocol, BlkifX86_32, BlkifX86_64};
-use crate::ring::shared::{BackRing, SharedRingError};
+use crate::ring::shared::{BackRing, RingProtocol, SharedRingError, SlotBytes};
 
 /// The most ring pages a queue takes (`max-ring-page-order` 4, as blkback).
 pub const MAX_RING_PAGE_ORDER: u32 = 4;
@@ -34,6 +36,19 @@ pub struct RingConfig {
     pub persistent: bool,
 }
 
+/// What a queue keeps so that a backend started after this one died can
+/// take its ring over without the guest reconnecting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restart {
+    /// The queue's journal file ([`super::journal`]), created when the
+    /// queue starts and removed when it stops in order.
+    pub journal: Option<PathBuf>,
+    /// Take over a ring that a backend which died was serving: the
+    /// journal it left says which requests it had taken; those it did not
+    /// answer are served again, first.
+    pub resume: bool,
+}
+
 /// Why a queue could not start.
 #[derive(Debug)]
 pub enum BlkError {
@@ -47,6 +62,9 @@ pub enum BlkError {
     Bind(EvtchnError),
     /// The event loop is gone.
     EventLoop(std::io::Error),
+    /// The journal could not be made, or a ring cannot be taken over with
+    /// the one found.
+    Journal(std::io::Error),
 }
 
 impl fmt::Display for BlkError {
@@ -57,6 +75,7 @@ impl fmt::Display for BlkError {
             BlkError::Ring(e) => write!(f, "unusable ring: {e}"),
             BlkError::Bind(e) => write!(f, "cannot bind the event channel: {e}"),
             BlkError::EventLoop(e) => write!(f, "event loop: {e}"),
+            BlkError::Journal(e) => write!(f, "journal: {e}"),
         }
     }
 }
@@ -67,6 +86,7 @@ impl std::error::Error for BlkError {}
 /// the event loop, unbinds its port and unmaps its ring, after which the
 /// guest can end its grants.
 pub struct BlkQueue {
+    journal: Option<PathBuf>,
     counters: Arc<Counters>,
     capacity: Arc<AtomicU64>,
     source: Mutex<Option<SourceHandle>>,
@@ -86,6 +106,19 @@ impl BlkQueue {
         storage: Box<dyn Storage>,
         sink: Box<dyn FnMut(QueueEvent) + Send>,
     ) -> Result<BlkQueue, BlkError> {
+        BlkQueue::start_with(platform, ring, offer, storage, sink, &Restart::default())
+    }
+
+    /// [`BlkQueue::start`], keeping a journal, or taking over the ring of
+    /// a backend that died, as `restart` says.
+    pub fn start_with(
+        platform: &Arc<Platform>,
+        ring: &RingConfig,
+        offer: Offer,
+        storage: Box<dyn Storage>,
+        sink: Box<dyn FnMut(QueueEvent) + Send>,
+        restart: &Restart,
+    ) -> Result<BlkQueue, BlkError> {
         let pages = ring.ring_refs.len();
         if !pages.is_power_of_two() || pages > 1 << MAX_RING_PAGE_ORDER {
             return Err(BlkError::RingPages(pages));
@@ -100,43 +133,33 @@ impl BlkQueue {
             .bind_interdomain(ring.frontend, ring.remote_port)
             .map_err(BlkError::Bind)?;
         let capacity = Arc::new(AtomicU64::new(offer.geometry.sectors));
-        let source: Result<Box<dyn Source>, SharedRingError> = match ring.protocol {
-            BlkifProtocol::X86_64 => source::<BlkifX86_64>(
-                map,
-                platform,
-                ring.frontend,
-                port,
-                offer,
-                ring.persistent,
-                storage,
-                &counters,
-                &capacity,
-                sink,
-            ),
-            BlkifProtocol::X86_32 => source::<BlkifX86_32>(
-                map,
-                platform,
-                ring.frontend,
-                port,
-                offer,
-                ring.persistent,
-                storage,
-                &counters,
-                &capacity,
-                sink,
-            ),
+        let parts = Parts {
+            platform,
+            ring,
+            port,
+            offer,
+            storage,
+            counters: &counters,
+            capacity: &capacity,
+            sink,
+            restart,
+        };
+        let source = match ring.protocol {
+            BlkifProtocol::X86_64 => source::<BlkifX86_64>(map, parts),
+            BlkifProtocol::X86_32 => source::<BlkifX86_32>(map, parts),
         };
         let source = match source {
             Ok(s) => s,
             Err(e) => {
                 let _ = evtchn.unbind(port);
-                return Err(BlkError::Ring(e));
+                return Err(e);
             }
         };
         // Requests the guest pushed before the port was bound are seen at
         // once: a new source runs right away.
         match platform.event_loop().add(Some(port), source, false) {
             Ok(handle) => Ok(BlkQueue {
+                journal: restart.journal.clone(),
                 counters,
                 capacity,
                 source: Mutex::new(Some(handle)),
@@ -184,7 +207,20 @@ impl BlkQueue {
             // then the port.
             drop(source.remove());
             let _ = self.evtchn.unbind(self.port);
+            // Stopped in order: nothing is left to take over.
+            if let Some(path) = &self.journal {
+                let _ = std::fs::remove_file(path);
+            }
         }
+    }
+
+    /// Leaves the queue as a crash would (for tests of the restart): off
+    /// the loop, the port closed and the ring unmapped, but requests taken
+    /// and not answered stay so, and the journal stays.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.journal = None;
+        self.stop();
     }
 }
 
@@ -194,32 +230,79 @@ impl Drop for BlkQueue {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn source<P: BlkifAbi + Send + 'static>(
-    map: crate::platform::GrantMapping,
-    platform: &Platform,
-    frontend: DomId,
+/// What [`source`] builds a queue from.
+struct Parts<'a> {
+    platform: &'a Arc<Platform>,
+    ring: &'a RingConfig,
     port: Port,
     offer: Offer,
-    persistent: bool,
     storage: Box<dyn Storage>,
-    counters: &Arc<Counters>,
-    capacity: &Arc<AtomicU64>,
+    counters: &'a Arc<Counters>,
+    capacity: &'a Arc<AtomicU64>,
     sink: Box<dyn FnMut(QueueEvent) + Send>,
-) -> Result<Box<dyn Source>, SharedRingError> {
-    let state = BackRing::<P>::attach(map.mem())?.state();
-    Ok(Box::new(QueueSource::<P>::new(
+    restart: &'a Restart,
+}
+
+fn source<P: BlkifAbi + Send + 'static>(
+    map: crate::platform::GrantMapping,
+    p: Parts<'_>,
+) -> Result<Box<dyn Source>, BlkError> {
+    let mut back = BackRing::<P>::attach(map.mem()).map_err(BlkError::Ring)?;
+    let slot_size = <P as RingProtocol>::Request::LEN;
+    let mut replay = Vec::new();
+    let journal = match (&p.restart.journal, p.restart.resume) {
+        (None, false) => None,
+        (None, true) => {
+            return Err(BlkError::Journal(std::io::Error::other(
+                "taking a ring over needs the journal of the backend that served it",
+            )))
+        }
+        (Some(path), false) => Some(
+            QueueJournal::create(path, p.ring, back.size(), slot_size, back.req_cons())
+                .map_err(BlkError::Journal)?,
+        ),
+        (Some(path), true) => {
+            let journal = QueueJournal::open(path, p.ring, back.size(), slot_size)
+                .map_err(BlkError::Journal)?;
+            // Requests from the published responses on, taken by the
+            // backend that died: their slots may hold its unpublished
+            // responses, so they come from the journal.
+            let answered = back.rsp_prod_pvt();
+            let taken = journal.taken().wrapping_sub(answered);
+            let on_ring = back.unconsumed_requests().map_err(BlkError::Ring)?;
+            if taken > on_ring {
+                return Err(BlkError::Journal(std::io::Error::other(format!(
+                    "the journal has {taken} requests taken after the last answered, the ring only {on_ring}"
+                ))));
+            }
+            replay = (0..taken)
+                .map(|i| {
+                    let mut request = <P as RingProtocol>::Request::zeroed();
+                    journal.request(answered.wrapping_add(i), request.as_mut());
+                    request
+                })
+                .collect();
+            back.consume_requests(taken).map_err(BlkError::Ring)?;
+            Some(journal)
+        }
+    };
+    let state = back.state();
+    let queue = QueueSource::<P>::new(
         map,
         state,
-        platform.gntdev().clone(),
-        frontend,
-        port,
-        platform.evtchn().clone(),
-        offer,
-        persistent,
-        storage,
-        counters.clone(),
-        capacity.clone(),
-        sink,
-    )))
+        p.platform.gntdev().clone(),
+        p.ring.frontend,
+        p.port,
+        p.platform.evtchn().clone(),
+        p.offer,
+        p.ring.persistent,
+        p.storage,
+        p.counters.clone(),
+        p.capacity.clone(),
+        p.sink,
+    );
+    Ok(Box::new(match journal {
+        Some(journal) => queue.with_journal(journal, replay),
+        None => queue,
+    }))
 }

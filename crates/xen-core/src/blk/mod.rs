@@ -4,13 +4,14 @@
 mod backend;
 pub mod bench;
 pub mod frontend;
+pub mod journal;
 mod queue;
 pub mod request;
 mod stats;
 pub mod storage;
 mod transfer;
 
-pub use backend::{BlkError, BlkQueue, RingConfig, MAX_RING_PAGE_ORDER};
+pub use backend::{BlkError, BlkQueue, Restart, RingConfig, MAX_RING_PAGE_ORDER};
 pub use transfer::MAX_PERSISTENT_GRANTS;
 
 /// An empty vector with `v`'s buffer, for elements that borrow something
@@ -25,6 +26,8 @@ pub(crate) fn reuse_vec<T, U>(mut v: Vec<T>) -> Vec<U> {
 pub use queue::QueueEvent;
 pub use stats::{latency_bound_us, BlkStats, Latency, LATENCY_BUCKETS};
 
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 

@@ -21,8 +21,16 @@
 //! Ordering: a barrier or a flush carrying data waits until every earlier
 //! request is done, then flushes, then writes (and a barrier flushes again),
 //! while later requests wait on the ring.
+//!
+//! Answers go out in the order the requests were taken (one that finishes
+//! early waits for those before it, as storage mostly finishes in order
+//! anyway): then the ring's `rsp_prod` alone says which requests were
+//! answered, and a backend started after this one died can take the ring
+//! over, serving again exactly those after it, from the journal the queue
+//! may keep ([`super::journal`]).
 
 mod answer;
+mod data;
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
@@ -30,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::journal::QueueJournal;
 use super::request::{self, check, Checked, Offer, Plan, Segments};
 use super::reuse_vec;
 use super::stats::{Counters, Kind};
@@ -74,19 +83,20 @@ struct InFlight {
     guest: Vec<GuestSegment>,
     /// What follows storage completion.
     step: Step,
-    timing: Timing,
+    ticket: Ticket,
 }
 
-/// What a request's latency is counted as, and since when (`None` with
-/// timing off).
+/// A request's place in the order of answers (its ring index when taken),
+/// what its latency is counted as, and since when (`None` with timing off).
 #[derive(Clone, Copy, Debug)]
-struct Timing {
+struct Ticket {
+    seq: u32,
     kind: Kind,
     since: Option<Instant>,
 }
 
-impl Timing {
-    fn of(plan: &Plan, since: Option<Instant>) -> Timing {
+impl Ticket {
+    fn of(seq: u32, plan: &Plan, since: Option<Instant>) -> Ticket {
         let kind = match plan {
             Plan::Flush => Kind::Flush,
             Plan::Discard { .. } => Kind::Discard,
@@ -96,7 +106,7 @@ impl Timing {
             Plan::Transfer { write: true, .. } => Kind::Write,
             Plan::Transfer { write: false, .. } => Kind::Read,
         };
-        Timing { kind, since }
+        Ticket { seq, kind, since }
     }
 }
 
@@ -134,15 +144,30 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// A request waiting for every earlier one to finish (barrier, flush
     /// with data): its plan, and the write once its flush is done.
     fenced: Option<(Checked, Option<IoRequest>)>,
-    /// The request being started: what [`Self::submit`] times it as.
-    timing: Timing,
-    /// The fenced request's timing, kept while it waits.
-    fenced_timing: Timing,
+    /// The request being started: where [`Self::submit`] answers it, and
+    /// what it times it as.
+    ticket: Ticket,
+    /// The fenced request's ticket, kept while it waits.
+    fenced_ticket: Ticket,
     completions: Vec<IoCompletion>,
     /// Requests taken in this pass, handed to storage together at the next
     /// reap or at the pass's end (one system call for a pass's requests).
     outbox: Vec<IoRequest>,
-    responses: VecDeque<Response>,
+    /// Answers in the order the requests were taken: `answers[i]` is the
+    /// answer (once there is one) of the request taken as number
+    /// `answered + i`. Responses go out in that order only, so the ring's
+    /// `rsp_prod` alone says which requests were answered: what a
+    /// restarted backend relies on (see [`super::journal`]).
+    answers: VecDeque<Option<Response>>,
+    /// The number of the first request in `answers`.
+    answered: u32,
+    /// The number the next request taken gets (its ring index).
+    next_seq: u32,
+    /// Requests taken by an earlier process and not answered, from its
+    /// journal: served before the ring.
+    replay: VecDeque<P::Request>,
+    /// Where each request taken is copied, if the queue keeps a journal.
+    journal: Option<QueueJournal>,
     segments: Vec<Segment>,
     indirect: Vec<u8>,
     /// The grant-copy descriptors' buffer, reused by every request.
@@ -197,17 +222,23 @@ impl<P: BlkifAbi> QueueSource<P> {
             free_tags: Vec::new(),
             busy: 0,
             fenced: None,
-            timing: Timing {
+            ticket: Ticket {
+                seq: ring.rsp_prod_pvt(),
                 kind: Kind::Read,
                 since: None,
             },
-            fenced_timing: Timing {
+            fenced_ticket: Ticket {
+                seq: ring.rsp_prod_pvt(),
                 kind: Kind::Read,
                 since: None,
             },
             completions: Vec::new(),
             outbox: Vec::new(),
-            responses: VecDeque::new(),
+            answers: VecDeque::new(),
+            answered: ring.rsp_prod_pvt(),
+            next_seq: ring.rsp_prod_pvt(),
+            replay: VecDeque::new(),
+            journal: None,
             segments: Vec::new(),
             indirect: Vec::new(),
             copies: Vec::new(),
@@ -219,37 +250,12 @@ impl<P: BlkifAbi> QueueSource<P> {
         }
     }
 
-    fn page(&mut self) -> Box<Page> {
-        self.pages.pop().unwrap_or_else(Page::new_boxed)
-    }
-
-    /// A segment in the guest's page `gref`, kept mapped by the persistent
-    /// cache; `None` if the cache has no room for it.
-    fn guest_page(
-        &mut self,
-        gref: GrantRef,
-        start: u16,
-        len: u16,
-    ) -> Result<Option<IoSegment>, GrantError> {
-        let Some(cache) = &mut self.persistent else {
-            return Ok(None);
-        };
-        let before = cache.maps();
-        let map = cache.mapping(&*self.gntdev, gref);
-        Counters::add(&self.counters.persistent_maps, cache.maps() - before);
-        // A mapping too short or read-only for it (not one the cache
-        // makes) is left to the copying path, which names the fault.
-        Ok(map?.and_then(|map| IoSegment::in_guest(map, start, len)))
-    }
-
-    fn refuse(&mut self, id: u64, operation: u8, status: i16, reason: String) {
-        Counters::add(&self.counters.errors, 1);
-        self.responses.push_back(Response {
-            id,
-            operation,
-            status,
-        });
-        (self.sink)(QueueEvent::Refused { id, reason });
+    /// Keeps the journal, and requests an earlier process took and did
+    /// not answer (`replay`, from rsp_prod on), to serve first.
+    pub(super) fn with_journal(mut self, journal: QueueJournal, replay: Vec<P::Request>) -> Self {
+        self.journal = Some(journal);
+        self.replay = replay.into();
+        self
     }
 
     fn fail(&mut self, reason: String) {
@@ -271,7 +277,9 @@ impl<P: BlkifAbi> QueueSource<P> {
                 self.publish_now();
             }
             taken += 1;
-            let slot = {
+            let slot = if let Some(slot) = self.replay.pop_front() {
+                Some(slot)
+            } else {
                 let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
                     self.fail("ring memory unusable".into());
                     return;
@@ -297,19 +305,27 @@ impl<P: BlkifAbi> QueueSource<P> {
                     }
                 };
                 self.ring = ring.state();
+                if let (Some(slot), Some(journal)) = (&slot, &self.journal) {
+                    journal.record(self.next_seq, slot.as_ref());
+                    journal.set_taken(self.next_seq.wrapping_add(1));
+                }
                 slot
             };
             let Some(slot) = slot else { return };
+            let seq = self.next_seq;
+            self.next_seq = seq.wrapping_add(1);
+            self.answers.push_back(None);
             // Judged on the private copy only: the guest may rewrite the
             // slot from now on without effect.
             let req = crate::ring::blkif::Request::decode::<P>(&slot);
             Counters::add(&self.counters.requests, 1);
             match check(&req, &self.offer) {
                 Ok(checked) => {
-                    self.timing = Timing::of(&checked.plan, self.counters.clock());
+                    self.ticket = Ticket::of(seq, &checked.plan, self.counters.clock());
                     self.start(checked);
                 }
                 Err(refusal) => self.refuse(
+                    seq,
                     req.id(),
                     request::echoed_operation(&req),
                     refusal.status,
@@ -355,7 +371,13 @@ impl<P: BlkifAbi> QueueSource<P> {
                 let (data, guest) = match self.prepare(write, sector, segments) {
                     Ok(v) => v,
                     Err(reason) => {
-                        self.refuse(checked.id, checked.operation, BLKIF_RSP_ERROR, reason);
+                        self.refuse(
+                            self.ticket.seq,
+                            checked.id,
+                            checked.operation,
+                            BLKIF_RSP_ERROR,
+                            reason,
+                        );
                         return;
                     }
                 };
@@ -369,7 +391,7 @@ impl<P: BlkifAbi> QueueSource<P> {
                 if flush_before {
                     Counters::add(&self.counters.flush_requests, 1);
                     Counters::add(&self.counters.fence_waits, 1);
-                    self.fenced_timing = self.timing;
+                    self.fenced_ticket = self.ticket;
                     let write_req = IoRequest {
                         tag: 0,
                         op: IoOp::Write,
@@ -389,111 +411,6 @@ impl<P: BlkifAbi> QueueSource<P> {
                 }
             }
         }
-    }
-
-    /// Builds a transfer's buffers: the guest's segments, judged, with a
-    /// page each; a write's data copied in.
-    #[allow(clippy::type_complexity)]
-    fn prepare(
-        &mut self,
-        write: bool,
-        sector: u64,
-        segments: Segments,
-    ) -> Result<(Vec<IoSegment>, Vec<GuestSegment>), String> {
-        self.segments.clear();
-        match segments {
-            Segments::Direct { seg, n } => self.segments.extend_from_slice(&seg[..n]),
-            Segments::Indirect { grefs, pages, n } => {
-                self.read_indirect(&grefs[..pages], n)?;
-                request::check_indirect_segments(&self.segments, write, sector, &self.offer)
-                    .map_err(|r| r.reason)?;
-            }
-        }
-        let mut data = self.lists.pop().unwrap_or_default();
-        let mut guest = self.guest_lists.pop().unwrap_or_default();
-        let in_place = self.in_place;
-        for i in 0..self.segments.len() {
-            let s = self.segments[i];
-            let start = u16::from(s.first_sect) * 512;
-            let len = (u16::from(s.last_sect - s.first_sect) + 1) * 512;
-            guest.push((s.gref, start, len));
-            if in_place {
-                match self.guest_page(s.gref, start, len) {
-                    Ok(Some(segment)) => {
-                        data.push(segment);
-                        continue;
-                    }
-                    // No room in the cache: our own page, copied.
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.recycle(data);
-                        self.recycle_guest(guest);
-                        return Err(format!("segment {i} (gref {}): {e}", s.gref));
-                    }
-                }
-            }
-            let page = self.page();
-            data.push(IoSegment::new(page, start, len));
-        }
-        if write {
-            let copied = self.copy(&mut data, &guest, Direction::FromGuest);
-            if let Err(reason) = copied {
-                self.recycle(data);
-                self.recycle_guest(guest);
-                return Err(reason);
-            }
-            Counters::add(&self.counters.bytes_written, bytes_of(&data));
-        }
-        Ok((data, guest))
-    }
-
-    /// Copies an indirect request's segment pages out of the guest (once)
-    /// and decodes the first `n` segments.
-    fn read_indirect(&mut self, grefs: &[u32], n: usize) -> Result<(), String> {
-        let bytes = n * SEGMENT_SIZE;
-        self.indirect.clear();
-        self.indirect.resize(grefs.len() * 4096, 0);
-        if let Some(cache) = &mut self.persistent {
-            let before = cache.maps();
-            let read = cache.read_pages(&*self.gntdev, &mut self.copies, grefs, &mut self.indirect);
-            Counters::add(&self.counters.persistent_maps, cache.maps() - before);
-            read?;
-            return self.decode_indirect(bytes);
-        }
-        let frontend = self.frontend;
-        let mut copies = reuse_vec(std::mem::take(&mut self.copies));
-        copies.extend(self.indirect.chunks_mut(4096).zip(grefs).map(|(chunk, g)| {
-            CopySegment::new(
-                CopySide::Grant {
-                    domid: frontend,
-                    gref: *g,
-                    offset: 0,
-                },
-                CopySide::Into(chunk),
-                4096,
-            )
-        }));
-        let copied = self
-            .gntdev
-            .copy(&mut copies)
-            .map_err(|e| format!("indirect pages: {e}"))
-            .and_then(|()| match first_failure(&copies) {
-                Some((i, status)) => {
-                    Err(format!("indirect page {i} (gref {}): {status}", grefs[i]))
-                }
-                None => Ok(()),
-            });
-        self.copies = reuse_vec(copies);
-        copied?;
-        self.decode_indirect(bytes)
-    }
-
-    fn decode_indirect(&mut self, bytes: usize) -> Result<(), String> {
-        for chunk in self.indirect[..bytes].chunks_exact(SEGMENT_SIZE) {
-            let raw: &[u8; SEGMENT_SIZE] = chunk.try_into().expect("segment size");
-            self.segments.push(Segment::decode(raw));
-        }
-        Ok(())
     }
 
     fn submit(
@@ -517,7 +434,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             operation: checked.operation,
             guest: guest.unwrap_or_else(|| self.guest_lists.pop().unwrap_or_default()),
             step,
-            timing: self.timing,
+            ticket: self.ticket,
         });
         self.busy += 1;
         match op {
@@ -539,43 +456,6 @@ impl<P: BlkifAbi> QueueSource<P> {
         if !self.outbox.is_empty() {
             self.storage.submit_many(&mut self.outbox);
         }
-    }
-
-    /// Moves a request's data between the guest and our buffers, through
-    /// the persistent mappings if negotiated, else by grant copy.
-    fn copy(
-        &mut self,
-        data: &mut [IoSegment],
-        guest: &[GuestSegment],
-        dir: Direction,
-    ) -> Result<(), String> {
-        match &mut self.persistent {
-            Some(cache) => {
-                let before = cache.maps();
-                let copied = cache.copy(&*self.gntdev, &mut self.copies, data, guest, dir);
-                Counters::add(&self.counters.persistent_maps, cache.maps() - before);
-                copied
-            }
-            None => grant_copy(
-                &*self.gntdev,
-                self.frontend,
-                &mut self.copies,
-                data,
-                guest,
-                dir,
-            ),
-        }
-    }
-
-    fn recycle(&mut self, mut segments: Vec<IoSegment>) {
-        self.pages
-            .extend(segments.drain(..).filter_map(IoSegment::into_page));
-        self.lists.push(segments);
-    }
-
-    fn recycle_guest(&mut self, mut guest: Vec<GuestSegment>) {
-        guest.clear();
-        self.guest_lists.push(guest);
     }
 }
 

@@ -12,18 +12,18 @@ use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{DomId, GrantTable, Platform};
 use crate::ring::blkif::{BlkifProtocol, Segment, BLKIF_OP_READ, BLKIF_OP_WRITE};
 
-const BACK: DomId = 0;
-const GUEST: DomId = 5;
+pub(super) const BACK: DomId = 0;
+pub(super) const GUEST: DomId = 5;
 const OTHER: DomId = 6;
-const SECTORS: u64 = 8192;
+pub(super) const SECTORS: u64 = 8192;
 
-struct World {
+pub(super) struct World {
     _hv: SimHypervisor,
-    host: SimHost,
-    platform: Arc<Platform>,
+    pub(super) host: SimHost,
+    pub(super) platform: Arc<Platform>,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let (hv, host) = crate::testutil::sim_host(&[BACK, GUEST, OTHER]);
     let platform = Arc::new(Platform::simulated(&host, BACK).unwrap());
     World {
@@ -33,7 +33,7 @@ fn world() -> World {
     }
 }
 
-fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
+pub(super) fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
     Offer {
         geometry: storage.geometry(),
         barrier: true,
@@ -86,13 +86,13 @@ fn attach(
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 7 + i / 4096) % 251) as u8 ^ seed)
         .collect()
 }
 
-fn opts(order: u32, protocol: BlkifProtocol) -> FrontOptions {
+pub(super) fn opts(order: u32, protocol: BlkifProtocol) -> FrontOptions {
     FrontOptions {
         ring_page_order: order,
         protocol,

@@ -28,6 +28,7 @@ fn blk_error(e: BlkError) -> Coded {
         BlkError::Ring(_) => "EPROTO",
         BlkError::Bind(_) => "ENOTCONN",
         BlkError::EventLoop(_) => "EIO",
+        BlkError::Journal(_) => "ESTALE",
     };
     coded_error(code, e)
 }

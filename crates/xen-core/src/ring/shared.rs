@@ -349,6 +349,18 @@ pub struct BackRingState {
     broken: Option<SharedRingError>,
 }
 
+impl BackRingState {
+    /// The next request to consume.
+    pub fn req_cons(&self) -> u32 {
+        self.req_cons
+    }
+
+    /// The next response slot to fill.
+    pub fn rsp_prod_pvt(&self) -> u32 {
+        self.rsp_prod_pvt
+    }
+}
+
 /// The backend's end of a ring: takes requests, puts responses.
 pub struct BackRing<'a, P: RingProtocol> {
     area: Area<'a, P>,

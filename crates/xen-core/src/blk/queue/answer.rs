@@ -1,11 +1,35 @@
 //! The answering half of a block queue: collecting what storage finished,
 //! the steps of a fenced request (flush, write, flush again for a
-//! barrier), and writing and publishing responses, with a notification
-//! only when the ring asks for one.
+//! barrier), and writing and publishing responses in the order the
+//! requests were taken, with a notification only when the ring asks for
+//! one.
 
 use super::*;
 
 impl<P: BlkifAbi> QueueSource<P> {
+    /// Puts the answer of request `seq` in its place in the order.
+    pub(super) fn answer(&mut self, seq: u32, response: Response) {
+        let i = seq.wrapping_sub(self.answered) as usize;
+        if let Some(place @ None) = self.answers.get_mut(i) {
+            *place = Some(response);
+        } else {
+            debug_assert!(false, "request {seq} answered twice or never taken");
+        }
+    }
+
+    pub(super) fn refuse(&mut self, seq: u32, id: u64, operation: u8, status: i16, reason: String) {
+        Counters::add(&self.counters.errors, 1);
+        self.answer(
+            seq,
+            Response {
+                id,
+                operation,
+                status,
+            },
+        );
+        (self.sink)(QueueEvent::Refused { id, reason });
+    }
+
     /// Starts the fenced request once nothing earlier is in flight.
     pub(super) fn try_fence(&mut self) {
         if self.busy > 0 {
@@ -19,7 +43,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             // The flush ahead of the write.
             Some(_) => {
                 Counters::add(&self.counters.flushes, 1);
-                self.timing = self.fenced_timing;
+                self.ticket = self.fenced_ticket;
                 self.submit(
                     checked,
                     IoOp::Flush,
@@ -73,9 +97,9 @@ impl<P: BlkifAbi> QueueSource<P> {
         guest.clear();
         self.guest_lists.push(guest);
         // The request's later steps (if any) are timed as the request.
-        self.timing = f.timing;
+        self.ticket = f.ticket;
         if result.is_err() || f.step == Step::Answer {
-            self.counters.answered(f.timing.kind, f.timing.since);
+            self.counters.answered(f.ticket.kind, f.ticket.since);
         }
         match (result, f.step) {
             (Err(reason), _) => {
@@ -85,13 +109,16 @@ impl<P: BlkifAbi> QueueSource<P> {
                         self.recycle(w.segments);
                     }
                 }
-                self.refuse(f.id, f.operation, BLKIF_RSP_ERROR, reason);
+                self.refuse(f.ticket.seq, f.id, f.operation, BLKIF_RSP_ERROR, reason);
             }
-            (Ok(()), Step::Answer) => self.responses.push_back(Response {
-                id: f.id,
-                operation: f.operation,
-                status: BLKIF_RSP_OKAY,
-            }),
+            (Ok(()), Step::Answer) => self.answer(
+                f.ticket.seq,
+                Response {
+                    id: f.id,
+                    operation: f.operation,
+                    status: BLKIF_RSP_OKAY,
+                },
+            ),
             (Ok(()), Step::FlushThenWrite) => {
                 if let Some((checked, Some(w))) = self.fenced.take() {
                     let barrier = checked.operation == crate::ring::blkif::BLKIF_OP_WRITE_BARRIER;
@@ -133,19 +160,23 @@ impl<P: BlkifAbi> QueueSource<P> {
 
     /// Writes the waiting responses and publishes them; whether the
     /// frontend must be notified.
+    /// Only answers whose every earlier request is answered go out: a
+    /// request that finishes early waits for those taken before it.
     pub(super) fn respond(&mut self) -> bool {
-        if self.responses.is_empty() {
+        if !matches!(self.answers.front(), Some(Some(_))) {
             return false;
         }
         let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
             return false;
         };
-        while let Some(r) = self.responses.pop_front() {
+        while let Some(Some(r)) = self.answers.front() {
             if let Err(e) = ring.write_response(&r.encode::<P>()) {
                 self.ring = ring.state();
                 self.fail(e.to_string());
                 return false;
             }
+            self.answers.pop_front();
+            self.answered = self.answered.wrapping_add(1);
             Counters::add(&self.counters.responses, 1);
         }
         let notify = ring.push_responses_and_check_notify();
