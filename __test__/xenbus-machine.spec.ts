@@ -202,3 +202,58 @@ test('a write refused because the directory is gone means removal', (t) => {
   t.is(t4.device.phase, 'removing');
   t.true(t4.effects.some((e) => e.kind === 'op' && e.op === 'disconnect'));
 });
+
+test('a device found Connected is taken over by reattach, writing nothing, when the type can', (t) => {
+  const w = new World({ adopt: true });
+  w.nodes.set(`${BE}/state`, '4');
+  w.nodes.set(`${FE}/state`, '4');
+  w.run({ type: 'start' });
+  t.deepEqual(w.trace, [
+    'op alloc',
+    'read backend state',
+    'read backend frontend',
+    `watch ${FE}`,
+    'read backend online',
+    'read frontend state',
+    'read frontend protocol',
+    'op reattach',
+  ]);
+  t.is(w.device.beState, XenbusState.Connected);
+  t.true(w.device.opened);
+  t.false(w.device.adopting);
+  // From there on, as any connected device: the frontend closes, the
+  // backend disconnects and follows.
+  w.trace.length = 0;
+  w.nodes.set(`${FE}/state`, '5');
+  w.run({ type: 'frontend-changed', node: 'state' });
+  t.deepEqual(w.trace, ['read frontend state', 'frontendChanged state', 'op disconnect', 'write state=5']);
+});
+
+test('a device found Connected whose frontend moved on, or whose reattach fails, is not taken over', (t) => {
+  // The frontend started again meanwhile: Closed, then the usual reset.
+  const moved = new World({ adopt: true });
+  moved.nodes.set(`${BE}/state`, '4');
+  moved.nodes.set(`${FE}/state`, '1');
+  moved.run({ type: 'start' });
+  t.false(moved.trace.includes('op reattach'));
+  const closed = moved.trace.indexOf('write state=6');
+  t.true(closed > 0, moved.trace.join(', '));
+  t.deepEqual(moved.trace.slice(closed, closed + 3), ['write state=6', 'write state=1', 'op init']);
+  t.is(moved.device.beState, XenbusState.InitWait);
+
+  const failing = new World({ adopt: true });
+  failing.failOps.add('reattach');
+  failing.nodes.set(`${BE}/state`, '4');
+  failing.nodes.set(`${FE}/state`, '4');
+  failing.run({ type: 'start' });
+  t.is(failing.device.phase, 'failed');
+  t.regex(failing.device.failure ?? '', /reattach\(\) failed: boom/);
+  t.is(failing.nodes.get(`${BE}/hotplug-error`), 'reattach() failed: boom');
+
+  // A type that cannot reattach leaves the device alone, as QEMU does.
+  const unable = new World();
+  unable.nodes.set(`${BE}/state`, '4');
+  unable.nodes.set(`${FE}/state`, '4');
+  unable.run({ type: 'start' });
+  t.deepEqual(unable.trace, ['op alloc', 'read backend state']);
+});

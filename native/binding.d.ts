@@ -708,6 +708,16 @@ export interface BlkRingOptions {
    * default false).
    */
   persistent?: boolean
+  /**
+   * The queue's journal file: what a backend started after this one
+   * dies needs to take the ring over (removed when the queue stops).
+   */
+  journal?: string
+  /**
+   * Take over a ring a backend that died was serving, from its journal
+   * (default false: a ring the frontend just set up).
+   */
+  resume?: boolean
 }
 
 /** How to serve a guest's console. */

@@ -5,7 +5,9 @@
 // rings, queues), as Linux blkback does before the frontend connects;
 // connect reads the frontend's rings, ports, protocol and features and
 // starts a data-path queue per ring.
+import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 
 import { native } from '../native.js';
 import type { BlkGeometry, BlkQueueStats, NativeBlkQueue, NativeBlkStorage } from '../native.js';
@@ -115,6 +117,13 @@ export interface BlockOptions {
    * reads per request. The other counters are always kept.
    */
   readonly timing?: boolean;
+  /**
+   * A directory (on tmpfs: `/run/xenrx`) for each queue's journal of the
+   * requests it took. With it, a backend started after this one died
+   * takes over the disks it finds Connected, without the guest
+   * reconnecting (`reattach`); without it such disks are left alone.
+   */
+  readonly stateDir?: string;
 }
 
 /** The most queues a backend may offer (blkif.h sets no limit; this bounds XenStore reads). */
@@ -159,6 +168,9 @@ export class BlockService implements StatsSource {
   readonly #maxQueues: number;
   readonly #disks = new Map<string, DiskRecord>();
 
+  /** The device type's operations, for `registry.register('vbd', service.ops)`. */
+  readonly ops: DeviceOps<DiskRecord>;
+
   constructor(options: BlockOptions) {
     this.#options = options;
     const max = options.maxQueues ?? Math.min(availableParallelism(), MAX_QUEUES);
@@ -166,27 +178,34 @@ export class BlockService implements StatsSource {
       throw new RangeError(`maxQueues must be a whole number from 1 to ${String(MAX_QUEUES)}, got ${String(max)}`);
     }
     this.#maxQueues = max;
+    this.ops = {
+      alloc: (ctx) => {
+        const rec: DiskRecord = { ctx, storage: null, queues: [], notices: 0 };
+        this.#disks.set(ctx.name, rec);
+        return rec;
+      },
+      init: (ctx, rec) => this.#init(ctx, rec),
+      connect: (ctx, rec) => this.#connect(ctx, rec, false),
+      ...(this.#options.stateDir === undefined
+        ? {}
+        : {
+            reattach: async (ctx: DeviceContext, rec: DiskRecord) => {
+              await this.#open(ctx, rec);
+              await this.#connect(ctx, rec, true);
+              ctx.log(1, `disk taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
+            },
+          }),
+      disconnect: (ctx, rec) => {
+        stopQueues(rec);
+        ctx.log(1, 'disk disconnected');
+      },
+      free: (ctx, rec) => {
+        stopQueues(rec);
+        rec.storage = null;
+        this.#disks.delete(ctx.name);
+      },
+    };
   }
-
-  /** The device type's operations, for `registry.register('vbd', service.ops)`. */
-  readonly ops: DeviceOps<DiskRecord> = {
-    alloc: (ctx) => {
-      const rec: DiskRecord = { ctx, storage: null, queues: [], notices: 0 };
-      this.#disks.set(ctx.name, rec);
-      return rec;
-    },
-    init: (ctx, rec) => this.#init(ctx, rec),
-    connect: (ctx, rec) => this.#connect(ctx, rec),
-    disconnect: (ctx, rec) => {
-      stopQueues(rec);
-      ctx.log(1, 'disk disconnected');
-    },
-    free: (ctx, rec) => {
-      stopQueues(rec);
-      rec.storage = null;
-      this.#disks.delete(ctx.name);
-    },
-  };
 
   /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
@@ -295,7 +314,8 @@ export class BlockService implements StatsSource {
     return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.storage ?? undefined;
   }
 
-  async #init(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+  /** Opens the disk's storage as the toolstack configured it. */
+  async #open(ctx: DeviceContext, rec: DiskRecord): Promise<{ storage: BlockStorage; params: string; deviceType: string | undefined }> {
     const params = (await ctx.readBackend('params')) ?? '';
     const mode = (await ctx.readBackend('mode')) ?? 'w';
     const type = await ctx.readBackend('type');
@@ -303,6 +323,11 @@ export class BlockService implements StatsSource {
     const disk: DiskConfig = { key: ctx.key, params, mode, type, deviceType };
     const storage = await (this.#options.storage ?? defaultStorage)(disk);
     rec.storage = storage;
+    return { storage, params, deviceType };
+  }
+
+  async #init(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+    const { storage, params, deviceType } = await this.#open(ctx, rec);
     const g = storage.geometry;
     // What a frontend reads before it sets up its rings: all of it before
     // InitWait, in one transaction.
@@ -328,7 +353,7 @@ export class BlockService implements StatsSource {
     ctx.log(1, `disk ${params}: ${String(g.sectors)} sectors${g.readOnly ? ', read-only' : ''}`);
   }
 
-  async #connect(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+  async #connect(ctx: DeviceContext, rec: DiskRecord, resume: boolean): Promise<void> {
     const storage = rec.storage;
     if (!storage) throw new Error('the disk was not opened');
     // As blkback: no node is one queue, whose nodes sit in the device's
@@ -361,14 +386,18 @@ export class BlockService implements StatsSource {
     const persistent = (parseXenbusInt(await ctx.readFrontend('feature-persistent')) ?? 0) !== 0;
     rec.notices = 0;
     stopQueues(rec);
+    // The journals' directory, made on first use.
+    const stateDir = this.#options.stateDir;
+    if (stateDir !== undefined) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     try {
       rings.forEach(({ ringRefs, port }, q) => {
         const prefix = count === 1 ? '' : `queue ${String(q)}: `;
+        const journal = stateDir === undefined ? {} : { journal: join(stateDir, `${ctx.name}-q${String(q)}`), resume };
         rec.queues.push(
           native.NativeBlkQueue.start(
             this.#options.platform.native,
             storage.native,
-            { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, persistent, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}) },
+            { frontendDomid: ctx.key.domid, ringRefs, remotePort: port, persistent, ...(ctx.protocol !== null ? { protocol: ctx.protocol } : {}), ...journal },
             (notice) => {
               // A hostile guest could repeat this forever: the first is an
               // error, the rest noise.

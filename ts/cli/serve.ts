@@ -4,6 +4,8 @@
 // block backend and the console backend, and serves every guest's devices
 // of those types (and, with --primary-consoles, every guest's primary
 // console) until SIGINT or SIGTERM, then disconnects them cleanly.
+import { join } from 'node:path';
+
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 
@@ -27,6 +29,7 @@ interface Options {
   maxQueues?: number;
   domainPoll: number;
   metrics?: string | true;
+  stateDir?: string;
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -59,6 +62,10 @@ export function addServeCommand(program: Command): void {
     )
     .option('--max-queues <n>', 'the most queues (rings) a guest disk may use (default: one per CPU)', integer('a queue count', 1, 64))
     .option('--domain-poll <ms>', 'on Xen, how often the domain list is read besides the XenStore watches (pause and unpause fire none)', integer('a period in ms', 10, 60_000), 1000)
+    .option(
+      '--state-dir <dir>',
+      'where each disk queue keeps its journal, so that xenrx serve started again after a crash takes the disks over without the guests noticing (default $XDG_RUNTIME_DIR/xenrx or /run/xenrx; none with --simulated)',
+    )
     .option('--metrics [address]', 'serve statistics over HTTP: /metrics (Prometheus), /healthz and /stats (for xenrx top), on host:port (default 127.0.0.1:9469)')
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
@@ -93,7 +100,13 @@ export function addServeCommand(program: Command): void {
           if (e.level <= opts.debug) (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.device ?? 'xenbus'}: ${e.message}`);
         },
       });
-      const disks = new BlockService({ platform, ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}) });
+      // An embedded host dies with the process: nothing to take over.
+      const stateDir = opts.stateDir ?? (host ? undefined : join(process.env['XDG_RUNTIME_DIR'] || '/run', 'xenrx'));
+      const disks = new BlockService({
+        platform,
+        ...(opts.maxQueues !== undefined ? { maxQueues: opts.maxQueues } : {}),
+        ...(stateDir !== undefined ? { stateDir } : {}),
+      });
       const consoles = new ConsoleService({ platform, pty: opts.pty });
       // Counting from before the first device is found; the primary
       // consoles join the sources once their service runs.

@@ -62,6 +62,14 @@ export interface DeviceOps<T = undefined> {
   init?(ctx: DeviceContext, data: T): void | Promise<void>;
   /** The frontend is ready: map rings, bind event channels (before Connected). */
   connect?(ctx: DeviceContext, data: T): void | Promise<void>;
+  /**
+   * The device was found Connected when the registry started: a backend
+   * that served it died (or handed it over). Take its rings over as they
+   * are, without the frontend noticing (after `alloc`, instead of `init`
+   * and `connect`; nothing is written). A type without it leaves such a
+   * device alone, as QEMU does; one that throws fails the device.
+   */
+  reattach?(ctx: DeviceContext, data: T): void | Promise<void>;
   /** An event arrived on the device's event channel (devices whose data path is in TypeScript). */
   event?(ctx: DeviceContext, data: T): void | Promise<void>;
   /** Tear down the connection (once per connection). */

@@ -13,6 +13,12 @@ import type { Busy, Device, DeviceEffect, DeviceEvent, DeviceKey, LogLevel, OpNa
 export interface MachineOptions {
   /** Connect without waiting for the frontend to be Initialised (the reference's DEVOPS_FLAG_IGNORE_STATE). */
   readonly ignoreFrontendState?: boolean;
+  /**
+   * A device found Connected at setup (the backend that served it died)
+   * is taken over with the `reattach` operation, writing nothing, rather
+   * than refused. Set by the registry for types that have `reattach`.
+   */
+  readonly adopt?: boolean;
 }
 
 /** A new device, before anything was read. */
@@ -29,6 +35,7 @@ export function newDevice(key: DeviceKey, backendPath: string): Device {
     setUp: false,
     allocated: false,
     opened: false,
+    adopting: false,
     phase: 'active',
     removal: null,
     failure: null,
@@ -148,6 +155,19 @@ function advance(s: Step): void {
     return;
   }
   switch (d.beState) {
+    case XenbusState.Connected:
+      if (d.adopting && !d.opened) {
+        if (d.feState === XenbusState.Connected && d.online) {
+          s.op('reattach');
+          return;
+        }
+        // The frontend moved on while no backend served it: no taking
+        // over; Closed, so that it can connect anew.
+        s.log(1, `frontend ${xenbusStateName(d.feState)}${d.online ? '' : ', offline'}: not taken over`);
+        s.set({ adopting: false });
+        s.writeState(XenbusState.Closed);
+      }
+      return;
     case XenbusState.Unknown:
       if (!d.setUp) s.begin({ step: 'setup-state' }, { kind: 'read', side: 'backend', node: 'state' });
       return;
@@ -191,6 +211,12 @@ function onRead(s: Step, side: Side, node: string, value: string | null): void {
   if (busy?.step === 'setup-state' && side === 'backend' && node === 'state') {
     s.set({ busy: null });
     const state = parseXenbusInt(value);
+    if (state === XenbusState.Connected && s.options.adopt) {
+      s.log(1, 'found Connected: taking the device over, without a reconnect');
+      s.set({ adopting: true });
+      s.begin({ step: 'setup-frontend' }, { kind: 'read', side: 'backend', node: 'frontend' });
+      return;
+    }
     if (state !== XenbusState.Initialising) {
       s.log(0, `initial backend state is wrong (${value === null ? 'missing' : xenbusStateName(state ?? -1)})`);
       return;
@@ -263,15 +289,19 @@ function onWritten(s: Step, node: string, error: string | undefined): void {
     s.log(1, `backend state: ${xenbusStateName(s.device.beState)} -> ${xenbusStateName(busy.then)}`);
     s.set({ beState: busy.then });
     if (!s.device.setUp && busy.then === XenbusState.Initialising) {
-      // The reference's backend_changed(NULL) and frontend_changed(NULL).
-      s.begin({ step: 'setup-facts', awaiting: 3 }, { kind: 'read', side: 'backend', node: 'online' });
-      s.set({ reads: { ...s.device.reads, 'backend:online': false } });
-      s.read('frontend', 'state');
-      s.read('frontend', 'protocol');
+      readFacts(s);
       return;
     }
   }
   advance(s);
+}
+
+/** The reference's backend_changed(NULL) and frontend_changed(NULL): the facts the machine follows. */
+function readFacts(s: Step): void {
+  s.begin({ step: 'setup-facts', awaiting: 3 }, { kind: 'read', side: 'backend', node: 'online' });
+  s.set({ reads: { ...s.device.reads, 'backend:online': false } });
+  s.read('frontend', 'state');
+  s.read('frontend', 'protocol');
 }
 
 function onOpDone(s: Step, op: OpName, error: string | undefined): void {
@@ -295,6 +325,13 @@ function onOpDone(s: Step, op: OpName, error: string | undefined): void {
       if (error !== undefined) return s.fail(`connect() failed: ${error}`);
       s.writeState(XenbusState.Connected);
       return;
+    case 'reattach':
+      s.set({ adopting: false });
+      if (error !== undefined) return s.fail(`reattach() failed: ${error}`);
+      // Connected as it was: nothing written, the frontend notices nothing.
+      s.set({ opened: true });
+      s.log(1, 'taken over: Connected');
+      break;
     case 'disconnect':
       // A failing disconnect still ends the connection: log it and go on.
       if (error !== undefined) s.log(0, `disconnect() failed: ${error}`);
@@ -352,6 +389,12 @@ export function reduce(device: Device, event: DeviceEvent, options: MachineOptio
       if (event.error !== undefined) {
         s.log(0, `watching frontend path (${d.frontendPath ?? ''}) failed: ${event.error}`);
         s.set({ frontendPath: null });
+        break;
+      }
+      if (d.adopting) {
+        // Connected already: nothing is written.
+        s.set({ beState: XenbusState.Connected });
+        readFacts(s);
         break;
       }
       s.writeState(XenbusState.Initialising);

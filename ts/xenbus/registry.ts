@@ -168,7 +168,7 @@ export class XenbusRegistry {
     const dt: DeviceType = {
       type,
       ops,
-      options,
+      options: { ...options, adopt: ops.reattach !== undefined },
       base: `${this.#backendDomainPath}/backend/${type}`,
       watch: null,
     };
@@ -508,6 +508,8 @@ export class XenbusRegistry {
               return ops.init?.(ctx, data);
             case 'connect':
               return ops.connect?.(ctx, data);
+            case 'reattach':
+              return ops.reattach?.(ctx, data);
             case 'disconnect':
               return ops.disconnect?.(ctx, data);
             case 'free':

@@ -10,7 +10,7 @@ export interface DeviceKey {
 }
 
 /** Device-type operations the machine calls, in their order of use. */
-export type OpName = 'alloc' | 'init' | 'connect' | 'disconnect' | 'free';
+export type OpName = 'alloc' | 'init' | 'connect' | 'reattach' | 'disconnect' | 'free';
 
 /** Callbacks told of a changed node. */
 export type ChangedName = 'backendChanged' | 'frontendChanged';
@@ -58,6 +58,11 @@ export interface Device {
   readonly allocated: boolean;
   /** init ran and disconnect has not: disconnect runs once per connection. */
   readonly opened: boolean;
+  /**
+   * Found Connected when the registry started (a backend that served it
+   * died): taken over without a reconnect, if the type can reattach.
+   */
+  readonly adopting: boolean;
   readonly phase: Phase;
   /** Why the device is being removed, once it is. */
   readonly removal: Removal | null;

@@ -149,6 +149,9 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     ticket: Ticket,
     /// The fenced request's ticket, kept while it waits.
     fenced_ticket: Ticket,
+    /// The time of the batch being taken or answered (read once per
+    /// batch; `None` until read, or with timing off).
+    stamp: Option<Instant>,
     completions: Vec<IoCompletion>,
     /// Requests taken in this pass, handed to storage together at the next
     /// reap or at the pass's end (one system call for a pass's requests).
@@ -234,6 +237,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             },
             completions: Vec::new(),
             outbox: Vec::new(),
+            stamp: None,
             answers: VecDeque::new(),
             answered: ring.rsp_prod_pvt(),
             next_seq: ring.rsp_prod_pvt(),
@@ -258,6 +262,14 @@ impl<P: BlkifAbi> QueueSource<P> {
         self
     }
 
+    /// The current batch's time, read on first use (timing on only).
+    fn stamp(&mut self) -> Option<Instant> {
+        if self.stamp.is_none() {
+            self.stamp = self.counters.clock();
+        }
+        self.stamp
+    }
+
     fn fail(&mut self, reason: String) {
         if !self.failed {
             self.failed = true;
@@ -271,6 +283,8 @@ impl<P: BlkifAbi> QueueSource<P> {
     /// works on those while the rest are served (as blkback answers each
     /// batch as it completes), rather than both sides taking turns.
     fn consume(&mut self) {
+        // A new batch: the clock is read again for it.
+        self.stamp = None;
         let mut taken = 0usize;
         while !self.failed && self.fenced.is_none() {
             if taken > 0 && taken.is_multiple_of(PUBLISH_EVERY) {
@@ -321,7 +335,8 @@ impl<P: BlkifAbi> QueueSource<P> {
             Counters::add(&self.counters.requests, 1);
             match check(&req, &self.offer) {
                 Ok(checked) => {
-                    self.ticket = Ticket::of(seq, &checked.plan, self.counters.clock());
+                    let since = self.stamp();
+                    self.ticket = Ticket::of(seq, &checked.plan, since);
                     self.start(checked);
                 }
                 Err(refusal) => self.refuse(

@@ -14,7 +14,7 @@ use super::platform_handle::NativePlatform;
 use super::{coded_error, domid, Coded, Result};
 use crate::blk::request::Offer;
 use crate::blk::storage::{FileDisk, FileOptions, Geometry, MemDisk, Storage};
-use crate::blk::{BlkError, BlkQueue, QueueEvent, RingConfig};
+use crate::blk::{BlkError, BlkQueue, QueueEvent, Restart, RingConfig};
 use crate::ring::blkif::BlkifProtocol;
 
 /// Indirect segments a queue accepts per request, as Linux blkback
@@ -281,6 +281,12 @@ pub struct BlkRingOptions {
     /// Persistent grants negotiated (`feature-persistent` on both ends;
     /// default false).
     pub persistent: Option<bool>,
+    /// The queue's journal file: what a backend started after this one
+    /// dies needs to take the ring over (removed when the queue stops).
+    pub journal: Option<String>,
+    /// Take over a ring a backend that died was serving, from its journal
+    /// (default false: a ring the frontend just set up).
+    pub resume: Option<bool>,
 }
 
 /// Counters of a block queue.
@@ -400,8 +406,19 @@ impl NativeBlkQueue {
                 n.call(line, ThreadsafeFunctionCallMode::NonBlocking);
             }
         });
-        let queue = BlkQueue::start(platform.platform(), &config, offer, storage.open()?, sink)
-            .map_err(blk_error)?;
+        let restart = Restart {
+            journal: ring.journal.map(PathBuf::from),
+            resume: ring.resume.unwrap_or(false),
+        };
+        let queue = BlkQueue::start_with(
+            platform.platform(),
+            &config,
+            offer,
+            storage.open()?,
+            sink,
+            &restart,
+        )
+        .map_err(blk_error)?;
         Ok(NativeBlkQueue { queue, failure })
     }
 

@@ -64,6 +64,8 @@ impl<P: BlkifAbi> QueueSource<P> {
         self.start_taken();
         let mut done = std::mem::take(&mut self.completions);
         self.storage.completions(&mut done);
+        // A new batch of answers: the clock is read again for it.
+        self.stamp = None;
         for c in done.drain(..) {
             self.finish(c);
         }
@@ -99,7 +101,8 @@ impl<P: BlkifAbi> QueueSource<P> {
         // The request's later steps (if any) are timed as the request.
         self.ticket = f.ticket;
         if result.is_err() || f.step == Step::Answer {
-            self.counters.answered(f.ticket.kind, f.ticket.since);
+            let now = self.stamp();
+            self.counters.answered(f.ticket.kind, f.ticket.since, now);
         }
         match (result, f.step) {
             (Err(reason), _) => {
