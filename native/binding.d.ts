@@ -332,6 +332,20 @@ export declare class NativeSimBlkFront {
    * `BLKIF_DISCARD_SECURE` if `secure`).
    */
   discard(sector: number, sectors: number, secure?: boolean | undefined | null): Promise<void>
+  /**
+   * Runs a verifying workload until `stopVerify()`: random 4 KiB reads
+   * and writes `depth` deep over `blocks` blocks from `firstBlock`, a
+   * flush every `flushEvery` writes, each read checked against the
+   * last write acknowledged there. Other operations wait until it ends.
+   */
+  verify(workload: SimBlkVerifyWorkload): Promise<SimBlkVerifyReport>
+  /**
+   * Tells a running `verify` to stop: it lets its requests finish, then
+   * resolves.
+   */
+  stopVerify(): void
+  /** Requests the running (or last) `verify` completed so far. */
+  verifyProgress(): number
   /** The counters (as of the last operation while one is running). */
   stats(): SimBlkFrontStats
   /** Whether close was called. */
@@ -909,6 +923,38 @@ export interface SimBlkFrontStats {
   notifications: number
   /** Times the frontend slept on its port. */
   waits: number
+}
+
+/** What a verifying workload did and found. */
+export interface SimBlkVerifyReport {
+  /** Requests completed. */
+  requests: number
+  /** Reads that found what they should. */
+  verified: number
+  /** Flushes acknowledged. */
+  flushes: number
+  /** Requests that failed and reads that found something else. */
+  failed: number
+  /** The first 20 of those, a line each. */
+  failures: Array<string>
+  /** [block, version] for each block an acknowledged flush made durable. */
+  durable: Array<Array<number>>
+  /** [block, version] last acknowledged for each block written. */
+  last: Array<Array<number>>
+}
+
+/** A verifying workload (see `verify`). */
+export interface SimBlkVerifyWorkload {
+  /** The first 4 KiB block used. */
+  firstBlock: number
+  /** Blocks used. */
+  blocks: number
+  /** Requests kept in flight. */
+  depth: number
+  /** Seeds the random choices. */
+  seed: number
+  /** A flush after this many writes. */
+  flushEvery: number
 }
 
 /** How to create a simulated domain. */

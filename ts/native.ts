@@ -177,4 +177,4 @@ export type {
   XenStoreErrno,
   XsWatchEvent,
 } from '../native/binding.js';
-export type { GntSt, NativeSimBlkFront, SimBlkFrontStats } from '../native/binding.js';
+export type { GntSt, NativeSimBlkFront, SimBlkFrontStats, SimBlkVerifyReport } from '../native/binding.js';

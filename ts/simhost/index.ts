@@ -14,4 +14,7 @@ export type {
   SimBlockFeatures,
   SimBlockFrontendOptions,
   SimBlockFrontendStats,
+  SimBlockVerifyOptions,
+  SimBlockVerifyRun,
 } from './block-frontend.js';
+export type { SimBlkVerifyReport } from '../native.js';

@@ -302,6 +302,7 @@ fn source<P: BlkifAbi + Send + 'static>(
         p.sink,
     );
     Ok(Box::new(match journal {
+        Some(journal) if p.restart.resume => queue.with_journal(journal, replay).taking_over(),
         Some(journal) => queue.with_journal(journal, replay),
         None => queue,
     }))

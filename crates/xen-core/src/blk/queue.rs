@@ -171,6 +171,9 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     replay: VecDeque<P::Request>,
     /// Where each request taken is copied, if the queue keeps a journal.
     journal: Option<QueueJournal>,
+    /// Notify the frontend at the end of the next run (see
+    /// [`Self::taking_over`]).
+    notify_once: bool,
     segments: Vec<Segment>,
     indirect: Vec<u8>,
     /// The grant-copy descriptors' buffer, reused by every request.
@@ -243,6 +246,7 @@ impl<P: BlkifAbi> QueueSource<P> {
             next_seq: ring.rsp_prod_pvt(),
             replay: VecDeque::new(),
             journal: None,
+            notify_once: false,
             segments: Vec::new(),
             indirect: Vec::new(),
             copies: Vec::new(),
@@ -259,6 +263,16 @@ impl<P: BlkifAbi> QueueSource<P> {
     pub(super) fn with_journal(mut self, journal: QueueJournal, replay: Vec<P::Request>) -> Self {
         self.journal = Some(journal);
         self.replay = replay.into();
+        self
+    }
+
+    /// The ring is taken over from a backend that died: the frontend is
+    /// notified once on the first run, whatever the ring's event index
+    /// says. The dead backend may have published responses and died
+    /// before notifying; the frontend then sleeps with an event index
+    /// below what this queue publishes, and would wait for ever.
+    pub(super) fn taking_over(mut self) -> Self {
+        self.notify_once = true;
         self
     }
 
@@ -509,7 +523,8 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
         }
         // What the last reap started (the write after a fence's flush).
         self.start_taken();
-        if self.respond() {
+        // `|`, not `||`: the responses are published either way.
+        if self.respond() | std::mem::take(&mut self.notify_once) {
             cx.notify(self.port);
             Counters::add(&self.counters.notifications, 1);
         }

@@ -221,6 +221,38 @@ fn a_ring_is_not_taken_over_with_a_journal_that_does_not_fit_it() {
     )
     .unwrap();
     let ring = ring_of(&front, false);
+    // A ring with nothing outstanding, taken over: the frontend is still
+    // notified once (it may sleep waiting for responses a dead backend
+    // published without notifying).
+    let journal_of_idle = dir.path().join("idle");
+    let idle = start(
+        &w,
+        &ring,
+        Box::new(MemDisk::new(SECTORS)),
+        &Restart {
+            journal: Some(journal_of_idle.clone()),
+            resume: false,
+        },
+    )
+    .unwrap();
+    idle.abandon();
+    let taken = start(
+        &w,
+        &ring,
+        Box::new(MemDisk::new(SECTORS)),
+        &Restart {
+            journal: Some(journal_of_idle),
+            resume: true,
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while taken.stats().notifications == 0 {
+        assert!(Instant::now() < deadline, "no notification");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(taken.stats().notifications, 1);
+    taken.stop();
     let restart = |resume| Restart {
         journal: Some(journal.clone()),
         resume,

@@ -166,7 +166,8 @@ impl Counters {
         let (Some(since), Some(now)) = (since, now) else {
             return;
         };
-        let us = u64::try_from(now.saturating_duration_since(since).as_micros()).unwrap_or(u64::MAX);
+        let us =
+            u64::try_from(now.saturating_duration_since(since).as_micros()).unwrap_or(u64::MAX);
         let h = &self.latency[kind as usize];
         h.buckets[latency_bucket(us)].fetch_add(1, Ordering::Relaxed);
         h.sum_us.fetch_add(us, Ordering::Relaxed);

@@ -746,3 +746,53 @@ fn requests_after_a_barrier_are_served() {
         }
     }
 }
+
+#[test]
+fn a_verifying_workload_finds_its_writes_and_reports_what_flushes_made_durable() {
+    use super::frontend::VerifyWorkload;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, vec![0u8; (SECTORS * 512) as usize]).unwrap();
+    let file = FileDisk::open(&path, FileOptions::default()).unwrap();
+    let mut d = attach(&w, GUEST, opts(1, BlkifProtocol::X86_64), Box::new(file), 0);
+    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
+    let workload = VerifyWorkload {
+        first_block: 8,
+        blocks: 64,
+        depth: 32,
+        seed: 7,
+        flush_every: 16,
+    };
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| d.front.verify(&workload, &stop, &progress));
+        while progress.load(Ordering::Relaxed) < 2000 {
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+        run.join().unwrap().unwrap()
+    });
+    assert_eq!((report.failed, report.failures.len()), (0, 0), "{report:?}");
+    assert!(report.requests >= 2000 && report.verified > 500 && report.flushes > 20);
+    // Every write is done: each block holds its last version, which is at
+    // least what a flush made durable.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(!report.durable.is_empty() && !report.last.is_empty());
+    for (block, version) in &report.last {
+        let at = (*block as usize) * 4096;
+        let same = bytes[at..at + 4096] == super::frontend::stamp(*block, *version)[..];
+        assert!(same, "block {block}: not version {version}");
+    }
+    for (block, version) in &report.durable {
+        let last = report
+            .last
+            .iter()
+            .find(|(b, _)| b == block)
+            .map(|(_, v)| *v);
+        assert!(
+            last >= Some(*version),
+            "block {block}: durable {version}, last {last:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! that waiting for the backend never blocks the JavaScript thread. The
 //! xenbus handshake is TypeScript's (`ts/simhost/block-frontend.ts`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use napi_derive::napi;
 
 use super::platform::NativeSimHost;
 use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
-use crate::blk::frontend::{BlkFrontError, FrontOptions, FrontStats, SimBlkFront};
+use crate::blk::frontend::{
+    BlkFrontError, FrontOptions, FrontStats, SimBlkFront, VerifyReport, VerifyWorkload,
+};
 use crate::ring::blkif::BlkifProtocol;
 
 /// The code of a frontend failure: `EIO` for `BLKIF_RSP_ERROR`,
@@ -105,6 +107,55 @@ impl From<FrontStats> for SimBlkFrontStats {
     }
 }
 
+/// A verifying workload (see `verify`).
+#[napi(object)]
+pub struct SimBlkVerifyWorkload {
+    /// The first 4 KiB block used.
+    pub first_block: u32,
+    /// Blocks used.
+    pub blocks: u32,
+    /// Requests kept in flight.
+    pub depth: u32,
+    /// Seeds the random choices.
+    pub seed: u32,
+    /// A flush after this many writes.
+    pub flush_every: u32,
+}
+
+/// What a verifying workload did and found.
+#[napi(object)]
+pub struct SimBlkVerifyReport {
+    /// Requests completed.
+    pub requests: f64,
+    /// Reads that found what they should.
+    pub verified: f64,
+    /// Flushes acknowledged.
+    pub flushes: f64,
+    /// Requests that failed and reads that found something else.
+    pub failed: f64,
+    /// The first 20 of those, a line each.
+    pub failures: Vec<String>,
+    /// [block, version] for each block an acknowledged flush made durable.
+    pub durable: Vec<Vec<u32>>,
+    /// [block, version] last acknowledged for each block written.
+    pub last: Vec<Vec<u32>>,
+}
+
+impl From<VerifyReport> for SimBlkVerifyReport {
+    fn from(r: VerifyReport) -> Self {
+        let pairs = |v: Vec<(u64, u32)>| v.into_iter().map(|(b, n)| vec![b as u32, n]).collect();
+        SimBlkVerifyReport {
+            requests: r.requests as f64,
+            verified: r.verified as f64,
+            flushes: r.flushes as f64,
+            failed: r.failed as f64,
+            failures: r.failures,
+            durable: pairs(r.durable),
+            last: pairs(r.last),
+        }
+    }
+}
+
 /// What the worker threads share with the JavaScript object.
 struct Shared {
     fe: Mutex<SimBlkFront>,
@@ -112,6 +163,10 @@ struct Shared {
     closed: AtomicBool,
     /// The counters as of the last operation, for `stats()` while one runs.
     stats: Mutex<FrontStats>,
+    /// Tells a running `verify` to stop.
+    stop: AtomicBool,
+    /// Requests a running `verify` completed.
+    progress: AtomicU64,
 }
 
 impl Shared {
@@ -203,6 +258,8 @@ impl NativeSimBlkFront {
                 fe: Mutex::new(fe),
                 closed: AtomicBool::new(false),
                 stats,
+                stop: AtomicBool::new(false),
+                progress: AtomicU64::new(0),
             }),
             ring_refs,
             port,
@@ -308,6 +365,45 @@ impl NativeSimBlkFront {
         }
         .await;
         Ok(r.into())
+    }
+
+    /// Runs a verifying workload until `stopVerify()`: random 4 KiB reads
+    /// and writes `depth` deep over `blocks` blocks from `firstBlock`, a
+    /// flush every `flushEvery` writes, each read checked against the
+    /// last write acknowledged there. Other operations wait until it ends.
+    #[napi(ts_return_type = "Promise<SimBlkVerifyReport>")]
+    pub async fn verify(
+        &self,
+        workload: SimBlkVerifyWorkload,
+    ) -> napi::Result<Outcome<SimBlkVerifyReport>> {
+        let w = VerifyWorkload {
+            first_block: workload.first_block as u64,
+            blocks: workload.blocks as u64,
+            depth: workload.depth as usize,
+            seed: workload.seed as u64,
+            flush_every: workload.flush_every,
+        };
+        self.shared.stop.store(false, Ordering::Release);
+        self.shared.progress.store(0, Ordering::Release);
+        let shared = self.shared.clone();
+        let r = self
+            .run(move |fe| fe.verify(&w, &shared.stop, &shared.progress))
+            .await
+            .map(SimBlkVerifyReport::from);
+        Ok(r.into())
+    }
+
+    /// Tells a running `verify` to stop: it lets its requests finish, then
+    /// resolves.
+    #[napi]
+    pub fn stop_verify(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Requests the running (or last) `verify` completed so far.
+    #[napi]
+    pub fn verify_progress(&self) -> f64 {
+        self.shared.progress.load(Ordering::Acquire) as f64
     }
 
     /// The counters (as of the last operation while one is running).

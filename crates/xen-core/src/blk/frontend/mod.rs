@@ -25,6 +25,7 @@ mod test_backend;
 #[cfg(test)]
 mod tests;
 mod types;
+mod verify;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -51,6 +52,7 @@ use crate::ring::shared::{
 
 use self::ring::{alloc_contiguous, echoed, ring_view, Ring};
 pub use self::types::*;
+pub use self::verify::{stamp, VerifyReport, VerifyWorkload};
 
 /// Bytes in a blkif sector, whatever the disk's own sector size.
 pub const SECTOR_SIZE: usize = 512;
