@@ -299,9 +299,12 @@ test('a qcow2 image named by params serves the guest, and qemu-img finds it cons
   await fe.write(1000, data);
   await fe.flush();
   t.deepEqual(await fe.read(1000, data.length), data);
-  // A raw reading of the same path sees the qcow2 file, not the disk: the
-  // format comes from params only.
-  const raw = await s.host.addDisk(guest, { params: image, devid: 51728, readOnly: true });
+  // A raw reading of a qcow2 file sees the file, not the disk: the format
+  // comes from params only. (A copy: the image in use is locked, as QEMU
+  // locks it, against a second user.)
+  const copy = join(dir, 'copy.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', copy, '8M']);
+  const raw = await s.host.addDisk(guest, { params: copy, devid: 51728, readOnly: true });
   t.not(raw.sectors, fe.sectors);
   await raw.close();
   await fe.close();
@@ -313,4 +316,27 @@ test('a qcow2 image named by params serves the guest, and qemu-img finds it cons
   const out = join(dir, 'disk.raw');
   execFileSync('qemu-img', ['convert', '-O', 'raw', image, out]);
   t.deepEqual(readFileSync(out).subarray(1000 * 512, 1000 * 512 + data.length), data);
+});
+
+test('an image served to one guest is refused to a second disk, which fails alone with a clear reason', async (t) => {
+  const s = await setup(t);
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.img');
+  writeFileSync(image, Buffer.alloc(0));
+  truncateSync(image, 4 * 2 ** 20);
+  const first = await s.host.addDisk(await s.host.createGuest(21, 'guest21'), { params: image });
+  await first.write(0, pattern(4096, 9));
+  // Another guest's disk on the same image: its backend refuses it (init
+  // fails: Closed and hotplug-error for the toolstack), as QEMU's image
+  // locking does; the first disk carries on.
+  await s.host.createGuest(22, 'guest22');
+  const { backendPath } = await addDevice(s.host.dom0, { type: 'vbd', frontendDomid: 22, devid: 51712, backend: { params: image, mode: 'w' } });
+  const reason = await readUntil(
+    () => s.host.dom0.tryRead(`${backendPath}/hotplug-error`),
+    (v) => v !== undefined,
+  );
+  t.regex(reason ?? '', /in use by another process/);
+  t.is(await s.host.dom0.tryRead(`${backendPath}/state`), '6');
+  t.deepEqual(await first.read(0, 4096), pattern(4096, 9));
 });

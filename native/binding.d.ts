@@ -62,8 +62,10 @@ export declare class NativeBlkQueue {
  */
 export declare class NativeBlkStorage {
   /**
-   * A raw image file or a block device (opened now to learn its size;
-   * each queue opens it again).
+   * A raw image file or a block device, opened and locked now (`EAGAIN`
+   * while another process holds it, or a process that died still has
+   * I/O in flight on it); each queue gets a handle on the same open
+   * file.
    */
   static file(path: string, readOnly?: boolean | undefined | null, direct?: boolean | undefined | null): NativeBlkStorage
   /**

@@ -8,6 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 
 import { native } from '../native.js';
 import type { BlkGeometry, BlkQueueStats, NativeBlkQueue, NativeBlkStorage } from '../native.js';
@@ -190,7 +191,7 @@ export class BlockService implements StatsSource {
         ? {}
         : {
             reattach: async (ctx: DeviceContext, rec: DiskRecord) => {
-              await this.#open(ctx, rec);
+              await this.#openWhenReleased(ctx, rec);
               await this.#connect(ctx, rec, true);
               ctx.log(1, `disk taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
             },
@@ -324,6 +325,25 @@ export class BlockService implements StatsSource {
     const storage = await (this.#options.storage ?? defaultStorage)(disk);
     rec.storage = storage;
     return { storage, params, deviceType };
+  }
+
+  /**
+   * Opens the storage of a disk a backend that died served: an image is
+   * locked while that process's I/O is still in flight (the kernel keeps
+   * its open file until the last write landed), so wait for the lock,
+   * rather than replay a write the old one could still overtake.
+   */
+  async #openWhenReleased(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+    for (let waited = 0; ; waited += 20) {
+      try {
+        await this.#open(ctx, rec);
+        return;
+      } catch (err) {
+        if (!(err instanceof PlatformError && err.code === 'EAGAIN') || waited >= 60_000) throw err;
+        if (waited === 0) ctx.log(1, 'the image is still held (the I/O of the backend that died is finishing): waiting');
+        await delay(20);
+      }
+    }
   }
 
   async #init(ctx: DeviceContext, rec: DiskRecord): Promise<void> {

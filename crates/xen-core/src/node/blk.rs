@@ -13,7 +13,7 @@ use napi_derive::napi;
 use super::platform_handle::NativePlatform;
 use super::{coded_error, domid, Coded, Result};
 use crate::blk::request::Offer;
-use crate::blk::storage::{FileDisk, FileOptions, Geometry, MemDisk, Storage};
+use crate::blk::storage::{FileDisk, FileImage, FileOptions, Geometry, MemDisk, Storage};
 use crate::blk::{BlkError, BlkQueue, QueueEvent, Restart, RingConfig};
 use crate::ring::blkif::BlkifProtocol;
 
@@ -74,7 +74,12 @@ fn file_geometry(path: &std::path::Path, options: FileOptions) -> Result<Geometr
 }
 
 enum Kind {
-    File { path: PathBuf, options: FileOptions },
+    /// Opened and locked once; each queue gets a handle on the same open file.
+    File {
+        path: PathBuf,
+        options: FileOptions,
+        image: FileImage,
+    },
     Memory(MemDisk),
     Factory(StorageFactory),
     Qcow2(Qcow2Image),
@@ -114,8 +119,10 @@ pub struct NativeBlkStorage {
 
 #[napi]
 impl NativeBlkStorage {
-    /// A raw image file or a block device (opened now to learn its size;
-    /// each queue opens it again).
+    /// A raw image file or a block device, opened and locked now (`EAGAIN`
+    /// while another process holds it, or a process that died still has
+    /// I/O in flight on it); each queue gets a handle on the same open
+    /// file.
     #[napi(factory)]
     pub fn file(
         path: String,
@@ -128,9 +135,21 @@ impl NativeBlkStorage {
             ..FileOptions::default()
         };
         let path = PathBuf::from(path);
-        let geometry = file_geometry(&path, options)?;
+        let image = FileImage::open(&path, options).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::WouldBlock {
+                "EAGAIN"
+            } else {
+                "EIO"
+            };
+            coded_error(code, format!("{}: {e}", path.display()))
+        })?;
+        let geometry = image.geometry();
         Ok(NativeBlkStorage {
-            kind: Kind::File { path, options },
+            kind: Kind::File {
+                path,
+                options,
+                image,
+            },
             geometry,
         })
     }
@@ -203,7 +222,7 @@ impl NativeBlkStorage {
     #[napi]
     pub fn resize(&mut self, sectors: Option<f64>) -> Result<BlkGeometry> {
         let sectors = match (&self.kind, sectors) {
-            (Kind::File { path, options }, None) => file_geometry(path, *options)?.sectors,
+            (Kind::File { path, options, .. }, None) => file_geometry(path, *options)?.sectors,
             (Kind::Memory(_) | Kind::Factory(_), Some(n)) => disk_sectors(n)?,
             (Kind::Memory(_) | Kind::Factory(_), None) => {
                 return Err(coded_error("EINVAL", "a new size in sectors is needed"))
@@ -253,8 +272,9 @@ impl NativeBlkStorage {
     pub(crate) fn open(&self) -> Result<Box<dyn Storage>> {
         Ok(match &self.kind {
             Kind::Memory(disk) => Box::new(disk.clone()),
-            Kind::File { path, options } => Box::new(
-                FileDisk::open(path, *options)
+            Kind::File { path, image, .. } => Box::new(
+                image
+                    .disk()
                     .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?,
             ),
             Kind::Factory(open) => open()?,

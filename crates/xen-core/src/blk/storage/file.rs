@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::event::EventfdFlags;
-use rustix::fs::{AtFlags, FallocateFlags, FileType, StatxFlags};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, FlockOperation, StatxFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{opcode, Getter, Opcode, Setter};
 
@@ -136,11 +136,10 @@ impl FileDisk {
         }
     }
 
-    /// Opens the image file or block device at `path`.
+    /// Opens the image file or block device at `path` (locked as
+    /// [`FileImage::open`] locks it, for as long as the disk lives).
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileDisk> {
-        let file = open_file(path.as_ref(), &options)?;
-        let (backing, geometry) = probe(&file, &options)?;
-        FileDisk::start(file.into(), backing, geometry, &options)
+        FileImage::open(path, options)?.disk()
     }
 
     /// What the image file or block device at `path` looks like, opened as
@@ -250,6 +249,70 @@ impl Storage for FileDisk {
     fn resize(&mut self, sectors: u64) {
         // The image or device changed size under us (its owner grew it).
         self.geometry.sectors = sectors;
+    }
+}
+
+/// An image file or block device opened once and locked, from which each
+/// queue gets its own [`FileDisk`] over the same open file.
+///
+/// The lock (`flock`, exclusive, or shared when read-only, as QEMU locks
+/// images) belongs to the open file itself, which every queue's handle
+/// shares (`dup`) and the kernel keeps while any of the handle's I/O is in
+/// flight, even after the process died. So a second process cannot serve
+/// the same disk beside this one, and a backend started again after a
+/// crash waits (see [`FileImage::open`]) until the dead one's last write
+/// landed: a write it replays cannot be overtaken by the old copy.
+#[derive(Debug)]
+pub struct FileImage {
+    fd: OwnedFd,
+    backing: Backing,
+    geometry: Geometry,
+    options: FileOptions,
+}
+
+impl FileImage {
+    /// Opens and locks the image; a disk another process holds (or whose
+    /// dead holder's I/O is still in flight) is refused with
+    /// [`io::ErrorKind::WouldBlock`]: try again later.
+    pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileImage> {
+        let path = path.as_ref();
+        let file = open_file(path, &options)?;
+        let lock = if options.read_only {
+            FlockOperation::NonBlockingLockShared
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&file, lock) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{}: in use by another process (it holds a lock on it)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let (backing, geometry) = probe(&file, &options)?;
+        Ok(FileImage {
+            fd: file.into(),
+            backing,
+            geometry,
+            options,
+        })
+    }
+
+    /// Size and features when opened.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// A queue's handle: the same open file (and lock), its own engine.
+    pub fn disk(&self) -> io::Result<FileDisk> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+        FileDisk::start(fd, self.backing, self.geometry, &self.options)
     }
 }
 

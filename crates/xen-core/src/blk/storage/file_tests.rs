@@ -624,3 +624,38 @@ fn uring_reap_leaves_the_fd_to_woken() {
     disk.completions(&mut more);
     assert!(more.is_empty());
 }
+
+#[test]
+fn an_image_is_locked_for_its_process_and_its_queues_share_the_lock() {
+    let file = image(1 << 20, &[]);
+    let rw = writable(Engine::Threads);
+    let ro = FileOptions {
+        read_only: true,
+        ..rw
+    };
+    let first = FileImage::open(file.path(), rw).unwrap();
+    // Every queue's handle works on the one locked open file.
+    let mut a = first.disk().unwrap();
+    let mut b = first.disk().unwrap();
+    check_round_trip(&mut a);
+    check_round_trip(&mut b);
+    // Another opener, writable or not, is refused while it is held.
+    for options in [rw, ro] {
+        let e = FileImage::open(file.path(), options).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+    }
+    // The lock lasts while any handle does, not only the first.
+    drop(first);
+    drop(a);
+    assert!(FileImage::open(file.path(), rw).is_err());
+    drop(b);
+    let again = FileImage::open(file.path(), rw).unwrap();
+    drop(again);
+    // Readers share: two read-only opens, and no writer beside them.
+    let r1 = FileImage::open(file.path(), ro).unwrap();
+    let r2 = FileImage::open(file.path(), ro).unwrap();
+    assert!(FileImage::open(file.path(), rw).is_err());
+    drop((r1, r2));
+    assert!(FileImage::open(file.path(), rw).is_ok());
+}

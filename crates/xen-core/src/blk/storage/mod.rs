@@ -24,7 +24,7 @@ mod testkit;
 mod uring;
 mod workers;
 
-pub use file::{Engine, FileDisk, FileOptions};
+pub use file::{Engine, FileDisk, FileImage, FileOptions};
 pub use mem::MemDisk;
 pub use qcow2::{is_qcow2, Qcow2Disk, Qcow2Options, WeakQcow2Disk};
 
