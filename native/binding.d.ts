@@ -40,6 +40,13 @@ export declare class NativeBlkQueue {
   /** The counters. */
   stats(): BlkQueueStats
   /**
+   * Hands the ring over to the process that takes this one's place:
+   * stops serving without a word to the frontend and keeps the journal
+   * (requests not answered are the next backend's to serve). The queue
+   * is then stopped.
+   */
+  handOver(): void
+  /**
    * Switches the latency histograms on (the default) or off; the other
    * counters are always kept.
    */

@@ -208,6 +208,22 @@ export class BlockService implements StatsSource {
     };
   }
 
+  /**
+   * Hands every disk over to the process taking this one's place (`xenrx
+   * serve --takeover`): each queue stops without a word to its frontend and
+   * keeps its journal, which the next backend takes the ring over from.
+   * Nothing is written to XenStore; call it just before exiting.
+   */
+  handOver(): number {
+    let queues = 0;
+    for (const rec of this.#disks.values()) {
+      for (const q of rec.queues) q.handOver();
+      queues += rec.queues.length;
+      rec.queues = [];
+    }
+    return queues;
+  }
+
   /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
     return sumQueueStats(this.queueStats(domid, devid));

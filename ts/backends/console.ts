@@ -213,6 +213,10 @@ export class ConsoleService implements StatsSource {
       return rec;
     },
     connect: (ctx, rec) => this.#connect(ctx, rec),
+    // A console found Connected (the backend that served it died, or
+    // handed over): its ring and its indexes are in the shared page, so
+    // serving it again is connecting again, writing no state.
+    reattach: (ctx, rec) => this.#connect(ctx, rec),
     disconnect: async (ctx, rec) => {
       const hadPty = rec.backend?.ptyPath != null;
       rec.backend?.stop();

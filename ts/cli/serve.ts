@@ -4,6 +4,7 @@
 // block backend and the console backend, and serves every guest's devices
 // of those types (and, with --primary-consoles, every guest's primary
 // console) until SIGINT or SIGTERM, then disconnects them cleanly.
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { Command } from 'commander';
@@ -30,6 +31,7 @@ interface Options {
   domainPoll: number;
   metrics?: string | true;
   stateDir?: string;
+  takeover: boolean;
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -66,11 +68,13 @@ export function addServeCommand(program: Command): void {
       '--state-dir <dir>',
       'where each disk queue keeps its journal, so that xenrx serve started again after a crash takes the disks over without the guests noticing (default $XDG_RUNTIME_DIR/xenrx or /run/xenrx; none with --simulated)',
     )
+    .option('--takeover', 'take the disks over from the xenrx serve running now (it hands them over and exits): an upgrade the guests only see as a pause', false)
     .option('--metrics [address]', 'serve statistics over HTTP: /metrics (Prometheus), /healthz and /stats (for xenrx top), on host:port (default 127.0.0.1:9469)')
     .option('--debug <level>', 'log level: 0 errors, 1 device changes (default), 2 more, 3 everything', integer('a log level', 0, 3), 1)
     .action(async (opts: Options) => {
       if (opts.guests > 0 && !opts.simulated) throw new InvalidArgumentError('--guests needs --simulated');
       if (opts.hypervisor !== undefined && opts.simulated) throw new InvalidArgumentError('--hypervisor and --simulated exclude each other');
+      if (opts.takeover && opts.simulated) throw new InvalidArgumentError('--takeover and --simulated exclude each other (an embedded host dies with its process)');
       // Loaded here: --help must work without the native addon.
       const { BlockService, ConsoleService, PrimaryConsoleService } = await import('../backends/index.js');
       const { DomainWatcher, xenDomainSource } = await import('../lifecycle/index.js');
@@ -116,6 +120,13 @@ export function addServeCommand(program: Command): void {
           ? await (await import('./serve-metrics.js')).startServeMetrics({ address: opts.metrics, xs, platform, sources, devices$: registry.devices$ })
           : null;
       if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
+      // Everything is loaded: the running process hands over only now, so
+      // that the guests wait for little more than the registry's scan.
+      const takeover = await import('./serve-takeover.js');
+      if (opts.takeover && stateDir !== undefined) {
+        mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+        await takeover.takeOverFrom(stateDir, log);
+      }
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
       if (opts.types.includes('console')) await registry.register('console', consoles.ops);
       // Primary consoles are no xenbus devices: their own service finds
@@ -154,6 +165,17 @@ export function addServeCommand(program: Command): void {
       process.on('SIGHUP', onHangup);
       // Listen for signals before saying we are ready for them.
       const stopped = untilStopped();
+      if (stateDir !== undefined) {
+        // A process taking over asks with SIGUSR2: the disks are handed
+        // over (nothing written to XenStore) and this process exits.
+        process.on(takeover.HAND_OVER_SIGNAL, () => {
+          const queues = disks.handOver();
+          log(`${takeover.HAND_OVER_SIGNAL}: ${String(queues)} disk queue${queues === 1 ? '' : 's'} handed over; exiting`);
+          process.exit(0);
+        });
+        mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+        takeover.claimStateDir(stateDir);
+      }
       log(`serving ${opts.types.join(', ')}${primaries ? ', primary consoles' : ''}`);
 
       if (host) {
@@ -188,6 +210,7 @@ export function addServeCommand(program: Command): void {
         xs.close();
         platform.stop();
       }
+      if (stateDir !== undefined) takeover.releaseStateDir(stateDir);
       log('stopped cleanly');
     });
 }

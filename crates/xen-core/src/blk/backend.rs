@@ -87,6 +87,8 @@ impl std::error::Error for BlkError {}
 /// guest can end its grants.
 pub struct BlkQueue {
     journal: Option<PathBuf>,
+    /// Stopped by [`BlkQueue::hand_over`]: the journal stays.
+    handed_over: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
     capacity: Arc<AtomicU64>,
     source: Mutex<Option<SourceHandle>>,
@@ -160,6 +162,7 @@ impl BlkQueue {
         match platform.event_loop().add(Some(port), source, false) {
             Ok(handle) => Ok(BlkQueue {
                 journal: restart.journal.clone(),
+                handed_over: std::sync::atomic::AtomicBool::new(false),
                 counters,
                 capacity,
                 source: Mutex::new(Some(handle)),
@@ -209,17 +212,20 @@ impl BlkQueue {
             let _ = self.evtchn.unbind(self.port);
             // Stopped in order: nothing is left to take over.
             if let Some(path) = &self.journal {
-                let _ = std::fs::remove_file(path);
+                if !self.handed_over.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(path);
+                }
             }
         }
     }
 
-    /// Leaves the queue as a crash would (for tests of the restart): off
-    /// the loop, the port closed and the ring unmapped, but requests taken
-    /// and not answered stay so, and the journal stays.
-    #[doc(hidden)]
-    pub fn abandon(mut self) {
-        self.journal = None;
+    /// Hands the ring over to another process, which takes it over from
+    /// the journal ([`Restart::resume`]): off the loop, the port closed and
+    /// the ring unmapped, nothing said to the frontend; requests taken and
+    /// not answered stay so (the next backend serves them again), and the
+    /// journal stays. What a crash leaves, on purpose.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
         self.stop();
     }
 }

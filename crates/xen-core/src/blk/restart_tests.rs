@@ -170,7 +170,7 @@ fn take_over<P: BlkifAbi>(protocol: BlkifProtocol, persistent: bool) {
         front.wait(*id).unwrap();
     }
     wait_taken(&journal, &ring, slots, slot_size, 0, 40);
-    first.abandon();
+    first.hand_over();
     assert!(journal.exists(), "a crash leaves the journal");
     scribble::<P>(&w, &ring, 40);
 
@@ -235,7 +235,7 @@ fn a_ring_is_not_taken_over_with_a_journal_that_does_not_fit_it() {
         },
     )
     .unwrap();
-    idle.abandon();
+    idle.hand_over();
     let taken = start(
         &w,
         &ring,

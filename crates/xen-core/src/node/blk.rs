@@ -478,6 +478,15 @@ impl NativeBlkQueue {
         }
     }
 
+    /// Hands the ring over to the process that takes this one's place:
+    /// stops serving without a word to the frontend and keeps the journal
+    /// (requests not answered are the next backend's to serve). The queue
+    /// is then stopped.
+    #[napi]
+    pub fn hand_over(&self) {
+        self.queue.hand_over();
+    }
+
     /// Switches the latency histograms on (the default) or off; the other
     /// counters are always kept.
     #[napi]
