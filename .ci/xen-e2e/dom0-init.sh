@@ -178,6 +178,44 @@ for round in ${ROUNDS//./ }; do
   qdisk)
     run_bench qdisk $seed "format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/root/disk-qdisk.img"
     ;;
+  restart)
+    # xenrx serve SIGKILLed and started again 5 times while the domU runs a
+    # verifying job on its disk: each new process takes the disk over
+    # (no reconnect), and the job must end with no error and right data.
+    start_xenrx || { check restart-started false "xenrx serve did not start"; continue; }
+    domu_config restart verify $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-restart.img"
+    if ! xl create /root/restart.cfg >/var/log/xen/xl-create-restart.log 2>&1; then
+      say "restart: xl create failed"
+      check restart-created false "xl create failed"
+      stop_xenrx restart
+      continue
+    fi
+    for k in 1 2 3 4 5; do
+      # Killed in the middle of the job: after its round 5k-2 is verified.
+      wait_log /var/log/xen/console/guest-e2e-restart.log "\"seed\":$((seed + 5 * k - 2)),\"ok\"" 300 || say "restart: the job did not reach round $((5 * k - 2))"
+      kill -KILL "$XENRX_PID"
+      wait "$XENRX_PID" 2>/dev/null
+      sed "s/^/E2E-XENRX[restart] /" /var/log/xenrx.log
+      : >/var/log/xenrx.log
+      xenrx serve --types vbd --debug 1 >>/var/log/xenrx.log 2>&1 &
+      XENRX_PID=$!
+      if wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: taken over: Connected' 300; then
+        say "restart: xenrx serve killed and taken over ($k of 5)"
+        echo "E2E-RESTART {\"kill\":$k,\"taken_over\":true}"
+      else
+        say "restart: the new xenrx serve did not take the disk over ($k of 5)"
+        echo "E2E-RESTART {\"kill\":$k,\"taken_over\":false}"
+      fi
+    done
+    if ! wait_gone e2e-restart "$DOMU_TIMEOUT"; then
+      xl destroy e2e-restart
+      check restart-finished false "the domU did not power off"
+    fi
+    console_of restart "E2E-CONSOLE[restart]"
+    /usr/local/bin/blkcheck /root/disk-restart.img verify-pattern 8 "$seed" | sed "s/^E2E-JOB /E2E-IMAGE[restart] /"
+    wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "restart: device not removed within 60 s"
+    stop_xenrx restart
+    ;;
   lifecycle)
     start_xenrx || { check lifecycle-started false "xenrx serve did not start"; continue; }
     domu_config lifecycle idle $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-lifecycle.img"

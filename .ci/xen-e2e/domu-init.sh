@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the test domU (busybox, xen-blkfront, blkcheck): checks the disk it
-# was given, measures it, and powers off (E2E_MODE=bench), or waits for the
-# toolstack to pause, shut down or reboot it (E2E_MODE=idle). The kernel
+# was given, measures it, and powers off (E2E_MODE=bench), runs a verifying
+# job and powers off (E2E_MODE=verify), or waits for the toolstack to pause,
+# shut down or reboot it (E2E_MODE=idle). The kernel
 # passes E2E_* from its command line to this script's environment.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -21,6 +22,21 @@ i=0
 while [ ! -b /dev/xvda ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
 if [ ! -b /dev/xvda ]; then
   echo "E2E-JOB {\"job\":\"error\",\"what\":\"no /dev/xvda after 60 s\"}"
+elif [ "${E2E_MODE:-bench}" = verify ]; then
+  # A verifying job while dom0 kills and restarts the backend: 30 rounds
+  # of an 8 MiB pattern written and read back, each with its own seed,
+  # then the base seed's pattern for dom0 to find in the image.
+  echo "E2E-DOMU verifying"
+  i=1
+  while [ $i -le 30 ]; do
+    /blkcheck /dev/xvda write-pattern 8 $((SEED + i))
+    echo 3 >/proc/sys/vm/drop_caches
+    /blkcheck /dev/xvda verify-pattern 8 $((SEED + i))
+    i=$((i + 1))
+  done
+  /blkcheck /dev/xvda write-pattern 8 "$SEED"
+  echo 3 >/proc/sys/vm/drop_caches
+  /blkcheck /dev/xvda verify-pattern 8 "$SEED"
 elif [ "${E2E_MODE:-bench}" = idle ]; then
   dd if=/dev/xvda of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null && echo "E2E-DOMU ready"
   # Each line typed on the console comes back marked, to show input works.

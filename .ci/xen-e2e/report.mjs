@@ -62,6 +62,23 @@ if (rounds.includes('console')) {
   print({ console: transcript });
 }
 
+// The restart round: five SIGKILLs of xenrx serve, each disk taken over,
+// and the guest's verifying job intact.
+if (rounds.includes('restart')) {
+  const restarts = lines.filter((l) => l.startsWith('E2E-RESTART ')).map((l) => json(l.slice('E2E-RESTART '.length)));
+  check(restarts.length === 5 && restarts.every((r) => r?.taken_over === true), `restart: takeovers ${JSON.stringify(restarts)}`);
+  const list = jobs.get('restart') ?? [];
+  for (const j of list.filter((j) => j.job === 'error')) failures.push(`restart: the guest's job failed: ${JSON.stringify(j)}`);
+  const verifies = list.filter((j) => j.job === 'verify-pattern');
+  check(verifies.length === 31 && verifies.every((v) => v.ok === true), `restart: the guest verified ${String(verifies.length)} of 31 patterns, ${String(verifies.filter((v) => v.ok !== true).length)} wrong`);
+  const checked = images.get('restart') ?? [];
+  check(checked.length === 1 && checked[0]?.ok === true, `restart: dom0's image: ${JSON.stringify(checked)}`);
+  const log = xenrxLog.get('restart') ?? [];
+  const errors = log.filter((l) => / error|failed|refused|EIO/.test(l));
+  check(errors.length === 0, `restart: xenrx logged errors: ${errors.slice(0, 5).join(' | ')}`);
+  print({ restart: { kills: restarts.length, verified: verifies.filter((v) => v.ok === true).length } });
+}
+
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],
   ['seqread-1m', 'seqread_MBps'],
@@ -69,7 +86,7 @@ const FIGURES = [
   ['randread-4k-t4', 'randread_4k_t4_IOPS'],
 ];
 const figures = new Map();
-for (const backend of [...new Set(rounds)].filter((r) => r !== 'lifecycle' && r !== 'console')) {
+for (const backend of [...new Set(rounds)].filter((r) => r !== 'lifecycle' && r !== 'console' && r !== 'restart')) {
   const list = jobs.get(backend) ?? [];
   for (const j of list.filter((j) => j.job === 'error')) failures.push(`${backend}: the guest's job failed: ${JSON.stringify(j)}`);
   const verifies = list.filter((j) => j.job === 'verify-pattern');
