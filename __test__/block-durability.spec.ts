@@ -4,15 +4,14 @@
 // SIGKILLed with a request in flight, 30 times. Every write acknowledged
 // before an acknowledged flush must be in the image, byte for byte; a
 // response never comes before the data reached the storage.
-import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, openSync, readSync } from 'node:fs';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { SimBlockFrontend, SimulatedHost, addDevice, removeDevice } from '../ts/index.js';
+import { SimBlockFrontend, addDevice, removeDevice } from '../ts/index.js';
 import { startXenrx } from './helpers/process.js';
-import { tempDir } from './helpers/xenstore.js';
+import { servedHost } from './helpers/served-host.js';
 
 const IMAGE_BYTES = 64 * 2 ** 20;
 
@@ -42,23 +41,13 @@ async function killRounds(t: ExecutionContext, rounds: readonly number[]): Promi
   // Each round starts a process: slow on a busy machine, never stuck (each
   // wait has its own bound).
   t.timeout(15 * 60_000);
-  const dir = tempDir(t);
-  const image = join(dir, 'disk.img');
-  // A sparse image.
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, IMAGE_BYTES);
-  const host = await SimulatedHost.start({ dir });
-  t.teardown(() => host.stop());
-  const hvSocket = join(dir, 'hv.sock');
-  host.hypervisor.serve(hvSocket);
-  t.teardown(() => host.hypervisor.stopServing());
-  const guest = await host.createGuest(1, 'guest1', { pages: 16384 });
+  const { host, image, guest, serveArgs } = await servedHost(t, { imageBytes: IMAGE_BYTES, guestPages: 16384 });
 
   const durable: Write[] = [];
   let next = 0; // next free byte of the image: writes never overlap
   let kills = 0;
   for (const round of rounds) {
-    const serve = startXenrx(['serve', '--socket', host.socket, '--hypervisor', hvSocket, '--types', 'vbd', '--debug', '0']);
+    const serve = startXenrx([...serveArgs, '--debug', '0']);
     t.teardown(() => {
       if (serve.child.exitCode === null && serve.child.signalCode === null) serve.child.kill('SIGKILL');
     });

@@ -8,16 +8,16 @@
 // backend state is written), every request completes without an error,
 // every read finds what the last acknowledged write put there, and every
 // write acknowledged before an acknowledged flush is in the image.
-import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { SimBlockFrontend, SimulatedHost, addDevice } from '../ts/index.js';
+import { SimBlockFrontend, addDevice } from '../ts/index.js';
 import { startXenrx } from './helpers/process.js';
 import type { Background } from './helpers/process.js';
-import { tempDir } from './helpers/xenstore.js';
+import { servedHost } from './helpers/served-host.js';
 
 const IMAGE_BYTES = 16 * 2 ** 20;
 const BLOCK = 4096;
@@ -49,18 +49,8 @@ async function restartRounds(t: ExecutionContext, rounds: number, seed: number, 
   // Each round starts a process: slow on a busy machine, never stuck (each
   // wait has its own bound).
   t.timeout(30 * 60_000);
-  const dir = tempDir(t);
-  const image = join(dir, 'disk.img');
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, IMAGE_BYTES);
-  const host = await SimulatedHost.start({ dir });
-  t.teardown(() => host.stop());
-  const hvSocket = join(dir, 'hv.sock');
-  host.hypervisor.serve(hvSocket);
-  t.teardown(() => host.hypervisor.stopServing());
-  const guest = await host.createGuest(1, 'guest1', { pages: 16384 });
-  const stateDir = join(dir, 'state');
-  const args = ['serve', '--socket', host.socket, '--hypervisor', hvSocket, '--types', 'vbd', '--max-queues', '2', '--state-dir', stateDir, '--debug', '1'];
+  const { dir, host, image, guest, serveArgs } = await servedHost(t, { imageBytes: IMAGE_BYTES, guestPages: 16384 });
+  const args = [...serveArgs, '--max-queues', '2', '--state-dir', join(dir, 'state'), '--debug', '1'];
   const serves: Background[] = [];
   const startServe = (extra: readonly string[] = []): Background => {
     const s = startXenrx([...args, ...extra]);

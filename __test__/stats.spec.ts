@@ -3,8 +3,6 @@
 // the endpoint's counters compared with what the frontend asked for; then
 // `xenrx top` driven in a pseudo-terminal. And in process: stats$, the
 // health probe, and a console's counters.
-import { truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 import test from 'ava';
 import { firstValueFrom, filter } from 'rxjs';
@@ -14,7 +12,7 @@ import type { BlockDeviceStats, ConsoleDeviceStats, StatsDocument } from '../ts/
 import { runXenrx, startProgram, startXenrx, xenrxNodeArgs } from './helpers/process.js';
 import { pollUntil } from './helpers/poll.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
-import { tempDir } from './helpers/xenstore.js';
+import { servedHost } from './helpers/served-host.js';
 
 /** The value of one sample of the exposition text, by name and labels (all given labels must match). */
 function sample(text: string, name: string, labels: Readonly<Record<string, string>>): number | undefined {
@@ -33,18 +31,9 @@ const PTY = 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)';
 
 test('serve --metrics counts exactly what a simulated blkfront did, and xenrx top shows the disk', async (t) => {
   t.timeout(5 * 60_000);
-  const dir = tempDir(t);
-  const image = join(dir, 'disk.img');
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, 32 * 2 ** 20);
-  const host = await SimulatedHost.start({ dir });
-  t.teardown(() => host.stop());
-  const hvSocket = join(dir, 'hv.sock');
-  host.hypervisor.serve(hvSocket);
-  t.teardown(() => host.hypervisor.stopServing());
-  const guest = await host.createGuest(1, 'guest1', { pages: 8192 });
+  const { host, image, guest, serveArgs } = await servedHost(t, { imageBytes: 32 * 2 ** 20, guestPages: 8192 });
 
-  const serve = startXenrx(['serve', '--socket', host.socket, '--hypervisor', hvSocket, '--types', 'vbd', '--debug', '0', '--metrics', '127.0.0.1:0']);
+  const serve = startXenrx([...serveArgs, '--debug', '0', '--metrics', '127.0.0.1:0']);
   t.teardown(() => {
     if (serve.child.exitCode === null && serve.child.signalCode === null) serve.child.kill('SIGKILL');
   });

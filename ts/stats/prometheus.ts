@@ -163,18 +163,27 @@ export class PrometheusMetrics {
         },
       });
     }
-    const blockCounter = (name: string, help: string, values: (d: BlockDeviceStats) => [Labels<'op'>, number][]): void => {
-      new Counter({
+    // A counter per device (and per `extra` label value), read at each scrape.
+    const counter = <D extends DeviceStats, L extends string>(
+      name: string,
+      help: string,
+      extra: readonly L[],
+      of: () => readonly D[],
+      values: (d: D) => [Labels<L>, number][],
+    ): void => {
+      new Counter<DeviceLabel | L>({
         name,
         help,
-        labelNames: [...DEVICE_LABELS, 'op'],
+        labelNames: [...DEVICE_LABELS, ...extra],
         registers,
         collect() {
           this.reset();
-          for (const d of blocks()) for (const [extra, v] of values(d)) this.inc({ ...labels(d), ...extra }, v);
+          for (const d of of()) for (const [more, v] of values(d)) this.inc({ ...labels(d), ...more } as Labels<DeviceLabel | L>, v);
         },
       });
     };
+    const blockCounter = (name: string, help: string, values: (d: BlockDeviceStats) => [Labels<'op'>, number][]): void =>
+      counter(name, help, ['op'], blocks, values);
     blockCounter('xenrx_vbd_requests_total', 'Requests handed to storage, by operation (blkback: rd_req, wr_req, f_req, ds_req)', (d) => [
       [{ op: 'read' }, d.counters.reads],
       [{ op: 'write' }, d.counters.writes],
@@ -205,18 +214,8 @@ export class PrometheusMetrics {
         ),
       ),
     );
-    const consoleCounter = (name: string, help: string, values: (d: ConsoleDeviceStats) => [Labels<'direction'>, number][]): void => {
-      new Counter({
-        name,
-        help,
-        labelNames: [...DEVICE_LABELS, 'direction'],
-        registers,
-        collect() {
-          this.reset();
-          for (const d of consoles()) for (const [extra, v] of values(d)) this.inc({ ...labels(d), ...extra }, v);
-        },
-      });
-    };
+    const consoleCounter = (name: string, help: string, values: (d: ConsoleDeviceStats) => [Labels<'direction'>, number][]): void =>
+      counter(name, help, ['direction'], consoles, values);
     consoleCounter('xenrx_console_bytes_total', 'Console bytes: out is the guest output read, in the input written to the guest', (d) => [
       [{ direction: 'out' }, d.counters.bytesOut],
       [{ direction: 'in' }, d.counters.bytesIn],
