@@ -15,7 +15,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
 
-ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console}
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console.restart}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
