@@ -340,3 +340,24 @@ test('an image served to one guest is refused to a second disk, which fails alon
   t.is(await s.host.dom0.tryRead(`${backendPath}/state`), '6');
   t.deepEqual(await first.read(0, 4096), pattern(4096, 9));
 });
+
+test('an image is free again as soon as its disk is removed: a rebooted guest gets it back at once', async (t) => {
+  const s = await setup(t);
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.img');
+  writeFileSync(image, Buffer.alloc(0));
+  truncateSync(image, 4 * 2 ** 20);
+  for (let boot = 0; boot < 3; boot++) {
+    // Each boot is a new domain with the same image, as after xl reboot.
+    const domid = 30 + boot;
+    const guest = await s.host.createGuest(domid, `guest${String(domid)}`);
+    const disk = await s.host.addDisk(guest, { params: image });
+    if (boot > 0) t.deepEqual(await disk.read(0, 4096), pattern(4096, boot - 1), `boot ${String(boot)}`);
+    await disk.write(0, pattern(4096, boot));
+    await s.host.destroyGuest(domid);
+    // The next boot's disk is added as soon as the registry let this one
+    // go (as after xl reboot, which creates the new domain at once).
+    await pollUntil(() => s.registry.device('vbd', domid, 51712) === undefined);
+  }
+});

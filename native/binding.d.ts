@@ -100,6 +100,13 @@ export declare class NativeBlkStorage {
   resize(sectors?: number | undefined | null): BlkGeometry
   /** Reads bytes of a memory disk (for tests and demos). */
   readMemory(offset: number, length: number): Buffer
+  /**
+   * Lets the image go now (its lock with it, once the queues' handles
+   * are gone too) rather than when JavaScript collects this object: the
+   * same image may be served again at once (a guest rebooted). Queues
+   * cannot be opened afterwards. Other storage kinds keep no lock.
+   */
+  close(): void
 }
 
 /** A console backend. */

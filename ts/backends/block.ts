@@ -78,6 +78,15 @@ export class BlockStorage {
     return this.native.geometry;
   }
 
+  /**
+   * Lets a file or block device go now (its lock with it, once its queues
+   * have stopped), rather than when the object is collected: the image can
+   * be served again at once. No queue can be started on it afterwards.
+   */
+  close(): void {
+    this.native.close();
+  }
+
   /** Bytes of a memory disk, for tests and demos. */
   readMemory(offset: number, length: number): Buffer {
     return this.native.readMemory(offset, length);
@@ -157,6 +166,8 @@ export function defaultStorage(disk: DiskConfig): BlockStorage {
 interface DiskRecord {
   readonly ctx: DeviceContext;
   storage: BlockStorage | null;
+  /** What `params` named, once read. */
+  params: string | null;
   /** One per ring the frontend set up; empty while not connected. */
   queues: NativeBlkQueue[];
   /** Notices from the data path since the last connect. */
@@ -181,7 +192,7 @@ export class BlockService implements StatsSource {
     this.#maxQueues = max;
     this.ops = {
       alloc: (ctx) => {
-        const rec: DiskRecord = { ctx, storage: null, queues: [], notices: 0 };
+        const rec: DiskRecord = { ctx, storage: null, params: null, queues: [], notices: 0 };
         this.#disks.set(ctx.name, rec);
         return rec;
       },
@@ -191,7 +202,7 @@ export class BlockService implements StatsSource {
         ? {}
         : {
             reattach: async (ctx: DeviceContext, rec: DiskRecord) => {
-              await this.#openWhenReleased(ctx, rec);
+              await this.#openStorage(ctx, rec, true);
               await this.#connect(ctx, rec, true);
               ctx.log(1, `disk taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
             },
@@ -202,7 +213,11 @@ export class BlockService implements StatsSource {
       },
       free: (ctx, rec) => {
         stopQueues(rec);
+        // The image's lock goes now: the same image may be served again
+        // at once (a rebooted guest's disk).
+        rec.storage?.close();
         rec.storage = null;
+        rec.params = null;
         this.#disks.delete(ctx.name);
       },
     };
@@ -338,32 +353,37 @@ export class BlockService implements StatsSource {
     const type = await ctx.readBackend('type');
     const deviceType = await ctx.readBackend('device-type');
     const disk: DiskConfig = { key: ctx.key, params, mode, type, deviceType };
+    rec.params = params;
     const storage = await (this.#options.storage ?? defaultStorage)(disk);
     rec.storage = storage;
     return { storage, params, deviceType };
   }
 
   /**
-   * Opens the storage of a disk a backend that died served: an image is
-   * locked while that process's I/O is still in flight (the kernel keeps
-   * its open file until the last write landed), so wait for the lock,
-   * rather than replay a write the old one could still overtake.
+   * Opens a disk's storage, waiting while its image is locked by a disk of
+   * this service being taken down (a rebooted guest's old disk), or, with
+   * `afterDeath`, by a backend that died: the kernel keeps its open file
+   * until its last write landed, and a replayed write must not be
+   * overtaken by it. An image another live process holds is refused at
+   * once. The wait is bounded (a minute), only against a hang.
    */
-  async #openWhenReleased(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
+  async #openStorage(ctx: DeviceContext, rec: DiskRecord, afterDeath: boolean): Promise<{ storage: BlockStorage; params: string; deviceType: string | undefined }> {
     for (let waited = 0; ; waited += 20) {
       try {
-        await this.#open(ctx, rec);
-        return;
+        return await this.#open(ctx, rec);
       } catch (err) {
-        if (!(err instanceof PlatformError && err.code === 'EAGAIN') || waited >= 60_000) throw err;
-        if (waited === 0) ctx.log(1, 'the image is still held (the I/O of the backend that died is finishing): waiting');
+        const locked = err instanceof PlatformError && err.code === 'EAGAIN';
+        // A disk of ours with the same image, on its way out.
+        const ours = [...this.#disks.values()].some((o) => o !== rec && o.params !== null && o.params === rec.params && o.ctx.state.phase !== 'active');
+        if (!locked || !(afterDeath || ours) || waited >= 60_000) throw err;
+        if (waited === 0) ctx.log(1, `the image is still held (${ours ? 'a disk going away' : 'the I/O of the backend that died'}): waiting`);
         await delay(20);
       }
     }
   }
 
   async #init(ctx: DeviceContext, rec: DiskRecord): Promise<void> {
-    const { storage, params, deviceType } = await this.#open(ctx, rec);
+    const { storage, params, deviceType } = await this.#openStorage(ctx, rec, false);
     const g = storage.geometry;
     // What a frontend reads before it sets up its rings: all of it before
     // InitWait, in one transaction.

@@ -74,11 +74,13 @@ fn file_geometry(path: &std::path::Path, options: FileOptions) -> Result<Geometr
 }
 
 enum Kind {
-    /// Opened and locked once; each queue gets a handle on the same open file.
+    /// Opened and locked once; each queue gets a handle on the same open
+    /// file. `None` once closed (the lock then lasts only while a queue's
+    /// handle does).
     File {
         path: PathBuf,
         options: FileOptions,
-        image: FileImage,
+        image: Mutex<Option<FileImage>>,
     },
     Memory(MemDisk),
     Factory(StorageFactory),
@@ -148,7 +150,7 @@ impl NativeBlkStorage {
             kind: Kind::File {
                 path,
                 options,
-                image,
+                image: Mutex::new(Some(image)),
             },
             geometry,
         })
@@ -269,11 +271,26 @@ impl NativeBlkStorage {
         }
     }
 
+    /// Lets the image go now (its lock with it, once the queues' handles
+    /// are gone too) rather than when JavaScript collects this object: the
+    /// same image may be served again at once (a guest rebooted). Queues
+    /// cannot be opened afterwards. Other storage kinds keep no lock.
+    #[napi]
+    pub fn close(&self) {
+        if let Kind::File { image, .. } = &self.kind {
+            image.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
     pub(crate) fn open(&self) -> Result<Box<dyn Storage>> {
         Ok(match &self.kind {
             Kind::Memory(disk) => Box::new(disk.clone()),
             Kind::File { path, image, .. } => Box::new(
                 image
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .ok_or_else(|| coded_error("ESHUTDOWN", format!("{}: closed", path.display())))?
                     .disk()
                     .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?,
             ),
