@@ -112,21 +112,24 @@ export function addServeCommand(program: Command): void {
         ...(stateDir !== undefined ? { stateDir } : {}),
       });
       const consoles = new ConsoleService({ platform, pty: opts.pty });
-      // Counting from before the first device is found; the primary
-      // consoles join the sources once their service runs.
+      // The primary consoles join the statistics' sources once their
+      // service runs.
       const sources: StatsSource[] = [disks, consoles];
-      const metrics =
-        opts.metrics !== undefined
-          ? await (await import('./serve-metrics.js')).startServeMetrics({ address: opts.metrics, xs, platform, sources, devices$: registry.devices$ })
-          : null;
-      if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
       // Everything is loaded: the running process hands over only now, so
       // that the guests wait for little more than the registry's scan.
       const takeover = await import('./serve-takeover.js');
+      const serveMetrics = opts.metrics !== undefined ? await import('./serve-metrics.js') : null;
       if (opts.takeover && stateDir !== undefined) {
         mkdirSync(stateDir, { recursive: true, mode: 0o700 });
         await takeover.takeOverFrom(stateDir, log);
       }
+      // After the takeover (the old process held the address until it
+      // exited), before the first device is found.
+      const metrics =
+        serveMetrics && opts.metrics !== undefined
+          ? await serveMetrics.startServeMetrics({ address: opts.metrics, xs, platform, sources, devices$: registry.devices$ })
+          : null;
+      if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
       if (opts.types.includes('console')) await registry.register('console', consoles.ops);
       // Primary consoles are no xenbus devices: their own service finds
