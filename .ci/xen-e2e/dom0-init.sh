@@ -15,7 +15,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
 
-ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console.restart}
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.restart.console}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
@@ -186,6 +186,7 @@ for round in ${ROUNDS//./ }; do
     domu_config restart verify $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-restart.img"
     if ! xl create /root/restart.cfg >/var/log/xen/xl-create-restart.log 2>&1; then
       say "restart: xl create failed"
+      sed "s/^/E2E-XL[restart] /" /var/log/xen/xl-create-restart.log | tail -30
       check restart-created false "xl create failed"
       stop_xenrx restart
       continue

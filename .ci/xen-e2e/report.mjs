@@ -7,7 +7,7 @@ import process from 'node:process';
 
 const print = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
 
-const [file, roundList = 'xenrx.blkback.qdisk.lifecycle.console.restart'] = process.argv.slice(2);
+const [file, roundList = 'xenrx.blkback.qdisk.lifecycle.restart.console'] = process.argv.slice(2);
 const lines = readFileSync(file, 'utf8').split('\n');
 const rounds = roundList.split('.').filter(Boolean);
 const failures = [];

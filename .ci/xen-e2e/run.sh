@@ -7,9 +7,10 @@
 # domU then checks and measures a disk served by xenrx, by Linux's blkback
 # and by QEMU's qdisk in turn, and a second domU is paused, unpaused,
 # rebooted, shut down and destroyed under xenrx, and with xenconsoled
-# stopped, a domU's console is read and typed on through xenrx; last, xenrx
-# serve is SIGKILLed and started again 5 times under a domU verifying its
-# disk, which each new process takes over. Prints one JSON line per
+# stopped (the last round: xenconsoled stays stopped), a domU's console is
+# read and typed on through xenrx; before it, xenrx serve is SIGKILLed and
+# started again 5 times under a domU verifying its disk, which each new
+# process takes over. Prints one JSON line per
 # backend and job, and fails unless every check passed.
 #
 # Usage, as root (or with sudo) on Debian 12 or a machine with its apt
@@ -17,7 +18,7 @@
 # Environment:
 #   XENRX_E2E_DIR      work and cache directory (default /var/tmp/xenrx-e2e);
 #                      nothing is installed into the host's /boot
-#   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle.console.restart)
+#   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle.restart.console)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
 #   XENRX_E2E_PROFILE  set: dom0 gets the host's perf (linux-perf) and
 #                      profiles each disk round (CPU samples and system
@@ -39,7 +40,7 @@ if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$root/.ci/xen-e2e"
 W=${XENRX_E2E_DIR:-/var/tmp/xenrx-e2e}
-ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.console.restart}
+ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.restart.console}
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 PROFILE=${XENRX_E2E_PROFILE:-}
