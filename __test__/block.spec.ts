@@ -337,7 +337,14 @@ test('an image served to one guest is refused to a second disk, which fails alon
     (v) => v !== undefined,
   );
   t.regex(reason ?? '', /in use by another process/);
-  t.is(await s.host.dom0.tryRead(`${backendPath}/state`), '6');
+  // Closed follows hotplug-error (two writes, in that order).
+  t.is(
+    await readUntil(
+      () => s.host.dom0.tryRead(`${backendPath}/state`),
+      (v) => v === '6',
+    ),
+    '6',
+  );
   t.deepEqual(await first.read(0, 4096), pattern(4096, 9));
 });
 
