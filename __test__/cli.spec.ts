@@ -131,8 +131,8 @@ test('the demo with --metrics: xenrx top shows its guests\' disk and consoles', 
   const top = await runCli(['top', '--url', url, '--once', '--interval', '100']);
   t.is(top.code, 0, top.stderr);
   t.regex(top.stdout, /^guest1\s+1\s+vbd-1-51712\s+Connected\s/m);
+  // (guest2 and its console are destroyed a few seconds in: not asked for.)
   t.regex(top.stdout, /^guest1\s+1\s+console-1-0\s+Connected\s/m);
-  t.regex(top.stdout, /^guest2\s+2\s+console-2-0\s/m);
   t.is(await demo.stop('SIGTERM'), 0);
   t.regex(demo.output(), /stopped cleanly/);
 });
