@@ -35,6 +35,16 @@ async function setup(t: ExecutionContext): Promise<Setup> {
   return { host, registry, disks, logs };
 }
 
+/** A sparse raw image of `bytes` in a directory removed when the test ends. */
+function sparseImage(t: ExecutionContext, bytes: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.img');
+  writeFileSync(image, Buffer.alloc(0));
+  truncateSync(image, bytes);
+  return image;
+}
+
 function pattern(length: number, seed: number): Buffer {
   const b = Buffer.alloc(length);
   for (let i = 0; i < length; i++) b[i] = (i * 31 + seed + Math.floor(i / 4096)) & 0xff;
@@ -320,11 +330,7 @@ test('a qcow2 image named by params serves the guest, and qemu-img finds it cons
 
 test('an image served to one guest is refused to a second disk, which fails alone with a clear reason', async (t) => {
   const s = await setup(t);
-  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const image = join(dir, 'disk.img');
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, 4 * 2 ** 20);
+  const image = sparseImage(t, 4 * 2 ** 20);
   const first = await s.host.addDisk(await s.host.createGuest(21, 'guest21'), { params: image });
   await first.write(0, pattern(4096, 9));
   // Another guest's disk on the same image: its backend refuses it (init
@@ -350,11 +356,7 @@ test('an image served to one guest is refused to a second disk, which fails alon
 
 test('an image is free again as soon as its disk is removed: a rebooted guest gets it back at once', async (t) => {
   const s = await setup(t);
-  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const image = join(dir, 'disk.img');
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, 4 * 2 ** 20);
+  const image = sparseImage(t, 4 * 2 ** 20);
   for (let boot = 0; boot < 3; boot++) {
     // Each boot is a new domain with the same image, as after xl reboot.
     const domid = 30 + boot;

@@ -167,11 +167,6 @@ impl QueueJournal {
         Ok(j)
     }
 
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Keeps a copy of the request taken as number `seq` (its ring index).
     pub fn record(&self, seq: u32, request: &[u8]) {
         let len = request.len().min(self.slot_size);

@@ -6,7 +6,7 @@
 //! backend died. A block has at most one request in flight, so the model
 //! is exact.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{BlkFrontError, BlkOp, RequestId, SimBlkFront};
@@ -92,7 +92,7 @@ impl SimBlkFront {
         let mut report = VerifyReport::default();
         let mut acked: HashMap<u64, u32> = HashMap::new();
         let mut durable: HashMap<u64, u32> = HashMap::new();
-        let mut busy: HashMap<u64, ()> = HashMap::new();
+        let mut busy: HashSet<u64> = HashSet::new();
         let mut flying: HashMap<RequestId, Op> = HashMap::new();
         let mut next_version = 0u32;
         let mut writes_since_flush = 0u32;
@@ -112,14 +112,14 @@ impl SimBlkFront {
                     // A free block: at most one request per block.
                     let mut block = w.first_block + rng.below(blocks);
                     let mut tries = 0;
-                    while busy.contains_key(&block) && tries < blocks {
+                    while busy.contains(&block) && tries < blocks {
                         block = w.first_block + (block - w.first_block + 1) % blocks;
                         tries += 1;
                     }
-                    if busy.contains_key(&block) {
+                    if busy.contains(&block) {
                         break;
                     }
-                    busy.insert(block, ());
+                    busy.insert(block);
                     let sector = block * (BLOCK as u64 / 512);
                     if rng.below(2) == 0 {
                         next_version += 1;
