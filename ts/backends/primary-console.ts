@@ -19,6 +19,9 @@
 // vanish is stopped. Re-reading every domain's nodes on each
 // @introduceDomain would also find late nodes, but only at the next
 // introduction, which may never come.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { Observable, Subject, filter, map } from 'rxjs';
 import type { Subscription } from 'rxjs';
 
@@ -30,6 +33,7 @@ import { PlatformError } from '../platform/errors.js';
 import type { DomainLiveness, LogLevel } from '../xenbus/index.js';
 import { isXenStoreError } from '../xenstore/index.js';
 import type { XenStore } from '../xenstore/index.js';
+import { ConsoleHistory, ConsoleHistoryFile, historyFileName, pruneHistoryFiles } from './console-history.js';
 import { MAX_CONSOLE_LINE, clearTty, decodeUtf8, publishTty, splitLines, startConsoleBackend } from './console.js';
 import type { ConsoleOptions } from './console.js';
 
@@ -58,6 +62,15 @@ export interface PrimaryConsoleOptions extends ConsoleOptions {
   readonly domains?: PrimaryConsoleDomains;
   /** Bytes of latest output kept per console (default {@link DEFAULT_CONSOLE_HISTORY}; 0 keeps none). */
   readonly historyBytes?: number;
+  /**
+   * Keeps each console's history in a file in this directory too,
+   * `console-<domid>-<name>.log` (the raw output, as xenconsoled's guest
+   * logs): a service started again with the same directory, after a
+   * crash or an upgrade, starts each console's history with what this one
+   * kept. The file of a domain that dies is removed, as are files left by
+   * domains that died while no service ran.
+   */
+  readonly historyDir?: string;
   /** Where log lines go (default: errors to stderr). Level 1 says when a console connects and closes. */
   readonly logger?: (entry: PrimaryConsoleLogEntry) => void;
 }
@@ -85,50 +98,6 @@ const DOMID = /^(0|[1-9][0-9]{0,4})$/;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 /** The largest event-channel port the native layer takes (u32). */
 const MAX_PORT = 0xffff_ffff;
-/** Chunks held in a history before they are joined into one. */
-const HISTORY_CHUNKS = 256;
-
-/** The last `limit` bytes of a console's output. */
-class History {
-  #chunks: Buffer[] = [];
-  #size = 0;
-  #trimmed = false;
-
-  constructor(readonly limit: number) {}
-
-  push(data: Buffer): void {
-    if (this.limit === 0 || data.length === 0) return;
-    this.#chunks.push(data);
-    this.#size += data.length;
-    while (this.#size > this.limit) {
-      const first = this.#chunks[0];
-      if (first === undefined) break;
-      const over = this.#size - this.limit;
-      if (first.length <= over) {
-        this.#chunks.shift();
-        this.#size -= first.length;
-      } else {
-        this.#chunks[0] = first.subarray(over);
-        this.#size -= over;
-      }
-      this.#trimmed = true;
-    }
-    // Many small chunks (a guest writing byte by byte) are joined, so that
-    // trimming stays cheap and the array stays small.
-    if (this.#chunks.length > HISTORY_CHUNKS) this.#chunks = [Buffer.concat(this.#chunks, this.#size)];
-  }
-
-  /** A copy of what is kept. Once trimmed, it starts at a character: UTF-8 continuation bytes cut from their start are dropped. */
-  snapshot(): Buffer {
-    const all = Buffer.concat(this.#chunks, this.#size);
-    let at = 0;
-    if (this.#trimmed) {
-      while (at < 3 && at < all.length && ((all[at] ?? 0) & 0xc0) === 0x80) at++;
-    }
-    return all.subarray(at);
-  }
-}
-
 /** A domain the service follows, from its introduction until it dies. */
 interface DomainRecord {
   readonly domid: number;
@@ -147,7 +116,9 @@ interface DomainRecord {
   checking: Promise<void> | null;
   recheck: boolean;
   ended: boolean;
-  readonly history: History;
+  readonly history: ConsoleHistory;
+  /** Where the history is written through, once the guest's name is known (with `historyDir`). */
+  historyFile: ConsoleHistoryFile | null;
 }
 
 /** What a domain's console nodes say, read together. */
@@ -156,6 +127,7 @@ interface ConsoleNodes {
   readonly ringRef: string | undefined;
   readonly port: string | undefined;
   readonly type: string | undefined;
+  readonly name: string | undefined;
 }
 
 /** What to do about a domain's console, from its nodes. */
@@ -215,6 +187,7 @@ export class PrimaryConsoleService implements StatsSource {
     this.#xs = options.xs;
     this.#log = options.logger ?? stderrLog;
     this.#historyBytes = history;
+    if (options.historyDir !== undefined) mkdirSync(options.historyDir, { recursive: true, mode: 0o700 });
   }
 
   /**
@@ -239,6 +212,9 @@ export class PrimaryConsoleService implements StatsSource {
       this.#subscriptions.push(this.#options.domains.deaths$.subscribe((domid) => this.#end(domid, 'its domain died')));
     }
     await this.#scanNow();
+    // Files of domains that died while no service ran.
+    const dir = this.#options.historyDir;
+    if (dir !== undefined) pruneHistoryFiles(dir, (domid) => this.#records.has(domid));
   }
 
   #emit(level: LogLevel, domid: number | null, message: string): void {
@@ -330,7 +306,8 @@ export class PrimaryConsoleService implements StatsSource {
       checking: null,
       recheck: false,
       ended: false,
-      history: new History(this.#historyBytes),
+      history: new ConsoleHistory(this.#historyBytes),
+      historyFile: null,
     };
     this.#records.set(domid, rec);
     rec.watch = this.#xs.watch$(`${rec.home}/console`).subscribe({
@@ -375,6 +352,7 @@ export class PrimaryConsoleService implements StatsSource {
         ringRef: await tx.tryRead(`${dir}/ring-ref`),
         port: await tx.tryRead(`${dir}/port`),
         type: await tx.tryRead(`${dir}/type`),
+        name: await tx.tryRead(`${rec.home}/name`),
       }),
     );
     if (rec.ended || this.#closed) return;
@@ -400,12 +378,33 @@ export class PrimaryConsoleService implements StatsSource {
         if (rec.served?.port === plan.port && rec.served.ringRef === plan.ringRef && rec.backend) return;
         await this.#stopBackend(rec, `it moved to port ${String(plan.port)}`);
         if (rec.ended || this.#closed) return;
+        this.#openHistoryFile(rec, nodes.name ?? '');
         await this.#serve(rec, plan.ringRef, plan.port);
         return;
       default: {
         const never: never = plan;
         return never;
       }
+    }
+  }
+
+  /**
+   * With `historyDir`, opens the guest's history file once its name is
+   * known (before the first output), starting the history with what a
+   * service before this one kept; a file of the same id under another
+   * name is an earlier guest's, and goes.
+   */
+  #openHistoryFile(rec: DomainRecord, name: string): void {
+    const dir = this.#options.historyDir;
+    if (dir === undefined || rec.historyFile !== null || this.#historyBytes === 0) return;
+    const file = historyFileName(rec.domid, name);
+    try {
+      pruneHistoryFiles(dir, (domid, other) => domid !== rec.domid || other === file);
+      rec.historyFile = ConsoleHistoryFile.open(join(dir, file), rec.history, (err) =>
+        this.#emit(0, rec.domid, `writing the history file failed: ${errorText(err)}; kept in memory only`),
+      );
+    } catch (err) {
+      this.#report(rec, 0, `opening the history file ${join(dir, file)} failed: ${errorText(err)}; kept in memory only`);
     }
   }
 
@@ -422,7 +421,7 @@ export class PrimaryConsoleService implements StatsSource {
           // they belong to the domain as long as the service follows it.
           if (this.#records.get(rec.domid) !== rec) return;
           for (const data of chunks) {
-            rec.history.push(data);
+            (rec.historyFile ?? rec.history).push(data);
             this.#output.next({ domid: rec.domid, data });
           }
         },
@@ -503,11 +502,17 @@ export class PrimaryConsoleService implements StatsSource {
     if (hadPty && !this.#closed) await this.#unpublishTty(rec);
   }
 
-  /** A domain died or its home went: its console stops, its watch and history go. */
-  #end(domid: number, why: string): void {
+  /**
+   * A domain died or its home went (`died`, the default): its console
+   * stops, its watch and history go, its history file too. When the
+   * service stops instead, the file stays for the next one.
+   */
+  #end(domid: number, why: string, died = true): void {
     const rec = this.#records.get(domid);
     if (!rec || rec.ended) return;
     rec.ended = true;
+    rec.historyFile?.close(died);
+    rec.historyFile = null;
     this.#records.delete(domid);
     rec.watch?.unsubscribe();
     rec.watch = null;
@@ -610,7 +615,7 @@ export class PrimaryConsoleService implements StatsSource {
     const unpublish: Promise<void>[] = [];
     for (const rec of [...this.#records.values()]) {
       const hadPty = rec.backend?.ptyPath != null;
-      this.#end(rec.domid, 'the service stopped');
+      this.#end(rec.domid, 'the service stopped', false);
       if (hadPty) unpublish.push(this.#unpublishTty(rec));
     }
     await Promise.all(unpublish);

@@ -140,6 +140,8 @@ export function addServeCommand(program: Command): void {
             platform,
             pty: opts.pty,
             ...(domains ? { domains } : {}),
+            // Each console's latest output outlives a restart, as its disks do.
+            ...(stateDir !== undefined ? { historyDir: stateDir } : {}),
             logger: (e) => {
               if (e.level <= opts.debug) {
                 (e.level === 0 ? console.error : console.log)(`xenrx serve: ${e.domid === null ? 'primary consoles' : `console of domain ${String(e.domid)}`}: ${e.message}`);
