@@ -250,6 +250,21 @@ pub struct EventLoop {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Kicks one source ([`SourceHandle::kicker`]); kicking a source no
+/// longer in the loop does nothing.
+#[derive(Clone)]
+pub struct Kicker {
+    inner: Arc<Inner>,
+    id: SourceId,
+}
+
+impl Kicker {
+    /// Runs the source soon with [`Wake::kicked`], from any thread.
+    pub fn kick(&self) {
+        let _ = self.inner.send(Command::Kick(self.id));
+    }
+}
+
 /// A source in a loop. Dropping it removes the source (waiting for the
 /// loop to let go of it, unless on the loop's own thread).
 pub struct SourceHandle {
@@ -267,6 +282,16 @@ impl SourceHandle {
     /// Runs the source soon with [`Wake::kicked`], from any thread.
     pub fn kick(&self) {
         let _ = self.inner.send(Command::Kick(self.id));
+    }
+
+    /// What kicks the source from elsewhere: something that hands it work
+    /// from another thread (or another source) keeps one, while the handle
+    /// stays with the source's owner.
+    pub fn kicker(&self) -> Kicker {
+        Kicker {
+            inner: self.inner.clone(),
+            id: self.id,
+        }
     }
 
     /// Removes the source and hands it back once the loop no longer runs it

@@ -597,6 +597,34 @@ impl<'a, P: RingProtocol> BackRing<'a, P> {
         fence(Ordering::SeqCst);
         Ok(self.unconsumed_requests()? > 0)
     }
+
+    /// Whether `needed` requests can be taken now; if not, asks the
+    /// frontend for a notification on the next request it publishes
+    /// (`req_event` one past the producer index seen, as netback waits for
+    /// receive buffers). [`BackRing::final_check_for_requests`] asks only
+    /// when the ring is empty, which is no use to a backend that needs
+    /// several requests at once and found some: the frontend would publish
+    /// the rest without a word.
+    pub fn wait_for_requests(&mut self, needed: u32) -> Result<bool, SharedRingError> {
+        loop {
+            if self.unconsumed_requests()? >= needed {
+                return Ok(true);
+            }
+            let seen = self.req_prod_seen;
+            // Relaxed: the fence below orders it (see final_check_for_requests).
+            self.area
+                .store(REQ_EVENT, seen.wrapping_add(1), Ordering::Relaxed)?;
+            fence(Ordering::SeqCst);
+            if self.unconsumed_requests()? >= needed {
+                return Ok(true);
+            }
+            // Nothing published since: the frontend will see the event
+            // index and notify. Otherwise ask again past what it published.
+            if self.req_prod_seen == seen {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 impl<P: RingProtocol> fmt::Debug for BackRing<'_, P> {

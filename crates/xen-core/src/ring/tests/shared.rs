@@ -224,6 +224,24 @@ fn final_check_finds_requests_pushed_before_it_armed_the_event() {
 }
 
 #[test]
+fn waiting_for_several_requests_asks_for_an_event_past_those_already_there() {
+    let m = page();
+    let mem = m.mem();
+    let mut front = FrontRing::<Test>::init(mem).unwrap();
+    let mut back = BackRing::<Test>::attach(mem).unwrap();
+    // One request there, three needed (a packet's buffers): the final
+    // check would see one and ask nothing; this asks for the next push.
+    push(&mut front, 0, 1);
+    assert!(back.final_check_for_requests().unwrap());
+    assert!(!back.wait_for_requests(3).unwrap());
+    assert_eq!(mem.load_u32(REQ_EVENT).unwrap(), 2);
+    assert!(push(&mut front, 1, 2), "the next push notifies");
+    assert!(back.wait_for_requests(3).unwrap());
+    assert_eq!(back.unconsumed_requests().unwrap(), 3);
+    assert!(back.wait_for_requests(0).unwrap());
+}
+
+#[test]
 fn indexes_wrap_around_u32_max() {
     let m = page();
     let mem = small(&m);
