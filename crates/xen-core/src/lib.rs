@@ -8,6 +8,7 @@
 pub mod blk;
 pub mod build_info;
 pub mod console;
+pub mod net;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod platform;
