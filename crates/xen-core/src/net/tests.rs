@@ -504,3 +504,53 @@ fn a_stopped_vif_drops_what_comes_for_it() {
     a.front.wait_tx_done().unwrap();
     assert_eq!(seen.0.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[test]
+fn guests_driven_on_their_own_threads_send_while_they_receive() {
+    use super::frontend::NetFrontDriver;
+    let w = world();
+    let a = guest(&w, A);
+    let b = guest(&w, B);
+    let (to_a, at_a) = channel::<Vec<Packet>>();
+    let (to_b, at_b) = channel::<Vec<Packet>>();
+    let mut da = NetFrontDriver::spawn(a.front, Box::new(move |p| drop(to_a.send(p)))).unwrap();
+    let mut db = NetFrontDriver::spawn(b.front, Box::new(move |p| drop(to_b.send(p)))).unwrap();
+    let take = |rx: &Receiver<Vec<Packet>>, n: usize| -> Vec<Packet> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            got.extend(rx.recv_timeout(WAIT).expect("packets within the guard"));
+        }
+        got
+    };
+    // Both ways at once, more than a ring's worth each: neither side's
+    // sending waits for its receiving.
+    let ab: Vec<Packet> = (0..600)
+        .map(|i| frame(mac(B), mac(A), i, 60 + (i as usize * 37) % 9000))
+        .collect();
+    let ba: Vec<Packet> = (0..600)
+        .map(|i| frame(mac(A), mac(B), i, 60 + (i as usize * 53) % 9000))
+        .collect();
+    da.send(vec![frame([0xff; 6], mac(A), 0, 60)]).unwrap();
+    db.send(vec![frame([0xff; 6], mac(B), 0, 60)]).unwrap();
+    take(&at_a, 1);
+    take(&at_b, 1);
+    da.send(ab.clone()).unwrap();
+    db.send(ba.clone()).unwrap();
+    assert_eq!(take(&at_b, 600), ab);
+    assert_eq!(take(&at_a, 600), ba);
+    // A packet the features refuse is refused at once.
+    assert!(matches!(
+        da.send(vec![Packet::new(Vec::new())]),
+        Err(super::frontend::NetFrontError::BadArgument(_))
+    ));
+    assert_eq!(da.fault(), None);
+    // The backend lets the rings go first; then every grant ends.
+    a.vif.stop();
+    b.vif.stop();
+    da.close().unwrap();
+    db.close().unwrap();
+    assert!(matches!(
+        da.send(vec![frame(mac(B), mac(A), 1, 60)]),
+        Err(super::frontend::NetFrontError::Closed)
+    ));
+}

@@ -21,6 +21,7 @@
 //! raw transmit slots, a bogus `req_prod`, any page granted, a guest
 //! vanishing mid-transfer.
 
+mod driver;
 #[cfg(test)]
 mod hand_tests;
 mod hostile;
@@ -32,6 +33,8 @@ mod test_backend;
 mod tests;
 mod tx;
 mod types;
+
+pub use self::driver::NetFrontDriver;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -310,6 +313,32 @@ impl SimNetFront {
         }
     }
 
+    /// Asks for an event on the next response of each ring, as a guest
+    /// does before it sleeps; true if responses came meanwhile (take them
+    /// with [`SimNetFront::poll`] instead of sleeping).
+    pub fn arm(&mut self) -> Result<bool, NetFrontError> {
+        let tx = self.on_tx(|r| r.final_check_for_responses())?;
+        let rx = self.on_rx(|r| r.final_check_for_responses())?;
+        Ok(tx || rx)
+    }
+
+    /// The event channel handle's descriptor, readable when an event is
+    /// pending (for a driver that sleeps on more than the frontend).
+    pub fn event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.evtchn.fd()
+    }
+
+    /// Takes the pending events and unmasks their ports.
+    pub fn take_events(&mut self) -> Result<(), NetFrontError> {
+        let evtchn = NetFrontError::EventChannel;
+        let mut ports = Vec::new();
+        self.evtchn.pending(&mut ports).map_err(evtchn)?;
+        for p in ports {
+            self.evtchn.unmask(p).map_err(evtchn)?;
+        }
+        Ok(())
+    }
+
     /// Takes responses until `ready`, sleeping on the event channel in
     /// between as netfront does: only after the final check. False if
     /// `deadline` passed first.
@@ -328,9 +357,7 @@ impl SimNetFront {
             // = rsp_cons + 1), then look again: a response published before
             // the backend could see that is found now; any later one comes
             // with an event.
-            let tx = self.on_tx(|r| r.final_check_for_responses())?;
-            let rx = self.on_rx(|r| r.final_check_for_responses())?;
-            if tx || rx {
+            if self.arm()? {
                 continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -338,11 +365,7 @@ impl SimNetFront {
                 return Ok(false);
             }
             wait_readable(self.evtchn.fd(), Some(left)).map_err(|e| evtchn(e.into()))?;
-            let mut ports = Vec::new();
-            self.evtchn.pending(&mut ports).map_err(evtchn)?;
-            for p in ports {
-                self.evtchn.unmask(p).map_err(evtchn)?;
-            }
+            self.take_events()?;
         }
     }
 }

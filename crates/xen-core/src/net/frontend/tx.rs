@@ -23,27 +23,40 @@ impl SimNetFront {
         queued
     }
 
-    /// Refuses what the negotiated features do not allow.
-    fn check_packet(&self, packet: &Packet) -> Result<(), NetFrontError> {
-        let len = packet.data.len();
-        if len == 0 {
-            return Err(NetFrontError::BadArgument("empty packet"));
-        }
-        if len > MAX_PACKET {
-            return Err(NetFrontError::BadArgument("packet over 65535 bytes"));
-        }
-        if !self.options.sg && len > PAGE_SIZE {
-            let why = "packet over a page without feature-sg";
-            return Err(NetFrontError::BadArgument(why));
-        }
-        match packet.offload.gso {
-            Some(_) if !self.options.gso => {
-                Err(NetFrontError::BadArgument("GSO packet without feature-gso"))
+    /// Sends from the front of `packets` as many as the ring has room for
+    /// now, without waiting, with one push; returns how many were sent. A
+    /// packet the features do not allow is an error, and stays queued.
+    pub fn send_some(&mut self, packets: &mut VecDeque<Packet>) -> Result<usize, NetFrontError> {
+        self.usable()?;
+        let mut sent = 0;
+        let mut outcome = Ok(());
+        while let Some(p) = packets.front() {
+            if let Err(e) = self.check_packet(p) {
+                outcome = Err(e);
+                break;
             }
-            // Netback takes a zero MSS for a fatal error of the guest.
-            Some(g) if g.size == 0 => Err(NetFrontError::BadArgument("GSO size 0")),
-            _ => Ok(()),
+            let frags = p.data.len().div_ceil(PAGE_SIZE);
+            let slots = frags + usize::from(p.offload.gso.is_some());
+            if !self.tx_room(slots, frags)? {
+                break;
+            }
+            let p = packets.pop_front().expect("looked at");
+            if let Err(e) = self.queue(&p) {
+                packets.push_front(p);
+                outcome = Err(e);
+                break;
+            }
+            sent += 1;
         }
+        if sent > 0 {
+            self.push_tx()?;
+        }
+        outcome.map(|()| sent)
+    }
+
+    /// Refuses what the negotiated features do not allow.
+    pub fn check_packet(&self, packet: &Packet) -> Result<(), NetFrontError> {
+        packet_allowed(&self.options, packet)
     }
 
     /// Writes one packet's slots into the ring without pushing them.
@@ -260,4 +273,30 @@ fn gso_extra(gso: Gso) -> ExtraInfo {
         features,
     };
     ExtraInfo { flags: 0, extra }
+}
+
+/// Refuses what the features `options` negotiated do not allow.
+pub(super) fn packet_allowed(
+    options: &NetFrontOptions,
+    packet: &Packet,
+) -> Result<(), NetFrontError> {
+    let len = packet.data.len();
+    if len == 0 {
+        return Err(NetFrontError::BadArgument("empty packet"));
+    }
+    if len > MAX_PACKET {
+        return Err(NetFrontError::BadArgument("packet over 65535 bytes"));
+    }
+    if !options.sg && len > PAGE_SIZE {
+        let why = "packet over a page without feature-sg";
+        return Err(NetFrontError::BadArgument(why));
+    }
+    match packet.offload.gso {
+        Some(_) if !options.gso => {
+            Err(NetFrontError::BadArgument("GSO packet without feature-gso"))
+        }
+        // Netback takes a zero MSS for a fatal error of the guest.
+        Some(g) if g.size == 0 => Err(NetFrontError::BadArgument("GSO size 0")),
+        _ => Ok(()),
+    }
 }
