@@ -416,6 +416,87 @@ export declare class NativeSimHypervisor {
 }
 
 /**
+ * The guest's end of a network device on the simulated hypervisor, run
+ * on its own driver thread: packets sent are queued at once; packets
+ * received reach `onPackets` in batches.
+ */
+export declare class NativeSimNetFront {
+  /** Sets up a network device of guest `domid` for `backendDomid`. */
+  static create(host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: (packets: NetPacket[]) => void): NativeSimNetFront
+  /** `tx-ring-ref`. */
+  get txRingRef(): number
+  /** `rx-ring-ref`. */
+  get rxRingRef(): number
+  /** `event-channel` (or `event-channel-tx`). */
+  get txPort(): number
+  /** `event-channel-rx` (the same as `txPort` unless split). */
+  get rxPort(): number
+  /**
+   * Queues packets to send (refused at once if the features do not
+   * allow one: nothing of the batch is queued then).
+   */
+  send(packets: Array<NetPacket>): void
+  /** Packets queued or in flight, not answered yet. */
+  get pending(): number
+  /** What stopped the guest's driver (the backend broke the protocol). */
+  get fault(): string | null
+  /** The counters. */
+  stats(): SimNetFrontStats
+  /**
+   * Stops the driver and releases the rings, ports and pages (those the
+   * backend still maps stay granted: close the backend first).
+   */
+  close(): void
+}
+
+/**
+ * An in-process learning switch: vifs attached to it exchange packets
+ * without JavaScript.
+ */
+export declare class NativeSwitch {
+  /** An empty switch. */
+  constructor()
+  /** A new port, for one vif (all its queues). */
+  addPort(): NativeSwitchPort
+  /** The port a MAC address (6 bytes) was learnt on. */
+  portOf(mac: Buffer): number | null
+  /** Ports attached. */
+  get ports(): number
+}
+
+/** One port of a [`NativeSwitch`]. */
+export declare class NativeSwitchPort {
+  /** Where the switch sends this port's packets: the vif's queues. */
+  connect(queues: Array<NativeVifQueue>): void
+  /** Takes the port off the switch, with the addresses learnt on it. */
+  remove(): void
+  /** The port's id (its order of creation). */
+  get id(): number
+}
+
+/** One queue of a vif. */
+export declare class NativeVifQueue {
+  /**
+   * Serves a vif queue on `platform`'s event loop. The guest's packets
+   * go to `port` (a switch port) if given, else to `onPackets` in
+   * batches; `onNotice` hears about refused packets and a ring the
+   * guest broke (the queue then serves it no more).
+   */
+  static start(platform: NativePlatform, options: VifQueueOptions, port: NativeSwitchPort | null, onPackets: ((packets: NetPacket[]) => void) | null, onNotice?: (message: string) => void): NativeVifQueue
+  /**
+   * Puts packets into the guest's receive path; returns how many were
+   * taken (the rest found its queue full, or the vif stopped).
+   */
+  deliver(packets: Array<NetPacket>): number
+  /** The counters. */
+  stats(): VifQueueStats
+  /** Why the queue stopped serving on its own (a ring the guest broke). */
+  get failure(): string | null
+  /** Stops serving: off the loop, ports closed, rings unmapped. */
+  stop(): void
+}
+
+/**
  * Domain information from the real hypervisor (libxenctrl, loaded at run
  * time). Opening fails with ENODEV in a build without the `xen` feature or
  * on a host without Xen.
@@ -889,6 +970,20 @@ export interface NativeInfo {
   target: string
 }
 
+/** A packet: an Ethernet frame and what travels with it. */
+export interface NetPacket {
+  /** The frame (no FCS). */
+  data: Buffer
+  /** The TCP/UDP checksum is left blank, to be filled by whoever needs it. */
+  csumBlank?: boolean
+  /** The data was checked already. */
+  dataValidated?: boolean
+  /** A segmentation-offload packet: its MSS... */
+  gsoSize?: number
+  /** ...and what it segments. */
+  gsoType?: 'tcpv4' | 'tcpv6'
+}
+
 /**
  * Why a domain shut down (`SHUTDOWN_*` of Xen's sched.h, in code order).
  * The one definition: JavaScript gets the names as the type
@@ -983,6 +1078,82 @@ export interface SimDomainOptions {
   grantFrames?: number
   /** Event-channel ports (default 1024). */
   maxPorts?: number
+}
+
+/** How a simulated netfront is set up. */
+export interface SimNetFrontOptions {
+  /** Packets may span several slots (default true). */
+  sg?: boolean
+  /** GSO packets may be sent (default true). */
+  gso?: boolean
+  /** Separate ports for the two rings (default false). */
+  splitEventChannels?: boolean
+  /** Receive buffers kept posted (default: as many as the ring has slots). */
+  rxBuffers?: number
+}
+
+/** Counters of a simulated netfront. */
+export interface SimNetFrontStats {
+  /** Packets the guest sent. */
+  txPackets: number
+  /** Their bytes. */
+  txBytes: number
+  /** Packets of the guest answered with an error. */
+  txErrors: number
+  /** Packets put into the guest's buffers. */
+  rxPackets: number
+  /** Their bytes. */
+  rxBytes: number
+  /** Packets received with an error status, dropped. */
+  rxErrors: number
+}
+
+/** Where a vif queue's rings are and what was negotiated. */
+export interface VifQueueOptions {
+  /** The guest. */
+  frontendDomid: number
+  /** `tx-ring-ref`. */
+  txRingRef: number
+  /** `rx-ring-ref`. */
+  rxRingRef: number
+  /** `event-channel`, or `event-channel-tx`. */
+  txPort: number
+  /** `event-channel-rx`, with split event channels. */
+  rxPort?: number
+  /** The frontend's `feature-sg` (default true). */
+  sg?: boolean
+  /** The frontend's `feature-gso-tcpv4` (default false). */
+  gsoTcpv4?: boolean
+  /** The frontend's `feature-gso-tcpv6` (default false). */
+  gsoTcpv6?: boolean
+  /** Not the frontend's `feature-no-csum-offload` (default true). */
+  csumOffload?: boolean
+  /** We offered GSO to the frontend (default true). */
+  gsoOffered?: boolean
+  /** Packets held for the guest while it posts no buffers (default 1000). */
+  rxQueue?: number
+}
+
+/** Counters of a vif queue ("tx": the guest sending). */
+export interface VifQueueStats {
+  /** Packets the guest sent. */
+  txPackets: number
+  /** Their bytes. */
+  txBytes: number
+  /** Packets of the guest answered with an error. */
+  txErrors: number
+  /** Packets put into the guest's buffers. */
+  rxPackets: number
+  /** Their bytes. */
+  rxBytes: number
+  /** Packets for the guest dropped. */
+  rxDropped: number
+  /** Blank checksums filled for a guest without checksum offload. */
+  csumFilled: number
+  /** Times the guest was notified. */
+  notifications: number
+  /** Passes that stopped at their budget with work left. */
+  budgetYields: number
 }
 
 /** Options of the embedded daemon. */

@@ -35,6 +35,7 @@ pub mod console;
 pub mod domains;
 mod errors;
 pub mod grants;
+pub mod net;
 pub mod platform;
 pub mod platform_handle;
 pub mod xenstore;

@@ -1,0 +1,596 @@
+//! The network backend for JavaScript: vif queues whose packets go to an
+//! in-process switch (never crossing into JavaScript) or to JavaScript in
+//! batches, packets from JavaScript into a guest, and the simulated guest's
+//! netfront on its driver thread. The xenbus handshake is TypeScript's
+//! (`ts/backends/net.ts`, `ts/simhost/net-frontend.ts`).
+
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::Buffer;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use super::platform::NativeSimHost;
+use super::platform_handle::NativePlatform;
+use super::{coded_error, domid, Coded, CodedResult, Result};
+use crate::net::frontend::{NetFrontDriver, NetFrontError, NetFrontOptions, SimNetFront};
+use crate::net::switch::{PacketSink, Switch, SwitchPort};
+use crate::net::{
+    Gso, GsoKind, NetError, NetStats, Offload, Packet, Uplink, VifConfig, VifEvent, VifFeatures,
+    VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
+};
+
+/// Batches handed to JavaScript together, at most this many packets per
+/// call.
+const JS_BATCH: usize = 512;
+
+fn net_error(e: NetError) -> Coded {
+    let code = match &e {
+        NetError::MapRing(g) => g.code(),
+        NetError::Bind(c) => c.code().to_owned(),
+        NetError::Ring(_) => "EPROTO".to_owned(),
+        NetError::EventLoop(_) => "ESHUTDOWN".to_owned(),
+    };
+    coded_error(&code, e)
+}
+
+fn front_error(e: NetFrontError) -> Coded {
+    use NetFrontError as E;
+    let code = match &e {
+        E::BadArgument(_) => "EINVAL".to_owned(),
+        E::NoGuestMemory => "ENOMEM".to_owned(),
+        E::Grant(g) => g.code(),
+        E::EventChannel(c) => c.code().to_owned(),
+        E::Backend(_) => "EPROTO".to_owned(),
+        E::Timeout => "ETIMEDOUT".to_owned(),
+        E::Closed => "ESHUTDOWN".to_owned(),
+    };
+    coded_error(&code, e)
+}
+
+/// A packet: an Ethernet frame and what travels with it.
+#[napi(object)]
+pub struct NetPacket {
+    /// The frame (no FCS).
+    pub data: Buffer,
+    /// The TCP/UDP checksum is left blank, to be filled by whoever needs it.
+    pub csum_blank: Option<bool>,
+    /// The data was checked already.
+    pub data_validated: Option<bool>,
+    /// A segmentation-offload packet: its MSS...
+    pub gso_size: Option<u32>,
+    /// ...and what it segments.
+    #[napi(ts_type = "'tcpv4' | 'tcpv6'")]
+    pub gso_type: Option<String>,
+}
+
+fn to_packet(p: NetPacket) -> CodedResult<Packet> {
+    let gso = match (p.gso_size, p.gso_type.as_deref()) {
+        (None, None) => None,
+        (Some(size), Some(kind)) => {
+            let kind = match kind {
+                "tcpv4" => GsoKind::TcpV4,
+                "tcpv6" => GsoKind::TcpV6,
+                other => {
+                    return Err(coded_error(
+                        "EINVAL",
+                        format!("unknown gsoType {other:?} (tcpv4 or tcpv6)"),
+                    ))
+                }
+            };
+            let size = u16::try_from(size)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| coded_error("EINVAL", format!("gsoSize {size} not 1 to 65535")))?;
+            Some(Gso { size, kind })
+        }
+        _ => return Err(coded_error("EINVAL", "gsoSize and gsoType go together")),
+    };
+    Ok(Packet {
+        data: p.data.to_vec(),
+        offload: Offload {
+            csum_blank: p.csum_blank.unwrap_or(false),
+            data_validated: p.data_validated.unwrap_or(false),
+            gso,
+        },
+    })
+}
+
+fn to_packets(packets: Vec<NetPacket>) -> CodedResult<Vec<Packet>> {
+    packets.into_iter().map(to_packet).collect()
+}
+
+fn from_packet(p: Packet) -> NetPacket {
+    NetPacket {
+        data: p.data.into(),
+        csum_blank: p.offload.csum_blank.then_some(true),
+        data_validated: p.offload.data_validated.then_some(true),
+        gso_size: p.offload.gso.map(|g| u32::from(g.size)),
+        gso_type: p.offload.gso.map(|g| {
+            match g.kind {
+                GsoKind::TcpV4 => "tcpv4",
+                GsoKind::TcpV6 => "tcpv6",
+            }
+            .to_owned()
+        }),
+    }
+}
+
+type PacketsCallback = ThreadsafeFunction<Vec<NetPacket>, (), Vec<NetPacket>, Status, false, true>;
+type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
+
+/// Hands packets to a JavaScript callback: the data path's thread sends
+/// them over a channel, and a task batches what piled up while JavaScript
+/// was busy into one call.
+fn js_sink(callback: PacketsCallback) -> tokio::sync::mpsc::UnboundedSender<Vec<Packet>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Packet>>();
+    napi::bindgen_prelude::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch: Vec<NetPacket> = first.into_iter().map(from_packet).collect();
+            while batch.len() < JS_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend(more.into_iter().map(from_packet)),
+                    Err(_) => break,
+                }
+            }
+            callback.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    });
+    tx
+}
+
+/// An in-process learning switch: vifs attached to it exchange packets
+/// without JavaScript.
+#[napi]
+pub struct NativeSwitch {
+    switch: Switch,
+}
+
+#[napi]
+impl NativeSwitch {
+    /// An empty switch.
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> NativeSwitch {
+        NativeSwitch {
+            switch: Switch::new(),
+        }
+    }
+
+    /// A new port, for one vif (all its queues).
+    #[napi]
+    pub fn add_port(&self) -> NativeSwitchPort {
+        NativeSwitchPort {
+            port: Mutex::new(self.switch.add_port()),
+        }
+    }
+
+    /// The port a MAC address (6 bytes) was learnt on.
+    #[napi]
+    pub fn port_of(&self, mac: Buffer) -> Option<f64> {
+        let mac: [u8; 6] = mac.as_ref().try_into().ok()?;
+        self.switch.port_of(mac).map(|p| p as f64)
+    }
+
+    /// Ports attached.
+    #[napi(getter)]
+    pub fn ports(&self) -> u32 {
+        self.switch.ports() as u32
+    }
+}
+
+/// Spreads packets over a vif's queues by flow, as a multi-queue NIC's
+/// receive hash does: a flow stays on one queue, so stays in order.
+struct Queues(Vec<VifReceiver>);
+
+impl PacketSink for Queues {
+    fn deliver(&self, packets: Vec<Packet>) {
+        match self.0.as_slice() {
+            [] => {}
+            [one] => {
+                one.deliver(packets);
+            }
+            many => {
+                let mut per: Vec<Vec<Packet>> = vec![Vec::new(); many.len()];
+                for p in packets {
+                    per[flow_hash(&p.data) % many.len()].push(p);
+                }
+                for (q, batch) in many.iter().zip(per) {
+                    if !batch.is_empty() {
+                        q.deliver(batch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A hash of a frame's addresses (Ethernet, and IPv4/IPv6 when present):
+/// enough to keep a flow on one queue.
+fn flow_hash(frame: &[u8]) -> usize {
+    let key: &[u8] = match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.get(26..34).unwrap_or(frame),
+        Some([0x86, 0xdd]) => frame.get(22..54).unwrap_or(frame),
+        _ => frame.get(..12).unwrap_or(frame),
+    };
+    // FNV-1a: cheap and spreads well enough for a handful of queues.
+    key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    }) as usize
+}
+
+/// One port of a [`NativeSwitch`].
+#[napi]
+pub struct NativeSwitchPort {
+    port: Mutex<SwitchPort>,
+}
+
+#[napi]
+impl NativeSwitchPort {
+    /// Where the switch sends this port's packets: the vif's queues.
+    #[napi]
+    pub fn connect(&self, queues: Vec<&NativeVifQueue>) {
+        let receivers = queues.iter().map(|q| q.queue.receiver()).collect();
+        let port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+        port.connect(Arc::new(Queues(receivers)));
+    }
+
+    /// Takes the port off the switch, with the addresses learnt on it.
+    #[napi]
+    pub fn remove(&self) {
+        self.port.lock().unwrap_or_else(|p| p.into_inner()).remove();
+    }
+
+    /// The port's id (its order of creation).
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.port.lock().unwrap_or_else(|p| p.into_inner()).id() as f64
+    }
+}
+
+/// Where a vif queue's rings are and what was negotiated.
+#[napi(object)]
+pub struct VifQueueOptions {
+    /// The guest.
+    pub frontend_domid: u32,
+    /// `tx-ring-ref`.
+    pub tx_ring_ref: u32,
+    /// `rx-ring-ref`.
+    pub rx_ring_ref: u32,
+    /// `event-channel`, or `event-channel-tx`.
+    pub tx_port: u32,
+    /// `event-channel-rx`, with split event channels.
+    pub rx_port: Option<u32>,
+    /// The frontend's `feature-sg` (default true).
+    pub sg: Option<bool>,
+    /// The frontend's `feature-gso-tcpv4` (default false).
+    pub gso_tcpv4: Option<bool>,
+    /// The frontend's `feature-gso-tcpv6` (default false).
+    pub gso_tcpv6: Option<bool>,
+    /// Not the frontend's `feature-no-csum-offload` (default true).
+    pub csum_offload: Option<bool>,
+    /// We offered GSO to the frontend (default true).
+    pub gso_offered: Option<bool>,
+    /// Packets held for the guest while it posts no buffers (default 1000).
+    pub rx_queue: Option<u32>,
+}
+
+/// Counters of a vif queue ("tx": the guest sending).
+#[napi(object)]
+pub struct VifQueueStats {
+    /// Packets the guest sent.
+    pub tx_packets: f64,
+    /// Their bytes.
+    pub tx_bytes: f64,
+    /// Packets of the guest answered with an error.
+    pub tx_errors: f64,
+    /// Packets put into the guest's buffers.
+    pub rx_packets: f64,
+    /// Their bytes.
+    pub rx_bytes: f64,
+    /// Packets for the guest dropped.
+    pub rx_dropped: f64,
+    /// Blank checksums filled for a guest without checksum offload.
+    pub csum_filled: f64,
+    /// Times the guest was notified.
+    pub notifications: f64,
+    /// Passes that stopped at their budget with work left.
+    pub budget_yields: f64,
+}
+
+impl From<NetStats> for VifQueueStats {
+    fn from(s: NetStats) -> VifQueueStats {
+        VifQueueStats {
+            tx_packets: s.tx_packets as f64,
+            tx_bytes: s.tx_bytes as f64,
+            tx_errors: s.tx_errors as f64,
+            rx_packets: s.rx_packets as f64,
+            rx_bytes: s.rx_bytes as f64,
+            rx_dropped: s.rx_dropped as f64,
+            csum_filled: s.csum_filled as f64,
+            notifications: s.notifications as f64,
+            budget_yields: s.budget_yields as f64,
+        }
+    }
+}
+
+/// Packets sent to JavaScript, by channel.
+struct ToJs(tokio::sync::mpsc::UnboundedSender<Vec<Packet>>);
+
+impl Uplink for ToJs {
+    fn transmit(&mut self, packets: &mut Vec<Packet>) {
+        let _ = self.0.send(std::mem::take(packets));
+    }
+}
+
+/// One queue of a vif.
+#[napi]
+pub struct NativeVifQueue {
+    queue: VifQueue,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+#[napi]
+impl NativeVifQueue {
+    /// Serves a vif queue on `platform`'s event loop. The guest's packets
+    /// go to `port` (a switch port) if given, else to `onPackets` in
+    /// batches; `onNotice` hears about refused packets and a ring the
+    /// guest broke (the queue then serves it no more).
+    #[napi(
+        factory,
+        ts_args_type = "platform: NativePlatform, options: VifQueueOptions, port: NativeSwitchPort | null, onPackets: ((packets: NetPacket[]) => void) | null, onNotice?: (message: string) => void"
+    )]
+    pub fn start(
+        platform: &NativePlatform,
+        options: VifQueueOptions,
+        port: Option<&NativeSwitchPort>,
+        on_packets: Option<PacketsCallback>,
+        on_notice: Option<NoticeCallback>,
+    ) -> Result<NativeVifQueue> {
+        let defaults = VifFeatures::default();
+        let config = VifConfig {
+            frontend: domid(options.frontend_domid)?,
+            tx_ring_ref: options.tx_ring_ref,
+            rx_ring_ref: options.rx_ring_ref,
+            tx_port: options.tx_port,
+            rx_port: options.rx_port,
+            features: VifFeatures {
+                sg: options.sg.unwrap_or(defaults.sg),
+                gso_tcpv4: options.gso_tcpv4.unwrap_or(false),
+                gso_tcpv6: options.gso_tcpv6.unwrap_or(false),
+                csum_offload: options.csum_offload.unwrap_or(defaults.csum_offload),
+                gso_offered: options.gso_offered.unwrap_or(defaults.gso_offered),
+            },
+            rx_queue: options.rx_queue.map_or(DEFAULT_RX_QUEUE, |n| n as usize),
+        };
+        let uplink: Box<dyn Uplink> = match (port, on_packets) {
+            (Some(p), _) => Box::new(p.port.lock().unwrap_or_else(|e| e.into_inner()).handle()),
+            (None, Some(cb)) => Box::new(ToJs(js_sink(cb))),
+            (None, None) => {
+                return Err(coded_error(
+                    "EINVAL",
+                    "a vif queue needs a switch port or an onPackets callback",
+                ))
+            }
+        };
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let sink = Box::new(move |e: VifEvent| {
+            let text = match &e {
+                VifEvent::Refused(why) => format!("packet refused: {why}"),
+                VifEvent::Failed(why) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                    format!("the guest broke its rings; the vif is stopped: {why}")
+                }
+            };
+            if let Some(n) = &on_notice {
+                n.call(text, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        let queue =
+            VifQueue::start(platform.platform(), &config, uplink, sink).map_err(net_error)?;
+        Ok(NativeVifQueue { queue, failure })
+    }
+
+    /// Puts packets into the guest's receive path; returns how many were
+    /// taken (the rest found its queue full, or the vif stopped).
+    #[napi]
+    pub fn deliver(&self, packets: Vec<NetPacket>) -> Result<u32> {
+        let packets = to_packets(packets)?;
+        Ok(self.queue.receiver().deliver(packets) as u32)
+    }
+
+    /// The counters.
+    #[napi]
+    pub fn stats(&self) -> VifQueueStats {
+        self.queue.stats().into()
+    }
+
+    /// Why the queue stopped serving on its own (a ring the guest broke).
+    #[napi(getter)]
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops serving: off the loop, ports closed, rings unmapped.
+    #[napi]
+    pub fn stop(&self) {
+        self.queue.stop();
+    }
+}
+
+/// How a simulated netfront is set up.
+#[napi(object)]
+pub struct SimNetFrontOptions {
+    /// Packets may span several slots (default true).
+    pub sg: Option<bool>,
+    /// GSO packets may be sent (default true).
+    pub gso: Option<bool>,
+    /// Separate ports for the two rings (default false).
+    pub split_event_channels: Option<bool>,
+    /// Receive buffers kept posted (default: as many as the ring has slots).
+    pub rx_buffers: Option<u32>,
+}
+
+/// Counters of a simulated netfront.
+#[napi(object)]
+pub struct SimNetFrontStats {
+    /// Packets the guest sent.
+    pub tx_packets: f64,
+    /// Their bytes.
+    pub tx_bytes: f64,
+    /// Packets of the guest answered with an error.
+    pub tx_errors: f64,
+    /// Packets put into the guest's buffers.
+    pub rx_packets: f64,
+    /// Their bytes.
+    pub rx_bytes: f64,
+    /// Packets received with an error status, dropped.
+    pub rx_errors: f64,
+}
+
+/// The guest's end of a network device on the simulated hypervisor, run
+/// on its own driver thread: packets sent are queued at once; packets
+/// received reach `onPackets` in batches.
+#[napi]
+pub struct NativeSimNetFront {
+    driver: Mutex<NetFrontDriver>,
+    refs: (u32, u32),
+    ports: (u32, u32),
+}
+
+#[napi]
+impl NativeSimNetFront {
+    /// Sets up a network device of guest `domid` for `backendDomid`.
+    #[napi(
+        factory,
+        ts_args_type = "host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: (packets: NetPacket[]) => void"
+    )]
+    pub fn create(
+        host: &NativeSimHost,
+        domid: u32,
+        backend_domid: u32,
+        options: Option<SimNetFrontOptions>,
+        on_packets: PacketsCallback,
+    ) -> Result<NativeSimNetFront> {
+        let guest = self::domid(domid)?;
+        let backend = self::domid(backend_domid)?;
+        let defaults = NetFrontOptions::default();
+        let o = options.unwrap_or(SimNetFrontOptions {
+            sg: None,
+            gso: None,
+            split_event_channels: None,
+            rx_buffers: None,
+        });
+        let options = NetFrontOptions {
+            sg: o.sg.unwrap_or(defaults.sg),
+            gso: o.gso.unwrap_or(defaults.gso),
+            split_event_channels: o.split_event_channels.unwrap_or(false),
+            rx_buffers: o.rx_buffers,
+            timeout: defaults.timeout,
+        };
+        let sim = host.sim_host();
+        let gnttab = sim.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
+        let evtchn = sim.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
+        let front =
+            SimNetFront::new(gnttab, Arc::new(evtchn), backend, options).map_err(front_error)?;
+        let refs = (front.tx_ring_ref(), front.rx_ring_ref());
+        let ports = (front.tx_port(), front.rx_port());
+        let tx = js_sink(on_packets);
+        let driver = NetFrontDriver::spawn(
+            front,
+            Box::new(move |packets| {
+                let _ = tx.send(packets);
+            }),
+        )
+        .map_err(super::io_error)?;
+        Ok(NativeSimNetFront {
+            driver: Mutex::new(driver),
+            refs,
+            ports,
+        })
+    }
+
+    /// `tx-ring-ref`.
+    #[napi(getter)]
+    pub fn tx_ring_ref(&self) -> u32 {
+        self.refs.0
+    }
+
+    /// `rx-ring-ref`.
+    #[napi(getter)]
+    pub fn rx_ring_ref(&self) -> u32 {
+        self.refs.1
+    }
+
+    /// `event-channel` (or `event-channel-tx`).
+    #[napi(getter)]
+    pub fn tx_port(&self) -> u32 {
+        self.ports.0
+    }
+
+    /// `event-channel-rx` (the same as `txPort` unless split).
+    #[napi(getter)]
+    pub fn rx_port(&self) -> u32 {
+        self.ports.1
+    }
+
+    /// Queues packets to send (refused at once if the features do not
+    /// allow one: nothing of the batch is queued then).
+    #[napi]
+    pub fn send(&self, packets: Vec<NetPacket>) -> Result<()> {
+        let packets = to_packets(packets)?;
+        let d = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        d.send(packets).map_err(front_error)?;
+        Ok(())
+    }
+
+    /// Packets queued or in flight, not answered yet.
+    #[napi(getter)]
+    pub fn pending(&self) -> u32 {
+        self.driver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending() as u32
+    }
+
+    /// What stopped the guest's driver (the backend broke the protocol).
+    #[napi(getter)]
+    pub fn fault(&self) -> Option<String> {
+        self.driver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fault()
+    }
+
+    /// The counters.
+    #[napi]
+    pub fn stats(&self) -> SimNetFrontStats {
+        let s = self
+            .driver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats();
+        SimNetFrontStats {
+            tx_packets: s.tx_packets as f64,
+            tx_bytes: s.tx_bytes as f64,
+            tx_errors: s.tx_errors as f64,
+            rx_packets: s.rx_packets as f64,
+            rx_bytes: s.rx_bytes as f64,
+            rx_errors: s.rx_errors as f64,
+        }
+    }
+
+    /// Stops the driver and releases the rings, ports and pages (those the
+    /// backend still maps stay granted: close the backend first).
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        let mut d = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        d.close().map_err(front_error)?;
+        Ok(())
+    }
+}
