@@ -178,3 +178,4 @@ export type {
   XsWatchEvent,
 } from '../native/binding.js';
 export type { GntSt, NativeSimBlkFront, SimBlkFrontStats, SimBlkVerifyReport } from '../native/binding.js';
+export type { NativeSimNetFront, NativeSwitch, NativeSwitchPort, NativeVifQueue, NetPacket, SimNetFrontStats, VifQueueStats } from '../native/binding.js';

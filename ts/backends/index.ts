@@ -13,3 +13,6 @@ export type { ConsoleTty } from './console-tty.js';
 export { BlockService, BlockStorage, MAX_RING_PAGE_ORDER, defaultStorage } from './block.js';
 export type { BlockOptions, DiskConfig } from './block.js';
 export type { BlockStorageHandler } from './block-storage-js.js';
+export { MAX_NET_QUEUES, NetService } from './net.js';
+export type { NetOptions, Packet, VifConfig, VifPackets, VifPath, VifStats } from './net.js';
+export { formatMac, frameFlow, isGroupDestination, parseMac } from './net-frames.js';

@@ -41,6 +41,11 @@ function totals(d: Device): { ops: number; read: number; write: number; errors: 
       latency: mergeLatency(mergeLatency(l.read, l.write), mergeLatency(l.flush, l.discard)),
     };
   }
+  if (d.type === 'vif') {
+    const c = d.counters;
+    // Read: what reached the guest; written: what it sent.
+    return { ops: c.txPackets + c.rxPackets, read: c.rxBytes, write: c.txBytes, errors: c.txErrors + c.rxDropped };
+  }
   const c = d.counters;
   return { ops: c.events, read: c.bytesOut, write: c.bytesIn, errors: c.rateLimited };
 }

@@ -13,6 +13,8 @@ import { SimBlockFrontend } from './block-frontend.js';
 import { SimConsoleFrontend } from './console-frontend.js';
 import { SimFrontend } from './frontend.js';
 import type { FrontendHooks } from './frontend.js';
+import { SimNetFrontend } from './net-frontend.js';
+import type { SimNetFrontendOptions } from './net-frontend.js';
 import { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
 import { forget, removeAtExit } from './temp-dirs.js';
 import { addDevice, createDomainHome, removeDomainDevices } from './toolstack.js';
@@ -62,6 +64,14 @@ export interface DiskSpec {
   readonly deviceType?: 'disk' | 'cdrom';
 }
 
+/** A network interface to give a guest (see `SimulatedHost.addNic`). */
+export interface NicSpec extends SimNetFrontendOptions {
+  /** Device id (default 0: the guest's eth0). */
+  readonly devid?: number;
+  /** The bridge the toolstack names (`bridge`; default `xenbr0`). */
+  readonly bridge?: string;
+}
+
 /** A running guest. */
 export interface Guest {
   readonly domid: number;
@@ -76,6 +86,7 @@ export class SimulatedHost {
   readonly #consoles = new Map<number, SimConsoleFrontend[]>();
   readonly #primaryConsoles = new Map<number, SimPrimaryConsoleFrontend>();
   readonly #disks = new Map<number, SimBlockFrontend[]>();
+  readonly #nics = new Map<number, SimNetFrontend[]>();
   readonly #devices = new Map<number, SimFrontend[]>();
   readonly #ownDir: boolean;
 
@@ -208,6 +219,33 @@ export class SimulatedHost {
   }
 
   /**
+   * Gives a guest a PV network interface, as xl does (device `vif`: the
+   * backend directory with `mac`, `bridge`, `script`, `type`; the
+   * frontend's with `mac`), and starts the guest's side of it. The MAC is
+   * Xen's 00:16:3e prefix with the domain id and device id, unless given.
+   * Resolves once the guest's frontend connected.
+   */
+  async addNic(guest: Guest, nic: NicSpec = {}): Promise<SimNetFrontend> {
+    const devid = nic.devid ?? 0;
+    const backendDomid = nic.backendDomid ?? 0;
+    const mac = nic.mac ?? `00:16:3e:${hex(guest.domid >> 8)}:${hex(guest.domid)}:${hex(devid)}`;
+    const { frontendPath } = await addDevice(this.dom0, {
+      type: 'vif',
+      frontendDomid: guest.domid,
+      devid,
+      backendDomid,
+      backend: { mac, bridge: nic.bridge ?? 'xenbr0', script: 'vif-bridge', type: 'vif', handle: String(devid) },
+      frontend: { mac, handle: String(devid) },
+    });
+    const fe = await SimNetFrontend.attach(this.sim, guest.xs, guest.domid, frontendPath, { ...nic, mac, backendDomid });
+    const list = this.#nics.get(guest.domid) ?? [];
+    list.push(fe);
+    this.#nics.set(guest.domid, list);
+    await fe.waitConnected();
+    return fe;
+  }
+
+  /**
    * Gives a guest a device of any type, as a toolstack does for the types
    * it knows (see `addDevice`): the backend directory with `backend`'s
    * nodes, the frontend's with `frontend`'s, and `frontendReadOnly`'s
@@ -247,6 +285,8 @@ export class SimulatedHost {
     this.#primaryConsoles.delete(domid);
     for (const fe of this.#disks.get(domid) ?? []) fe.detach();
     this.#disks.delete(domid);
+    for (const fe of this.#nics.get(domid) ?? []) fe.detach();
+    this.#nics.delete(domid);
     for (const fe of this.#devices.get(domid) ?? []) fe.detach();
     this.#devices.delete(domid);
     guest?.xs.close();
@@ -272,4 +312,9 @@ export class SimulatedHost {
       forget(this.dir);
     }
   }
+}
+
+/** Two lowercase hex digits of a byte. */
+function hex(n: number): string {
+  return (n & 0xff).toString(16).padStart(2, '0');
 }

@@ -6,7 +6,9 @@ export { SimConsoleFrontend } from './console-frontend.js';
 export { SimPrimaryConsoleFrontend, writePrimaryConsoleNodes } from './primary-console-frontend.js';
 export type { PrimaryConsoleNodes } from './primary-console-frontend.js';
 export { SimulatedHost } from './host.js';
-export type { CustomDeviceSpec, DiskSpec, Guest, SimulatedHostOptions } from './host.js';
+export type { CustomDeviceSpec, DiskSpec, Guest, NicSpec, SimulatedHostOptions } from './host.js';
+export { SimNetFrontend } from './net-frontend.js';
+export type { SimNetFrontendOptions } from './net-frontend.js';
 export { SimBlockFrontend } from './block-frontend.js';
 export type {
   BlkifProtocolName,
@@ -17,4 +19,4 @@ export type {
   SimBlockVerifyOptions,
   SimBlockVerifyRun,
 } from './block-frontend.js';
-export type { SimBlkVerifyReport } from '../native.js';
+export type { SimBlkVerifyReport, SimNetFrontStats } from '../native.js';

@@ -9,7 +9,7 @@ import type { MetricObjectWithValues, MetricType, MetricValueWithName } from 'pr
 import { latencyBoundUs, latencyCount } from './histogram.js';
 import type { LatencyHistogram } from './histogram.js';
 import { statsSnapshot } from './snapshots.js';
-import type { BlockDeviceStats, ConsoleDeviceStats, DeviceStats, StatsSnapshot, StatsSource } from './types.js';
+import type { BlockDeviceStats, ConsoleDeviceStats, NetDeviceStats, DeviceStats, StatsSnapshot, StatsSource } from './types.js';
 
 const DEVICE_LABELS = ['type', 'domid', 'devid', 'device', 'guest'] as const;
 type DeviceLabel = (typeof DEVICE_LABELS)[number];
@@ -222,6 +222,19 @@ export class PrometheusMetrics {
     ]);
     consoleCounter('xenrx_console_rate_limited_total', 'Console events held back by the rate limit', (d) => [[{}, d.counters.rateLimited]]);
     consoleCounter('xenrx_console_bad_indexes_total', 'Console passes that found ring indexes no correct guest writes', (d) => [[{}, d.counters.clamped]]);
+    const vifs = (): NetDeviceStats[] => this.#now.devices.filter((d): d is NetDeviceStats => d.type === 'vif');
+    const vifCounter = (name: string, help: string, values: (d: NetDeviceStats) => [Labels<'direction'>, number][]): void =>
+      counter(name, help, ['direction'], vifs, values);
+    vifCounter('xenrx_vif_packets_total', 'Packets: tx is what the guest sent, rx what was put into its buffers (the guest\'s view, as netback counts)', (d) => [
+      [{ direction: 'tx' }, d.counters.txPackets],
+      [{ direction: 'rx' }, d.counters.rxPackets],
+    ]);
+    vifCounter('xenrx_vif_bytes_total', 'Bytes of those packets', (d) => [
+      [{ direction: 'tx' }, d.counters.txBytes],
+      [{ direction: 'rx' }, d.counters.rxBytes],
+    ]);
+    vifCounter('xenrx_vif_errors_total', 'Packets of the guest answered with an error', (d) => [[{}, d.counters.txErrors]]);
+    vifCounter('xenrx_vif_rx_dropped_total', 'Packets for the guest dropped (no buffers posted for too long, too large for it)', (d) => [[{}, d.counters.rxDropped]]);
   }
 }
 

@@ -75,8 +75,34 @@ export interface ConsoleDeviceStats extends DeviceStatsBase {
   readonly counters: ConsoleCounters;
 }
 
+/** A vif's counters ("tx": the guest sending, as the guest counts). */
+export interface NetCounters {
+  /** Packets the guest sent, and their bytes. */
+  readonly txPackets: number;
+  readonly txBytes: number;
+  /** Packets of the guest answered with an error. */
+  readonly txErrors: number;
+  /** Packets put into the guest's buffers, and their bytes. */
+  readonly rxPackets: number;
+  readonly rxBytes: number;
+  /** Packets for the guest dropped (no buffers for too long, too large). */
+  readonly rxDropped: number;
+  /** Blank checksums filled for a guest without checksum offload. */
+  readonly csumFilled: number;
+  /** Event channel notifications sent to the guest. */
+  readonly notifications: number;
+}
+
+/** A connected vif's statistics. */
+export interface NetDeviceStats extends DeviceStatsBase {
+  readonly type: 'vif';
+  /** Queues (ring pairs) served. */
+  readonly queues: number;
+  readonly counters: NetCounters;
+}
+
 /** One device's statistics. */
-export type DeviceStats = BlockDeviceStats | ConsoleDeviceStats;
+export type DeviceStats = BlockDeviceStats | ConsoleDeviceStats | NetDeviceStats;
 
 /** Anything that can list its devices' statistics (the block and console services). */
 export interface StatsSource {
