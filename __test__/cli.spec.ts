@@ -65,7 +65,11 @@ test('the demo boots two guests with consoles and a disk, then shuts down cleanl
     /xenbus console-2-0: backend Connected, frontend Connected/,
     /guest1 \| Booting paravirtualized kernel on Xen/,
     /guest1 \| guest1 received: "uptime\\n"/,
+    /xenbus vif-1-0: backend Connected, frontend Connected/,
+    /net: guest1 pings guest2 through the TypeScript switch: seq=5 time=[\d.]+ ms/,
+    /net: bulk transfer guest1 → guest2: \d+ of \d+ frames of 1514 bytes/,
     /guest2 VM run state: shutdown/,
+    /vif-2-0: .*\(removed\)/,
     /console-2-0: .*\(removed\)/,
     /guest1 \| \[guest1\] up \d+s/,
   ];
@@ -103,6 +107,9 @@ test('the demo boots two guests with consoles and a disk, then shuts down cleanl
     t.is(summary.errors, 0);
   }
   t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
+  // Every frame of the bulk transfer arrived (the window never overruns the receiver).
+  const bulk = /bulk transfer guest1 → guest2: (\d+) of (\d+) frames/.exec(stdout);
+  t.true(bulk !== null && Number(bulk[2]) > 0 && bulk[1] === bulk[2], bulk?.[0]);
   t.regex(stdout, /stopped cleanly/);
 });
 

@@ -3,7 +3,9 @@
 // prints their xenbus devices walking through the states, their VM run
 // states and their console output. The first guest also gets a disk in
 // memory, served by the block backend, on which it writes 64 MiB and reads
-// it back to verify it (with a progress bar on a terminal). The demo types
+// it back to verify it (with a progress bar on a terminal). Both guests get
+// a network interface, joined by a learning switch written in TypeScript:
+// the first pings the second, then sends it a bulk transfer. The demo types
 // into one console, destroys the other guest, and keeps running until
 // Ctrl-C (or --duration) shuts everything down cleanly.
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,12 +13,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EMPTY, distinctUntilChanged, filter, firstValueFrom, map, timeout } from 'rxjs';
 import type { Subscription } from 'rxjs';
 
-import { BlockService, ConsoleService } from '../backends/index.js';
+import { BlockService, ConsoleService, NetService } from '../backends/index.js';
 import { nativeInfo } from '../index.js';
 import { SimulatedHost } from '../simhost/index.js';
-import type { Guest, SimConsoleFrontend } from '../simhost/index.js';
+import type { Guest, SimConsoleFrontend, SimNetFrontend } from '../simhost/index.js';
 import { XenbusRegistry, XenbusState, xenbusStateName } from '../xenbus/index.js';
 import { runDiskWorkload } from './demo-disk.js';
+import { learningSwitch, runNetWorkload } from './demo-net.js';
 import { DemoOutput } from './demo-output.js';
 import { untilStopped } from './signals.js';
 
@@ -82,10 +85,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   await registry.register('console', consoles.ops);
   const disks = new BlockService({ platform: host.platform });
   await registry.register('vbd', disks.ops);
+  // Every vif on the packet stream, switched in TypeScript.
+  const net = new NetService({ platform: host.platform, path: () => 'stream', maxQueues: 1 });
+  await registry.register('vif', net.ops);
+  const switching = learningSwitch(net);
   const metrics =
     options.metrics === undefined
       ? null
-      : await (await import('./serve-metrics.js')).startServeMetrics({ address: options.metrics, xs: host.dom0, platform: host.platform, sources: [disks, consoles], devices$: registry.devices$ });
+      : await (await import('./serve-metrics.js')).startServeMetrics({ address: options.metrics, xs: host.dom0, platform: host.platform, sources: [disks, consoles, net], devices$: registry.devices$ });
   if (metrics) say(`statistics on ${metrics.url}/metrics; watch the devices from another terminal: npx xenrx top --url ${metrics.url}`);
   const subs: Subscription[] = [];
   // Each device's walk through the xenbus states.
@@ -123,6 +130,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       `ring of ${String(2 ** (disk.features?.ringPageOrder ?? 0))} pages, ` +
       `${disk.features?.maxIndirectSegments === undefined ? 'no indirect requests' : `${String(disk.features.maxIndirectSegments)} segments per indirect request`}`,
   );
+  const nics = new Map<number, SimNetFrontend>();
+  for (const [domid, guest] of guests) {
+    const nic = await host.addNic(guest);
+    nics.set(domid, nic);
+    say(`guest${String(domid)}: network interface eth0 (vif ${String(domid)}/0), MAC ${[...nic.mac].map((b) => b.toString(16).padStart(2, '0')).join(':')}, on the TypeScript switch`);
+  }
   const stopped = new AbortController();
   // Listen for Ctrl-C before saying we are ready for it.
   const stoppedBy = untilStopped(stopped.signal);
@@ -132,8 +145,18 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     await sleep(1500, undefined, { signal: stopped.signal });
     say('typing "uptime" into guest1\'s console');
     consoles.write(1, 'uptime\n');
-    await sleep(2500, undefined, { signal: stopped.signal });
-    say('destroying guest2: its console device goes with it');
+    const [a, b] = [nics.get(1), nics.get(2)];
+    if (a && b) {
+      await runNetWorkload({
+        a,
+        b,
+        say,
+        ...(out.tty ? { status: (text: string | null) => out.status(text === null ? null : `demo | ${text}`) } : {}),
+        signal: stopped.signal,
+      }).catch((err: unknown) => say(`net: workload failed: ${err instanceof Error ? err.message : String(err)}`));
+    }
+    await sleep(1000, undefined, { signal: stopped.signal });
+    say('destroying guest2: its console device and network interface go with it');
     stops.pop()?.();
     await host.destroyGuest(2);
   })().catch(() => undefined);
@@ -171,6 +194,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   await disk.close().catch(() => undefined);
   await diskClosed;
   for (const s of stops) s();
+  for (const [domid, nic] of nics) {
+    if (registry.state$('vif', domid, 0) === undefined) continue;
+    const nicClosed = closed('vif', domid, 0);
+    await nic.close().catch(() => undefined);
+    await nicClosed;
+  }
   for (const [domid, fe] of frontends) {
     // A destroyed guest's console is gone already.
     if (registry.state$('console', domid, 0) === undefined) continue;
@@ -178,6 +207,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     await fe.close().catch(() => undefined);
     await consoleClosed;
   }
+  switching.unsubscribe();
   await metrics?.close();
   await registry.close();
   for (const s of subs) s.unsubscribe();
