@@ -93,6 +93,14 @@ fn transport(frame: &[u8]) -> Result<(usize, u8, u64), ChecksumError> {
     }
 }
 
+/// Where a frame's transport header starts and its IP protocol, on the
+/// same parsing as [`fill`]: what a TAP's virtio-net header needs to leave
+/// the checksum to the kernel (`csum_start`).
+pub(crate) fn l4_offsets(frame: &[u8]) -> Result<(usize, u8), ChecksumError> {
+    let (start, proto, _) = transport(frame)?;
+    Ok((start, proto))
+}
+
 /// The segment's end: IPv4's total length or IPv6's payload length says
 /// where the frame's padding starts.
 fn segment_end(frame: &[u8]) -> usize {

@@ -22,11 +22,13 @@ pub mod packet;
 mod queue;
 mod stats;
 pub mod switch;
+pub mod tap;
 pub mod tx;
 mod vif;
 
 pub use packet::{Gso, GsoKind, Offload, Packet, ETH_HLEN};
 pub use stats::NetStats;
+pub use tap::{TapDevice, TapError, TapLink, TapOptions, TapStats};
 pub use vif::{
     NetError, Uplink, VifConfig, VifEvent, VifFeatures, VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
 };
