@@ -474,6 +474,30 @@ export declare class NativeSwitchPort {
   get id(): number
 }
 
+/** A TAP device served on the platform's event loop, for one vif. */
+export declare class NativeTapLink {
+  /** Makes the TAP device `name` (up) and serves it on `platform`'s loop. */
+  static start(platform: NativePlatform, name: string, options?: TapLinkOptions | undefined | null): NativeTapLink
+  /**
+   * Frames the kernel sends on the device go to these queues (spread by
+   * flow), with the offloads their guest negotiated.
+   */
+  connect(queues: Array<NativeVifQueue>, options: VifQueueOptions): void
+  /**
+   * Adds the device to the Linux bridge `bridge`, as `vif-bridge` does
+   * (`ENODEV` if there is no such bridge).
+   */
+  joinBridge(bridge: string): void
+  /** The device's name. */
+  get name(): string
+  /** Whether the device was removed under the link. */
+  get gone(): boolean
+  /** The counters. */
+  stats(): TapLinkStats
+  /** Takes the device off the loop and closes it (the kernel removes it). */
+  stop(): void
+}
+
 /** One queue of a vif. */
 export declare class NativeVifQueue {
   /**
@@ -483,6 +507,11 @@ export declare class NativeVifQueue {
    * guest broke (the queue then serves it no more).
    */
   static start(platform: NativePlatform, options: VifQueueOptions, port: NativeSwitchPort | null, onPackets: ((packets: NetPacket[]) => void) | null, onNotice?: (message: string) => void): NativeVifQueue
+  /**
+   * Serves a vif queue whose packets go to a TAP device (and the
+   * kernel's network stack, a bridge...); see `start`.
+   */
+  static startOnTap(platform: NativePlatform, options: VifQueueOptions, tap: NativeTapLink, onNotice?: (message: string) => void): NativeVifQueue
   /**
    * Puts packets into the guest's receive path; returns how many were
    * taken (the rest found its queue full, or the vif stopped).
@@ -1106,6 +1135,31 @@ export interface SimNetFrontStats {
   rxBytes: number
   /** Packets received with an error status, dropped. */
   rxErrors: number
+}
+
+/** How a TAP device is made. */
+export interface TapLinkOptions {
+  /**
+   * The device's MAC address (6 bytes; default fe:ff:ff:ff:ff:ff, as
+   * Xen gives backend vifs).
+   */
+  mac?: Buffer
+  /** Its MTU (default 1500). */
+  mtu?: number
+}
+
+/** Counters of a TAP link ("tx": the guest sending, written to the device). */
+export interface TapLinkStats {
+  /** Frames read from the device and handed to the vif. */
+  rxFrames: number
+  /** Their bytes. */
+  rxBytes: number
+  /** The guest's packets written to the device. */
+  txFrames: number
+  /** Their bytes. */
+  txBytes: number
+  /** Frames lost on the way, both ways. */
+  dropped: number
 }
 
 /** Where a vif queue's rings are and what was negotiated. */

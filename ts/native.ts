@@ -178,4 +178,15 @@ export type {
   XsWatchEvent,
 } from '../native/binding.js';
 export type { GntSt, NativeSimBlkFront, SimBlkFrontStats, SimBlkVerifyReport } from '../native/binding.js';
-export type { NativeSimNetFront, NativeSwitch, NativeSwitchPort, NativeVifQueue, NetPacket, SimNetFrontStats, VifQueueStats } from '../native/binding.js';
+export type {
+  NativeSimNetFront,
+  NativeSwitch,
+  NativeSwitchPort,
+  NativeTapLink,
+  NativeVifQueue,
+  NetPacket,
+  SimNetFrontStats,
+  TapLinkStats,
+  VifQueueOptions,
+  VifQueueStats,
+} from '../native/binding.js';

@@ -12,14 +12,19 @@
 //   crossing into JavaScript;
 // - 'stream': to TypeScript, as batches on `packets$`; what TypeScript
 //   sends a vif with `send` goes to its guest. A switch, a filter, a NAT
-//   or a logger is an RxJS pipeline between the two.
+//   or a logger is an RxJS pipeline between the two;
+// - 'tap': a Linux TAP device named as Xen names a vif's, `vif<domid>.<devid>`,
+//   added to the bridge the toolstack named (`bridge`), as the vif-bridge
+//   hotplug script does: the host's bridge, OVS or routing takes it from
+//   there. The device lives as long as the vif (a reconnecting guest
+//   keeps it).
 import { availableParallelism } from 'node:os';
 
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 
 import { native } from '../native.js';
-import type { NativeSwitch, NativeSwitchPort, NativeVifQueue, NetPacket, VifQueueStats } from '../native.js';
+import type { NativeSwitch, NativeSwitchPort, NativeTapLink, NativeVifQueue, NetPacket, VifQueueOptions, VifQueueStats } from '../native.js';
 import { PlatformError } from '../platform/errors.js';
 import type { Platform } from '../platform/index.js';
 import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
@@ -34,7 +39,7 @@ export type Packet = NetPacket;
 export type VifStats = VifQueueStats;
 
 /** Where a vif's packets go (see the module's comment). */
-export type VifPath = 'switch' | 'stream';
+export type VifPath = 'switch' | 'stream' | 'tap';
 
 /** What the toolstack wrote for a vif. */
 export interface VifConfig {
@@ -81,6 +86,8 @@ interface VifRecord {
   path: VifPath;
   /** With 'switch': its port, made at init. */
   port: NativeSwitchPort | null;
+  /** With 'tap': its device, made at init. */
+  tap: NativeTapLink | null;
   queues: NativeVifQueue[];
   notices: number;
 }
@@ -109,7 +116,7 @@ export class NetService implements StatsSource {
     this.switch = new native.NativeSwitch();
     this.ops = {
       alloc: (ctx) => {
-        const rec: VifRecord = { ctx, path: 'switch', port: null, queues: [], notices: 0 };
+        const rec: VifRecord = { ctx, path: 'switch', port: null, tap: null, queues: [], notices: 0 };
         this.#vifs.set(ctx.name, rec);
         return rec;
       },
@@ -123,6 +130,8 @@ export class NetService implements StatsSource {
         stopQueues(rec);
         rec.port?.remove();
         rec.port = null;
+        rec.tap?.stop();
+        rec.tap = null;
         this.#vifs.delete(ctx.name);
       },
     };
@@ -195,6 +204,7 @@ export class NetService implements StatsSource {
     const config: VifConfig = { key: ctx.key, name: ctx.name, mac: await ctx.readBackend('mac'), bridge: await ctx.readBackend('bridge') };
     rec.path = this.#options.path?.(config) ?? 'switch';
     if (rec.path === 'switch') rec.port ??= this.switch.addPort();
+    if (rec.path === 'tap' && !rec.tap) rec.tap = await this.#openTap(ctx, config);
     // What netback offers, all before InitWait in one transaction; then
     // the hotplug status a toolstack waits for (the packet path is ready).
     const nodes: [string, string][] = [
@@ -211,7 +221,30 @@ export class NetService implements StatsSource {
     await ctx.xs.transaction(async (tx) => {
       for (const [node, value] of nodes) await tx.write(`${ctx.backendPath}/${node}`, value);
     });
-    ctx.log(1, `vif ${config.mac ?? '(no mac)'} on the ${rec.path === 'switch' ? 'in-process switch' : 'packet stream'}`);
+    const where = { switch: 'the in-process switch', stream: 'the packet stream', tap: `TAP device ${rec.tap?.name ?? ''}` }[rec.path];
+    ctx.log(1, `vif ${config.mac ?? '(no mac)'} on ${where}`);
+  }
+
+  /**
+   * Makes the vif's TAP device, `vif<domid>.<devid>`, with the `mtu` the
+   * toolstack wrote, in the bridge it named if that bridge exists (else
+   * it stays out of any, and says so: the guest is served all the same).
+   */
+  async #openTap(ctx: DeviceContext, config: VifConfig): Promise<NativeTapLink> {
+    const name = `vif${String(ctx.key.domid)}.${String(ctx.key.devid)}`;
+    const mtu = parseXenbusInt(await ctx.readBackend('mtu'));
+    const tap = callNative(() => native.NativeTapLink.start(this.#options.platform.native, name, mtu !== undefined && mtu > 0 ? { mtu } : {}));
+    const bridge = config.bridge;
+    if (bridge !== undefined && bridge !== '') {
+      try {
+        tap.joinBridge(bridge);
+      } catch (err) {
+        const e = PlatformError.fromNative(err);
+        const missing = e instanceof PlatformError && e.code === 'ENODEV';
+        ctx.log(0, missing ? `bridge ${bridge} does not exist: ${name} is left out of any bridge` : `${name} cannot join bridge ${bridge}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    return tap;
   }
 
   async #connect(ctx: DeviceContext, rec: VifRecord): Promise<void> {
@@ -263,30 +296,36 @@ export class NetService implements StatsSource {
     rec.notices = 0;
     stopQueues(rec);
     const { platform, rxQueue } = this.#options;
+    const options = (r: (typeof rings)[number]): VifQueueOptions => ({
+      frontendDomid: ctx.key.domid,
+      txRingRef: r.txRingRef,
+      rxRingRef: r.rxRingRef,
+      txPort: r.txPort,
+      ...(r.rxPort !== undefined ? { rxPort: r.rxPort } : {}),
+      ...features,
+      gsoOffered: true,
+      ...(rxQueue !== undefined ? { rxQueue } : {}),
+    });
     try {
       rings.forEach((r, q) => {
         const prefix = count === 1 ? '' : `queue ${String(q)}: `;
+        // A hostile guest could repeat this forever: the first is an
+        // error, the rest noise.
+        const notice = (text: string): void => ctx.log(rec.notices++ === 0 ? 0 : 2, prefix + text);
         rec.queues.push(
-          native.NativeVifQueue.start(
-            platform.native,
-            {
-              frontendDomid: ctx.key.domid,
-              txRingRef: r.txRingRef,
-              rxRingRef: r.rxRingRef,
-              txPort: r.txPort,
-              ...(r.rxPort !== undefined ? { rxPort: r.rxPort } : {}),
-              ...features,
-              gsoOffered: true,
-              ...(rxQueue !== undefined ? { rxQueue } : {}),
-            },
-            rec.port,
-            rec.path === 'stream' ? (packets) => this.#packets.next({ vif: ctx.name, domid: ctx.key.domid, devid: ctx.key.devid, packets }) : null,
-            // A hostile guest could repeat this forever: the first is an
-            // error, the rest noise.
-            (notice) => ctx.log(rec.notices++ === 0 ? 0 : 2, prefix + notice),
-          ),
+          rec.tap
+            ? native.NativeVifQueue.startOnTap(platform.native, options(r), rec.tap, notice)
+            : native.NativeVifQueue.start(
+                platform.native,
+                options(r),
+                rec.port,
+                rec.path === 'stream' ? (packets) => this.#packets.next({ vif: ctx.name, domid: ctx.key.domid, devid: ctx.key.devid, packets }) : null,
+                notice,
+              ),
         );
       });
+      const first = rings[0];
+      if (rec.tap && first) rec.tap.connect(rec.queues, options(first));
     } catch (err) {
       stopQueues(rec);
       throw PlatformError.fromNative(err);

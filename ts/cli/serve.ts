@@ -15,8 +15,14 @@ import type { LogLevel } from '../xenbus/index.js';
 import { integer } from './args.js';
 import { untilStopped } from './signals.js';
 
-const TYPES = ['vbd', 'console'] as const;
+const TYPES = ['vbd', 'console', 'vif'] as const;
 type DeviceType = (typeof TYPES)[number];
+/**
+ * Served unless --types says otherwise. Not vif: where Linux's netback
+ * serves the guests' network interfaces (most dom0s), two backends would
+ * fight over them; ask for it.
+ */
+const DEFAULT_TYPES: readonly DeviceType[] = ['vbd', 'console'];
 
 interface Options {
   socket?: string;
@@ -32,6 +38,7 @@ interface Options {
   metrics?: string | true;
   stateDir?: string;
   takeover: boolean;
+  vifPath?: 'switch' | 'tap';
 }
 
 function deviceTypes(value: string): DeviceType[] {
@@ -40,6 +47,11 @@ function deviceTypes(value: string): DeviceType[] {
     if (!(TYPES as readonly string[]).includes(t)) throw new InvalidArgumentError(`unknown device type ${JSON.stringify(t)} (known: ${TYPES.join(', ')})`);
   }
   return list as DeviceType[];
+}
+
+function vifPath(value: string): 'switch' | 'tap' {
+  if (value !== 'switch' && value !== 'tap') throw new InvalidArgumentError(`unknown vif path ${JSON.stringify(value)} (switch or tap)`);
+  return value;
 }
 
 function log(line: string): void {
@@ -55,7 +67,12 @@ export function addServeCommand(program: Command): void {
     .option('--simulated', 'run on an embedded simulated host (XenStore and hypervisor) instead of Xen', false)
     .option('--hypervisor <socket>', "instead of Xen, the simulated hypervisor another process serves on this socket (SimHypervisor.serve), with --socket naming that host's XenStore")
     .option('--guests <n>', 'with --simulated: start this many guests, each with a console and a 64 MiB disk in memory', integer('a guest count', 0, 64), 0)
-    .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')})`, deviceTypes, [...TYPES])
+    .option('--types <list>', `device types to serve, comma-separated (${TYPES.join(', ')}; default ${DEFAULT_TYPES.join(',')})`, deviceTypes, [...DEFAULT_TYPES])
+    .option(
+      '--vif-path <path>',
+      "where vifs' packets go: tap (a TAP device vif<domid>.<devid> in the bridge the toolstack names; the default on Xen) or switch (an in-process switch between the guests; the default with --simulated)",
+      vifPath,
+    )
     .option('--pty', 'serve each console on a pseudo-terminal too (for xenrx console)', false)
     .option(
       '--primary-consoles',
@@ -76,7 +93,7 @@ export function addServeCommand(program: Command): void {
       if (opts.hypervisor !== undefined && opts.simulated) throw new InvalidArgumentError('--hypervisor and --simulated exclude each other');
       if (opts.takeover && opts.simulated) throw new InvalidArgumentError('--takeover and --simulated exclude each other (an embedded host dies with its process)');
       // Loaded here: --help must work without the native addon.
-      const { BlockService, ConsoleService, PrimaryConsoleService } = await import('../backends/index.js');
+      const { BlockService, ConsoleService, NetService, PrimaryConsoleService } = await import('../backends/index.js');
       const { DomainWatcher, xenDomainSource } = await import('../lifecycle/index.js');
       const { logDomains } = await import('./serve-domains.js');
       const { Platform, SimHost } = await import('../platform/index.js');
@@ -112,9 +129,11 @@ export function addServeCommand(program: Command): void {
         ...(stateDir !== undefined ? { stateDir } : {}),
       });
       const consoles = new ConsoleService({ platform, pty: opts.pty });
+      const path = opts.vifPath ?? (platform.kind === 'xen' ? 'tap' : 'switch');
+      const nets = new NetService({ platform, path: () => path, ...(opts.maxQueues !== undefined ? { maxQueues: Math.min(opts.maxQueues, 16) } : {}) });
       // The primary consoles join the statistics' sources once their
       // service runs.
-      const sources: StatsSource[] = [disks, consoles];
+      const sources: StatsSource[] = [disks, consoles, nets];
       // Everything is loaded: the running process hands over only now, so
       // that the guests wait for little more than the registry's scan.
       const takeover = await import('./serve-takeover.js');
@@ -132,6 +151,7 @@ export function addServeCommand(program: Command): void {
       if (metrics) log(`statistics on ${metrics.url}/metrics, ${metrics.url}/healthz and ${metrics.url}/stats`);
       if (opts.types.includes('vbd')) await registry.register('vbd', disks.ops);
       if (opts.types.includes('console')) await registry.register('console', consoles.ops);
+      if (opts.types.includes('vif')) await registry.register('vif', nets.ops);
       // Primary consoles are no xenbus devices: their own service finds
       // them by watching the domains.
       const primaries = opts.primaryConsoles
@@ -188,6 +208,7 @@ export function addServeCommand(program: Command): void {
           const guest = await host.createGuest(domid, `guest${String(domid)}`);
           if (opts.types.includes('console')) await host.addConsole(guest);
           if (opts.types.includes('vbd')) await host.addDisk(guest, { params: 'memory:64M', ringPageOrder: 2 });
+          if (opts.types.includes('vif')) await host.addNic(guest);
           if (primaries) {
             // A boot line for a late reader, and an echo of what is typed,
             // so that `xenrx console` shows both ways work.

@@ -241,29 +241,9 @@ impl TapDevice {
         Ok(())
     }
 
-    /// Adds the device to the Linux bridge `bridge`, as Xen's `vif-bridge`
-    /// hotplug script does with the vif of a guest whose `bridge` names
-    /// one (`SIOCBRADDIF`, what `ip link set master` and `brctl addif`
-    /// do).
+    /// Adds the device to the Linux bridge `bridge` (see [`join_bridge`]).
     pub fn join_bridge(&self, bridge: &str) -> Result<(), TapError> {
-        check_name(bridge)?;
-        let step = |what: &'static str| {
-            let name = self.name.clone();
-            move |e: Errno| TapError::Io {
-                name,
-                what,
-                error: e.into(),
-            }
-        };
-        let sock = control_socket().map_err(step("opening a socket"))?;
-        let index = rustix::net::netdevice::name_to_index(&sock, &self.name)
-            .map_err(step("reading its index"))?;
-        let mut req = IfReq::new(bridge);
-        req.data[..4].copy_from_slice(&(index as i32).to_ne_bytes());
-        // SAFETY: SIOCBRADDIF reads a `struct ifreq` (`IfReq`): the
-        // bridge's name and, in the union, the index of the port to add.
-        unsafe { ioctl(&sock, Setter::<SIOCBRADDIF, IfReq>::new(req)) }
-            .map_err(step("adding it to the bridge"))
+        join_bridge(&self.name, bridge)
     }
 
     fn into_parts(self) -> (OwnedFd, String) {
@@ -312,6 +292,24 @@ fn set_offloads(fd: BorrowedFd<'_>, f: &VifFeatures) -> Result<(), Errno> {
             IntegerSetter::<TUNSETOFFLOAD>::new_usize(offloads as usize),
         )
     }
+}
+
+/// Adds the network device `device` to the Linux bridge `bridge`, as
+/// Xen's `vif-bridge` hotplug script does with the vif of a guest whose
+/// `bridge` names one (`SIOCBRADDIF`, what `ip link set master` and
+/// `brctl addif` do), in the calling thread's network namespace. A
+/// bridge that does not exist fails with `ENODEV`.
+pub fn join_bridge(device: &str, bridge: &str) -> Result<(), TapError> {
+    check_name(bridge)?;
+    let sock = control_socket().map_err(failed(device, "opening a socket"))?;
+    let index = rustix::net::netdevice::name_to_index(&sock, device)
+        .map_err(failed(device, "reading its index"))?;
+    let mut req = IfReq::new(bridge);
+    req.data[..4].copy_from_slice(&(index as i32).to_ne_bytes());
+    // SAFETY: SIOCBRADDIF reads a `struct ifreq` (`IfReq`): the bridge's
+    // name and, in the union, the index of the port to add.
+    unsafe { ioctl(&sock, Setter::<SIOCBRADDIF, IfReq>::new(req)) }
+        .map_err(failed(device, "adding it to the bridge"))
 }
 
 /// A step's failure as a [`TapError::Io`].

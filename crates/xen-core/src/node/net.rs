@@ -17,8 +17,8 @@ use super::{coded_error, domid, Coded, CodedResult, Result};
 use crate::net::frontend::{NetFrontDriver, NetFrontError, NetFrontOptions, SimNetFront};
 use crate::net::switch::{PacketSink, Switch, SwitchPort};
 use crate::net::{
-    Gso, GsoKind, NetError, NetStats, Offload, Packet, Uplink, VifConfig, VifEvent, VifFeatures,
-    VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
+    Gso, GsoKind, NetError, NetStats, Offload, Packet, TapDevice, TapError, TapLink, TapOptions,
+    Uplink, VifConfig, VifEvent, VifFeatures, VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
 };
 
 /// Batches handed to JavaScript together, at most this many packets per
@@ -348,22 +348,6 @@ impl NativeVifQueue {
         on_packets: Option<PacketsCallback>,
         on_notice: Option<NoticeCallback>,
     ) -> Result<NativeVifQueue> {
-        let defaults = VifFeatures::default();
-        let config = VifConfig {
-            frontend: domid(options.frontend_domid)?,
-            tx_ring_ref: options.tx_ring_ref,
-            rx_ring_ref: options.rx_ring_ref,
-            tx_port: options.tx_port,
-            rx_port: options.rx_port,
-            features: VifFeatures {
-                sg: options.sg.unwrap_or(defaults.sg),
-                gso_tcpv4: options.gso_tcpv4.unwrap_or(false),
-                gso_tcpv6: options.gso_tcpv6.unwrap_or(false),
-                csum_offload: options.csum_offload.unwrap_or(defaults.csum_offload),
-                gso_offered: options.gso_offered.unwrap_or(defaults.gso_offered),
-            },
-            rx_queue: options.rx_queue.map_or(DEFAULT_RX_QUEUE, |n| n as usize),
-        };
         let uplink: Box<dyn Uplink> = match (port, on_packets) {
             (Some(p), _) => Box::new(p.port.lock().unwrap_or_else(|e| e.into_inner()).handle()),
             (None, Some(cb)) => Box::new(ToJs(js_sink(cb))),
@@ -374,23 +358,22 @@ impl NativeVifQueue {
                 ))
             }
         };
-        let failure = Arc::new(Mutex::new(None));
-        let failed = failure.clone();
-        let sink = Box::new(move |e: VifEvent| {
-            let text = match &e {
-                VifEvent::Refused(why) => format!("packet refused: {why}"),
-                VifEvent::Failed(why) => {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-                    format!("the guest broke its rings; the vif is stopped: {why}")
-                }
-            };
-            if let Some(n) = &on_notice {
-                n.call(text, ThreadsafeFunctionCallMode::NonBlocking);
-            }
-        });
-        let queue =
-            VifQueue::start(platform.platform(), &config, uplink, sink).map_err(net_error)?;
-        Ok(NativeVifQueue { queue, failure })
+        start_queue(platform, options, uplink, on_notice)
+    }
+
+    /// Serves a vif queue whose packets go to a TAP device (and the
+    /// kernel's network stack, a bridge...); see `start`.
+    #[napi(
+        factory,
+        ts_args_type = "platform: NativePlatform, options: VifQueueOptions, tap: NativeTapLink, onNotice?: (message: string) => void"
+    )]
+    pub fn start_on_tap(
+        platform: &NativePlatform,
+        options: VifQueueOptions,
+        tap: &NativeTapLink,
+        on_notice: Option<NoticeCallback>,
+    ) -> Result<NativeVifQueue> {
+        start_queue(platform, options, tap.link.uplink(), on_notice)
     }
 
     /// Puts packets into the guest's receive path; returns how many were
@@ -420,6 +403,175 @@ impl NativeVifQueue {
     #[napi]
     pub fn stop(&self) {
         self.queue.stop();
+    }
+}
+
+/// What a vif queue's options say the frontend negotiated.
+fn features(options: &VifQueueOptions) -> VifFeatures {
+    let defaults = VifFeatures::default();
+    VifFeatures {
+        sg: options.sg.unwrap_or(defaults.sg),
+        gso_tcpv4: options.gso_tcpv4.unwrap_or(false),
+        gso_tcpv6: options.gso_tcpv6.unwrap_or(false),
+        csum_offload: options.csum_offload.unwrap_or(defaults.csum_offload),
+        gso_offered: options.gso_offered.unwrap_or(defaults.gso_offered),
+    }
+}
+
+fn start_queue(
+    platform: &NativePlatform,
+    options: VifQueueOptions,
+    uplink: Box<dyn Uplink>,
+    on_notice: Option<NoticeCallback>,
+) -> CodedResult<NativeVifQueue> {
+    let config = VifConfig {
+        frontend: domid(options.frontend_domid)?,
+        tx_ring_ref: options.tx_ring_ref,
+        rx_ring_ref: options.rx_ring_ref,
+        tx_port: options.tx_port,
+        rx_port: options.rx_port,
+        features: features(&options),
+        rx_queue: options.rx_queue.map_or(DEFAULT_RX_QUEUE, |n| n as usize),
+    };
+    let failure = Arc::new(Mutex::new(None));
+    let failed = failure.clone();
+    let sink = Box::new(move |e: VifEvent| {
+        let text = match &e {
+            VifEvent::Refused(why) => format!("packet refused: {why}"),
+            VifEvent::Failed(why) => {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                format!("the guest broke its rings; the vif is stopped: {why}")
+            }
+        };
+        if let Some(n) = &on_notice {
+            n.call(text, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    });
+    let queue = VifQueue::start(platform.platform(), &config, uplink, sink).map_err(net_error)?;
+    Ok(NativeVifQueue { queue, failure })
+}
+
+fn tap_error(e: TapError) -> Coded {
+    let code = match &e {
+        TapError::NoTunDevice => "ENOENT",
+        TapError::BadName { .. } => "EINVAL",
+        TapError::PermissionDenied { .. } => "EPERM",
+        TapError::NameInUse { .. } => "EEXIST",
+        TapError::Io { error, .. } => crate::platform::io_error_name(error),
+    };
+    coded_error(code, e)
+}
+
+/// How a TAP device is made.
+#[napi(object)]
+pub struct TapLinkOptions {
+    /// The device's MAC address (6 bytes; default fe:ff:ff:ff:ff:ff, as
+    /// Xen gives backend vifs).
+    pub mac: Option<Buffer>,
+    /// Its MTU (default 1500).
+    pub mtu: Option<u32>,
+}
+
+/// Counters of a TAP link ("tx": the guest sending, written to the device).
+#[napi(object)]
+pub struct TapLinkStats {
+    /// Frames read from the device and handed to the vif.
+    pub rx_frames: f64,
+    /// Their bytes.
+    pub rx_bytes: f64,
+    /// The guest's packets written to the device.
+    pub tx_frames: f64,
+    /// Their bytes.
+    pub tx_bytes: f64,
+    /// Frames lost on the way, both ways.
+    pub dropped: f64,
+}
+
+/// A TAP device served on the platform's event loop, for one vif.
+#[napi]
+pub struct NativeTapLink {
+    link: TapLink,
+}
+
+#[napi]
+impl NativeTapLink {
+    /// Makes the TAP device `name` (up) and serves it on `platform`'s loop.
+    #[napi(factory)]
+    pub fn start(
+        platform: &NativePlatform,
+        name: String,
+        options: Option<TapLinkOptions>,
+    ) -> Result<NativeTapLink> {
+        let o = options.unwrap_or(TapLinkOptions {
+            mac: None,
+            mtu: None,
+        });
+        let mut tap_options = TapOptions::default();
+        if let Some(mac) = &o.mac {
+            let mac: [u8; 6] = mac.as_ref().try_into().map_err(|_| {
+                coded_error(
+                    "EINVAL",
+                    format!("a MAC address is 6 bytes, not {}", mac.len()),
+                )
+            })?;
+            tap_options.mac = Some(mac);
+        }
+        if let Some(mtu) = o.mtu {
+            tap_options.mtu = Some(mtu);
+        }
+        let tap = TapDevice::create(&name, tap_options).map_err(tap_error)?;
+        let link = TapLink::start(platform.platform(), tap).map_err(tap_error)?;
+        Ok(NativeTapLink { link })
+    }
+
+    /// Frames the kernel sends on the device go to these queues (spread by
+    /// flow), with the offloads their guest negotiated.
+    #[napi]
+    pub fn connect(&self, queues: Vec<&NativeVifQueue>, options: VifQueueOptions) -> Result<()> {
+        let receivers = queues.iter().map(|q| q.queue.receiver()).collect();
+        self.link
+            .connect(Arc::new(Queues(receivers)), &features(&options))
+            .map_err(tap_error)?;
+        Ok(())
+    }
+
+    /// Adds the device to the Linux bridge `bridge`, as `vif-bridge` does
+    /// (`ENODEV` if there is no such bridge).
+    #[napi]
+    pub fn join_bridge(&self, bridge: String) -> Result<()> {
+        self.link.join_bridge(&bridge).map_err(tap_error)?;
+        Ok(())
+    }
+
+    /// The device's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.link.name().to_owned()
+    }
+
+    /// Whether the device was removed under the link.
+    #[napi(getter)]
+    pub fn gone(&self) -> bool {
+        self.link.is_gone()
+    }
+
+    /// The counters.
+    #[napi]
+    pub fn stats(&self) -> TapLinkStats {
+        let s = self.link.stats();
+        TapLinkStats {
+            rx_frames: s.rx_frames as f64,
+            rx_bytes: s.rx_bytes as f64,
+            tx_frames: s.tx_frames as f64,
+            tx_bytes: s.tx_bytes as f64,
+            dropped: s.dropped as f64,
+        }
+    }
+
+    /// Takes the device off the loop and closes it (the kernel removes it).
+    #[napi]
+    pub fn stop(&self) {
+        self.link.stop();
     }
 }
 

@@ -134,6 +134,12 @@ impl TapLink {
         &self.name
     }
 
+    /// Adds the device to the Linux bridge `bridge` (see
+    /// [`super::join_bridge`]).
+    pub fn join_bridge(&self, bridge: &str) -> Result<(), TapError> {
+        super::join_bridge(&self.name, bridge)
+    }
+
     /// What a vif queue gets as its uplink: writes the guest's packets to
     /// the device. Any number may be made; after [`TapLink::stop`] they
     /// drop what they are given.
