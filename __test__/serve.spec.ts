@@ -43,7 +43,25 @@ test('xenrx serve refuses what it cannot do, before doing anything', async (t) =
   const poll = await runXenrx(['serve', '--domain-poll', '0']);
   t.not(poll.code, 0);
   t.regex(poll.stderr, /period in ms/);
-  const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vif']);
+  const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vtpm']);
   t.not(types.code, 0);
-  t.regex(types.stderr, /unknown device type "vif"/);
+  t.regex(types.stderr, /unknown device type "vtpm"/);
+  const path = await runXenrx(['serve', '--simulated', '--types', 'vif', '--vif-path', 'bridge']);
+  t.not(path.code, 0);
+  t.regex(path.stderr, /unknown vif path "bridge" \(switch or tap\)/);
+});
+
+test('xenrx serve --types vif serves simulated guests network interfaces on the in-process switch', async (t) => {
+  const serve = startXenrx(['serve', '--simulated', '--guests', '2', '--types', 'vif']);
+  t.teardown(() => {
+    if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
+  });
+  await serve.waitFor(/guest2 started/);
+  for (const d of ['vif-1-0', 'vif-2-0']) {
+    t.regex(serve.output(), new RegExp(`${d}: vif 00:16:3e:00:0\\d:00 on the in-process switch`));
+    t.regex(serve.output(), new RegExp(`${d}: vif connected \\(1 queue\\(s\\), sg, gso\\)`));
+  }
+  t.notRegex(serve.output(), /vbd-|console-/);
+  t.is(await serve.stop('SIGTERM'), 0);
+  t.regex(serve.output(), /vif-2-0: [A-Za-z]+ \(removed\)[^]*stopped cleanly/);
 });
