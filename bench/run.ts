@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ run: () => void | Promise<void> }>
   platform: () => import('./platform.js'),
   xenbus: () => import('./xenbus.js'),
   blk: () => import('./blk.js'),
+  net: () => import('./net.js'),
 };
 
 const wanted = process.argv.slice(2);

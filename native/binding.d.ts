@@ -421,8 +421,12 @@ export declare class NativeSimHypervisor {
  * received reach `onPackets` in batches.
  */
 export declare class NativeSimNetFront {
-  /** Sets up a network device of guest `domid` for `backendDomid`. */
-  static create(host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: (packets: NetPacket[]) => void): NativeSimNetFront
+  /**
+   * Sets up a network device of guest `domid` for `backendDomid`.
+   * Without `onPackets`, what it receives is only counted (`stats()`),
+   * never handed to JavaScript: a guest for benchmarks.
+   */
+  static create(host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: ((packets: NetPacket[]) => void) | null): NativeSimNetFront
   /** `tx-ring-ref`. */
   get txRingRef(): number
   /** `rx-ring-ref`. */
@@ -436,6 +440,13 @@ export declare class NativeSimNetFront {
    * allow one: nothing of the batch is queued then).
    */
   send(packets: Array<NetPacket>): void
+  /**
+   * Sends `count` copies of `packet` (its sequence number, a u32 at
+   * byte 14, counting up), keeping at most `window` queued or in
+   * flight, from a worker thread: a traffic source for benchmarks that
+   * costs JavaScript nothing per packet. Resolves with the packets sent.
+   */
+  blast(packet: NetPacket, count: number, window: number): Promise<number>
   /** Packets queued or in flight, not answered yet. */
   get pending(): number
   /** What stopped the guest's driver (the backend broke the protocol). */

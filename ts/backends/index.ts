@@ -16,3 +16,4 @@ export type { BlockStorageHandler } from './block-storage-js.js';
 export { MAX_NET_QUEUES, NetService } from './net.js';
 export type { NetOptions, Packet, VifConfig, VifPackets, VifPath, VifStats } from './net.js';
 export { formatMac, frameFlow, isGroupDestination, parseMac } from './net-frames.js';
+export { learningSwitch } from './net-switch.js';

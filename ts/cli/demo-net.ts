@@ -3,39 +3,10 @@
 // second, then sends it a bulk transfer, with live throughput.
 import { performance } from 'node:perf_hooks';
 
-import { firstValueFrom, map, take, timeout } from 'rxjs';
-import type { Subscription } from 'rxjs';
+import { firstValueFrom, take, timeout } from 'rxjs';
 
-import { formatMac, isGroupDestination } from '../backends/net-frames.js';
-import type { NetService, Packet } from '../backends/net.js';
+import type { Packet } from '../backends/net.js';
 import type { SimNetFrontend } from '../simhost/index.js';
-
-/**
- * A learning switch between the service's 'stream' vifs: each frame's
- * source is learnt on the vif it came from; a frame goes to the vif its
- * destination was learnt on, or to every other vif. Unsubscribe to stop it.
- */
-export function learningSwitch(net: NetService): Subscription {
-  const where = new Map<string, string>();
-  return net.packets$
-    .pipe(
-      // One batch in, one batch out per destination vif.
-      map(({ vif, packets }) => {
-        const out = new Map<string, Packet[]>();
-        for (const p of packets) {
-          where.set(formatMac(p.data, 6), vif);
-          const to = isGroupDestination(p.data) ? undefined : where.get(formatMac(p.data, 0));
-          for (const target of to !== undefined ? [to] : net.vifs()) {
-            if (target !== vif) out.set(target, [...(out.get(target) ?? []), p]);
-          }
-        }
-        return out;
-      }),
-    )
-    .subscribe((out) => {
-      for (const [target, packets] of out) net.send(target, packets);
-    });
-}
 
 /** A frame from `src` to `dst`: an experimental EtherType, a sequence number, a pattern. */
 function frame(dst: Buffer, src: Buffer, seq: number, length: number): Packet {

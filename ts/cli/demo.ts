@@ -19,7 +19,8 @@ import { SimulatedHost } from '../simhost/index.js';
 import type { Guest, SimConsoleFrontend, SimNetFrontend } from '../simhost/index.js';
 import { XenbusRegistry, XenbusState, xenbusStateName } from '../xenbus/index.js';
 import { runDiskWorkload } from './demo-disk.js';
-import { learningSwitch, runNetWorkload } from './demo-net.js';
+import { learningSwitch } from '../backends/net-switch.js';
+import { runNetWorkload } from './demo-net.js';
 import { DemoOutput } from './demo-output.js';
 import { untilStopped } from './signals.js';
 

@@ -513,8 +513,8 @@ fn guests_driven_on_their_own_threads_send_while_they_receive() {
     let b = guest(&w, B);
     let (to_a, at_a) = channel::<Vec<Packet>>();
     let (to_b, at_b) = channel::<Vec<Packet>>();
-    let mut da = NetFrontDriver::spawn(a.front, Box::new(move |p| drop(to_a.send(p)))).unwrap();
-    let mut db = NetFrontDriver::spawn(b.front, Box::new(move |p| drop(to_b.send(p)))).unwrap();
+    let da = NetFrontDriver::spawn(a.front, Box::new(move |p| drop(to_a.send(p)))).unwrap();
+    let db = NetFrontDriver::spawn(b.front, Box::new(move |p| drop(to_b.send(p)))).unwrap();
     let take = |rx: &Receiver<Vec<Packet>>, n: usize| -> Vec<Packet> {
         let mut got = Vec::new();
         while got.len() < n {

@@ -13,7 +13,7 @@ use napi_derive::napi;
 
 use super::platform::NativeSimHost;
 use super::platform_handle::NativePlatform;
-use super::{coded_error, domid, Coded, CodedResult, Result};
+use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
 use crate::net::frontend::{NetFrontDriver, NetFrontError, NetFrontOptions, SimNetFront};
 use crate::net::switch::{PacketSink, Switch, SwitchPort};
 use crate::net::{
@@ -610,7 +610,7 @@ pub struct SimNetFrontStats {
 /// received reach `onPackets` in batches.
 #[napi]
 pub struct NativeSimNetFront {
-    driver: Mutex<NetFrontDriver>,
+    driver: Arc<NetFrontDriver>,
     refs: (u32, u32),
     ports: (u32, u32),
 }
@@ -618,16 +618,18 @@ pub struct NativeSimNetFront {
 #[napi]
 impl NativeSimNetFront {
     /// Sets up a network device of guest `domid` for `backendDomid`.
+    /// Without `onPackets`, what it receives is only counted (`stats()`),
+    /// never handed to JavaScript: a guest for benchmarks.
     #[napi(
         factory,
-        ts_args_type = "host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: (packets: NetPacket[]) => void"
+        ts_args_type = "host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: ((packets: NetPacket[]) => void) | null"
     )]
     pub fn create(
         host: &NativeSimHost,
         domid: u32,
         backend_domid: u32,
         options: Option<SimNetFrontOptions>,
-        on_packets: PacketsCallback,
+        on_packets: Option<PacketsCallback>,
     ) -> Result<NativeSimNetFront> {
         let guest = self::domid(domid)?;
         let backend = self::domid(backend_domid)?;
@@ -652,16 +654,18 @@ impl NativeSimNetFront {
             SimNetFront::new(gnttab, Arc::new(evtchn), backend, options).map_err(front_error)?;
         let refs = (front.tx_ring_ref(), front.rx_ring_ref());
         let ports = (front.tx_port(), front.rx_port());
-        let tx = js_sink(on_packets);
-        let driver = NetFrontDriver::spawn(
-            front,
-            Box::new(move |packets| {
-                let _ = tx.send(packets);
-            }),
-        )
-        .map_err(super::io_error)?;
+        let on_received: Box<dyn FnMut(Vec<Packet>) + Send> = match on_packets {
+            Some(cb) => {
+                let tx = js_sink(cb);
+                Box::new(move |packets| {
+                    let _ = tx.send(packets);
+                })
+            }
+            None => Box::new(drop),
+        };
+        let driver = NetFrontDriver::spawn(front, on_received).map_err(super::io_error)?;
         Ok(NativeSimNetFront {
-            driver: Mutex::new(driver),
+            driver: Arc::new(driver),
             refs,
             ports,
         })
@@ -696,37 +700,85 @@ impl NativeSimNetFront {
     #[napi]
     pub fn send(&self, packets: Vec<NetPacket>) -> Result<()> {
         let packets = to_packets(packets)?;
-        let d = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        let d = &self.driver;
         d.send(packets).map_err(front_error)?;
         Ok(())
+    }
+
+    /// Sends `count` copies of `packet` (its sequence number, a u32 at
+    /// byte 14, counting up), keeping at most `window` queued or in
+    /// flight, from a worker thread: a traffic source for benchmarks that
+    /// costs JavaScript nothing per packet. Resolves with the packets sent.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub async fn blast(
+        &self,
+        packet: NetPacket,
+        count: u32,
+        window: u32,
+    ) -> napi::Result<Outcome<f64>> {
+        let r: CodedResult<f64> = async { self.blast_inner(packet, count, window).await }.await;
+        Ok(r.into())
     }
 
     /// Packets queued or in flight, not answered yet.
     #[napi(getter)]
     pub fn pending(&self) -> u32 {
-        self.driver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending() as u32
+        self.driver.pending() as u32
     }
+}
 
+impl NativeSimNetFront {
+    async fn blast_inner(&self, packet: NetPacket, count: u32, window: u32) -> CodedResult<f64> {
+        let template = to_packet(packet)?;
+        let driver = self.driver.clone();
+        let window = window.max(1) as usize;
+        let sent = tokio::task::spawn_blocking(move || -> CodedResult<u64> {
+            const BATCH: usize = 64;
+            let mut sent = 0u64;
+            while sent < u64::from(count) {
+                let d = &driver;
+                let pending = d.wait_pending_below(window, std::time::Duration::from_secs(30));
+                if pending >= window {
+                    return Err(coded_error(
+                        "ETIMEDOUT",
+                        "the backend took nothing for 30 s",
+                    ));
+                }
+                let room = (window - pending).min(BATCH);
+                let n = room.min((u64::from(count) - sent) as usize);
+                let batch: Vec<Packet> = (0..n)
+                    .map(|i| {
+                        let mut p = template.clone();
+                        if p.data.len() >= 18 {
+                            let seq = (sent + i as u64) as u32;
+                            p.data[14..18].copy_from_slice(&seq.to_be_bytes());
+                        }
+                        p
+                    })
+                    .collect();
+                d.send(batch).map_err(front_error)?;
+                sent += n as u64;
+            }
+            Ok(sent)
+        })
+        .await
+        .map_err(|e| coded_error("EIO", e))??;
+        Ok(sent as f64)
+    }
+}
+
+#[napi]
+impl NativeSimNetFront {
     /// What stopped the guest's driver (the backend broke the protocol).
     #[napi(getter)]
     pub fn fault(&self) -> Option<String> {
-        self.driver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fault()
+        self.driver.fault()
     }
 
     /// The counters.
     #[napi]
     pub fn stats(&self) -> SimNetFrontStats {
-        let s = self
-            .driver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats();
+        let s = self.driver.stats();
         SimNetFrontStats {
             tx_packets: s.tx_packets as f64,
             tx_bytes: s.tx_bytes as f64,
@@ -741,7 +793,7 @@ impl NativeSimNetFront {
     /// backend still maps stay granted: close the backend first).
     #[napi]
     pub fn close(&self) -> Result<()> {
-        let mut d = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        let d = &self.driver;
         d.close().map_err(front_error)?;
         Ok(())
     }

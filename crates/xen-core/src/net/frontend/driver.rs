@@ -6,8 +6,9 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 
@@ -31,6 +32,8 @@ struct Shared {
 
 struct Inner {
     shared: Mutex<Shared>,
+    /// Signalled after each turn of the driver (for `wait_pending_below`).
+    turned: Condvar,
     /// Rung when there is something to send, or to stop.
     doorbell: OwnedFd,
 }
@@ -48,7 +51,7 @@ impl Inner {
 /// A [`SimNetFront`] on its own thread.
 pub struct NetFrontDriver {
     inner: Arc<Inner>,
-    thread: Option<JoinHandle<SimNetFront>>,
+    thread: Mutex<Option<JoinHandle<SimNetFront>>>,
     /// To judge packets before they are queued (the features only).
     options: super::NetFrontOptions,
 }
@@ -62,6 +65,7 @@ impl NetFrontDriver {
         let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared::default()),
+            turned: Condvar::new(),
             doorbell,
         });
         let options = front.options().clone();
@@ -71,7 +75,7 @@ impl NetFrontDriver {
             .spawn(move || run(front, &runner, on_packets))?;
         Ok(NetFrontDriver {
             inner,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             options,
         })
     }
@@ -107,6 +111,27 @@ impl NetFrontDriver {
         s.to_send.len() + s.in_flight
     }
 
+    /// Waits until fewer than `n` packets are queued or in flight (a
+    /// sender's window), the driver stopped, or `timeout` passed; returns
+    /// how many are pending then.
+    pub fn wait_pending_below(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.inner.lock();
+        loop {
+            let pending = s.to_send.len() + s.in_flight;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending < n || s.fault.is_some() || s.closing || left.is_zero() {
+                return pending;
+            }
+            s = self
+                .inner
+                .turned
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// What stopped the driver (the backend broke the protocol), if
     /// anything did.
     pub fn fault(&self) -> Option<String> {
@@ -115,10 +140,11 @@ impl NetFrontDriver {
 
     /// Stops the thread and closes the frontend (its ports closed, its
     /// grants ended where the backend let them go).
-    pub fn close(&mut self) -> Result<(), NetFrontError> {
+    pub fn close(&self) -> Result<(), NetFrontError> {
         self.inner.lock().closing = true;
         self.inner.ring();
-        match self.thread.take() {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match thread {
             Some(t) => {
                 let mut front = t.join().map_err(|_| NetFrontError::Closed)?;
                 front.close()
@@ -175,6 +201,7 @@ fn run(
             while let Some(p) = queue.pop_back() {
                 s.to_send.push_front(p);
             }
+            inner.turned.notify_all();
             match &turn {
                 Err(e) => {
                     s.fault = Some(e.to_string());
