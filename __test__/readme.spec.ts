@@ -34,6 +34,7 @@ const expected: readonly { readonly code: RegExp; readonly prints: readonly RegE
   { code: /memory:64M/, prints: [/^abababab 2$/m] },
   { code: /BlockStorage\.custom\(logged\)/, prints: [/^write 8192 bytes at 4096$/m, /^true$/m] },
   { code: /stats\$\(\[disks\]/, prints: [/^vbd-1-51712: 10 writes, 1280 sectors, p99 <= \d+(\.\d+)? us$/m] },
+  { code: /path: \(\) => 'stream'/, prints: [/^guest2 got: anyone there\?$/m, /^guest1 got: guest2 here$/m] },
 ];
 
 const all = snippets(readme);
