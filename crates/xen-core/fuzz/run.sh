@@ -3,7 +3,7 @@
 #
 #   crates/xen-core/fuzz/run.sh <target> [seconds] [libFuzzer args...]
 #
-# Targets: ring_consumer, xenstore_wire, state_restore, blk_request (see fuzz_targets/). Default 60 s.
+# Targets: ring_consumer, xenstore_wire, state_restore, blk_request, net_tx (see fuzz_targets/). Default 60 s.
 # Installs cargo-fuzz when `cargo fuzz` is missing. Builds with the nightly
 # toolchain when rustup has one, else with stable and RUSTC_BOOTSTRAP=1
 # (cargo fuzz needs -Z flags; stable ships the sanitizer runtimes). Prints
