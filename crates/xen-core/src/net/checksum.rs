@@ -35,7 +35,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// The ones'-complement sum of `data` (an odd last byte padded with zero)
 /// added to `sum`, not yet folded.
-fn add(mut sum: u64, data: &[u8]) -> u64 {
+pub(crate) fn add(mut sum: u64, data: &[u8]) -> u64 {
     let mut words = data.chunks_exact(2);
     for w in &mut words {
         sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
@@ -46,7 +46,8 @@ fn add(mut sum: u64, data: &[u8]) -> u64 {
     sum
 }
 
-fn fold(mut sum: u64) -> u16 {
+/// A sum from [`add`] folded to 16 bits.
+pub(crate) fn fold(mut sum: u64) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

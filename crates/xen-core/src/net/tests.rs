@@ -12,10 +12,7 @@ use super::switch::{PacketSink, Switch};
 use super::*;
 use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{DomId, Platform};
-use crate::ring::netif::{
-    Extra, ExtraInfo, TxRequest, NETIF_RSP_ERROR, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA,
-    TX_REQUEST_SIZE,
-};
+use crate::ring::netif::{Extra, ExtraInfo, NETIF_RSP_ERROR, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA};
 
 const BACK: DomId = 0;
 const A: DomId = 5;
@@ -329,16 +326,7 @@ fn bystanders(w: &World) -> Bystanders {
     Bystanders { c, b, seq: 0 }
 }
 
-fn slot(gref: u32, offset: u16, size: u16, flags: u16, id: u16) -> [u8; TX_REQUEST_SIZE] {
-    TxRequest {
-        gref,
-        offset,
-        flags,
-        id,
-        size,
-    }
-    .encode()
-}
+use super::tx::tests::req as slot;
 
 fn failed(g: &Guest) -> String {
     match g.events.recv_timeout(WAIT).expect("a report") {

@@ -209,4 +209,4 @@ pub fn judge(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

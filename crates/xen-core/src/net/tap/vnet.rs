@@ -17,7 +17,7 @@
 //! there, other guests nothing, and their frames would leave with a
 //! wrong checksum.
 
-use crate::net::checksum;
+use crate::net::checksum::{self, add, fold};
 use crate::net::packet::{Gso, GsoKind, Offload, Packet};
 
 /// `sizeof(struct virtio_net_hdr)`: no `num_buffers`, as asked with
@@ -87,26 +87,6 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-/// The ones'-complement sum of `data` added to `sum`, not folded (an odd
-/// last byte padded with zero).
-fn sum(mut sum: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
 /// Where a TCP or UDP checksum field is, from the transport header.
 fn field_offset(proto: u8) -> Option<u16> {
     match proto {
@@ -172,7 +152,7 @@ pub(super) fn complete(frame: &mut [u8], start: usize, offset: usize) -> Option<
     }
     // A computed zero is sent as all ones: the same in ones' complement,
     // and what UDP needs (zero there means "no checksum").
-    let c = match !fold(sum(0, &frame[start..])) {
+    let c = match !fold(add(0, &frame[start..])) {
         0 => 0xffff,
         c => c,
     };
@@ -250,5 +230,5 @@ fn pseudo_header_sum(frame: &[u8], start: usize, proto: u8) -> Option<u16> {
         _ => return None,
     };
     let len = end.checked_sub(start)?;
-    Some(fold(sum(u64::from(proto) + len as u64, addresses)))
+    Some(fold(add(u64::from(proto) + len as u64, addresses)))
 }

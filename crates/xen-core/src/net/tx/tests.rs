@@ -5,7 +5,8 @@ use crate::ring::netif::{
     NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TX_REQUEST_SIZE, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 
-fn req(gref: u32, offset: u16, size: u16, flags: u16, id: u16) -> [u8; TX_REQUEST_SIZE] {
+/// A transmit slot as a frontend writes it (for the vif's tests too).
+pub(crate) fn req(gref: u32, offset: u16, size: u16, flags: u16, id: u16) -> [u8; TX_REQUEST_SIZE] {
     TxRequest {
         gref,
         offset,
