@@ -19,6 +19,7 @@
 pub mod checksum;
 pub mod frontend;
 pub mod packet;
+mod pool;
 mod queue;
 mod stats;
 pub mod switch;

@@ -76,8 +76,6 @@ pub(super) struct VifSource {
     out: Vec<Packet>,
     deliveries: Vec<Delivery>,
     copies: Vec<CopySegment<'static>>,
-    /// Emptied packet buffers, reused for the next transmit batch.
-    spare: Vec<Vec<u8>>,
     reports: u32,
     failed: bool,
 }
@@ -117,7 +115,6 @@ impl VifSource {
             out: Vec::new(),
             deliveries: Vec::new(),
             copies: Vec::new(),
-            spare: Vec::new(),
             reports: 0,
             failed: false,
         }
@@ -219,15 +216,8 @@ impl VifSource {
     /// Copies the judged packets' data out of the guest into `self.out`;
     /// which packets were copied whole (the others are dropped).
     fn copy_out(&mut self, judged: &[TxPacket]) -> Vec<bool> {
-        let mut buffers: Vec<Vec<u8>> = judged
-            .iter()
-            .map(|p| {
-                let mut b = self.spare.pop().unwrap_or_default();
-                b.clear();
-                b.resize(p.len, 0);
-                b
-            })
-            .collect();
+        let mut buffers: Vec<Vec<u8>> = Vec::with_capacity(judged.len());
+        super::pool::take(judged.iter().map(|p| p.len), &mut buffers);
         let frontend = self.frontend;
         let mut copies = reuse_vec(std::mem::take(&mut self.copies));
         // Which copies belong to which packet.
@@ -275,7 +265,7 @@ impl VifSource {
                     offload: p.offload,
                 });
             } else {
-                self.spare.push(buf);
+                super::pool::give(std::iter::once(buf));
                 let why = if copied {
                     failures.first().cloned().unwrap_or_default()
                 } else {
@@ -348,8 +338,8 @@ impl VifSource {
         }
         self.copy_in(&mut deliveries);
         let mut ring = BackRing::<NetifRx>::resume(self.rx_map.mem(), self.rx)?;
-        for d in deliveries.drain(..) {
-            write_rx_responses(&mut ring, &d)?;
+        for d in &deliveries {
+            write_rx_responses(&mut ring, d)?;
             if d.ok {
                 add(&self.counters.rx_packets, 1);
                 add(&self.counters.rx_bytes, d.packet.data.len() as u64);
@@ -357,6 +347,8 @@ impl VifSource {
                 add(&self.counters.rx_dropped, 1);
             }
         }
+        // The packets' bytes are in the guest now: their buffers go back.
+        super::pool::give(deliveries.drain(..).map(|d| d.packet.data));
         self.deliveries = deliveries;
         let notify = ring.push_responses_and_check_notify()?;
         self.rx = ring.state();

@@ -542,3 +542,35 @@ fn guests_driven_on_their_own_threads_send_while_they_receive() {
         Err(super::frontend::NetFrontError::Closed)
     ));
 }
+
+#[test]
+fn receive_buffers_with_bogus_references_lose_their_packets_not_the_vif() {
+    let w = world();
+    let mut by = bystanders(&w);
+    let none = NetFrontOptions {
+        rx_buffers: Some(0),
+        ..NetFrontOptions::default()
+    };
+    let mut a = guest_with(&w, A, none, VifFeatures::default(), DEFAULT_RX_QUEUE);
+    // Buffers the guest never granted, with ids no request had.
+    let bogus: Vec<crate::ring::netif::RxRequest> = (0..3)
+        .map(|i| crate::ring::netif::RxRequest {
+            id: 60_000 + i,
+            gref: 70_000 + u32::from(i),
+        })
+        .collect();
+    a.front.push_raw_rx(&bogus).unwrap();
+    let taken = a
+        .vif
+        .receiver()
+        .deliver((0..3).map(|i| frame(mac(A), mac(B), i, 1500)));
+    assert_eq!(taken, 3);
+    // Each packet is answered with an error in its buffer's slot and counted.
+    let deadline = std::time::Instant::now() + WAIT;
+    while a.vif.stats().rx_dropped < 3 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!((a.vif.stats().rx_dropped, a.vif.stats().rx_packets), (3, 0));
+    assert!(a.events.try_recv().is_err(), "the vif did not fail");
+    by.still_served();
+}

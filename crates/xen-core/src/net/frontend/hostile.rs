@@ -47,4 +47,20 @@ impl SimNetFront {
         word.store(value, Ordering::Release);
         self.notify_port(self.tx_port)
     }
+
+    /// Posts receive requests as given (any id, any grant reference) and
+    /// pushes them, notifying the backend. The frontend does not track
+    /// them: a response to one breaks it (as a response for a buffer it
+    /// never posted would), so use it on a frontend posting no buffers of
+    /// its own (`rx_buffers: Some(0)`) and look at the backend only.
+    pub fn push_raw_rx(&mut self, requests: &[RxRequest]) -> Result<(), NetFrontError> {
+        self.usable()?;
+        self.on_rx(|r| {
+            requests
+                .iter()
+                .try_for_each(|q| r.write_request(&q.encode()))
+        })?;
+        self.on_rx(|r| r.push_requests_and_check_notify())?;
+        self.notify_port(self.rx_port)
+    }
 }
