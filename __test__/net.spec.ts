@@ -6,7 +6,8 @@ import test from 'ava';
 import { mergeMap, from as fromArray } from 'rxjs';
 import type { ExecutionContext } from 'ava';
 
-import { NetService, SimulatedHost, XenbusRegistry, formatMac, isGroupDestination } from '../ts/index.js';
+import { NetService, PrometheusMetrics, SimulatedHost, XenbusRegistry, formatMac, isGroupDestination } from '../ts/index.js';
+import { topRows } from '../ts/cli/top-view.js';
 import type { LogEntry, NetOptions, Packet, SimNetFrontend } from '../ts/index.js';
 import { pollUntil } from './helpers/poll.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
@@ -230,4 +231,26 @@ test("a destroyed guest's vif is freed, its switch port and addresses with it", 
   b.send(frame(a.mac, b.mac, 1, 60));
   await pollUntil(() => b.pending === 0);
   t.is(s.net.stats(2, 0)?.txPackets, 1);
+});
+
+test('vif counters reach the Prometheus exposition and xenrx top rows', async (t) => {
+  const s = await setup(t);
+  const a = await guestWithNic(s, 1);
+  const b = await guestWithNic(s, 2);
+  const atB = b.receive(10);
+  a.send(Array.from({ length: 10 }, (_, i) => frame(BROADCAST, a.mac, i, 100)));
+  await atB;
+  await pollUntil(() => a.pending === 0);
+  const metrics = new PrometheusMetrics([s.net], { processMetrics: false });
+  const text = await metrics.scrape();
+  t.regex(text, /^xenrx_vif_packets_total\{type="vif",domid="1",devid="0",device="vif-1-0",guest="",direction="tx"\} 10$/m);
+  t.regex(text, /^xenrx_vif_packets_total\{type="vif",domid="2",devid="0",device="vif-2-0",guest="",direction="rx"\} 10$/m);
+  t.regex(text, /^xenrx_vif_bytes_total\{type="vif",domid="2",devid="0",device="vif-2-0",guest="",direction="rx"\} 1000$/m);
+  t.regex(text, /^xenrx_devices\{type="vif",state="Connected"\} 2$/m);
+  const now = s.net.deviceStats().map((d) => ({ ...d, guest: '' }));
+  const zero = now.map((d) => ({ ...d, counters: { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, csumFilled: 0, notifications: 0 } }));
+  const rows = topRows({ at: 2000, devices: now }, { at: 1000, devices: zero });
+  const rowB = rows.find((r) => r.device === 'vif-2-0');
+  t.is(rowB?.readPerSec, 1000, 'what reached guest 2 in the second');
+  t.is(rowB?.errors, 0);
 });
