@@ -1215,6 +1215,8 @@ export interface VifQueueStats {
   rxDropped: number
   /** Blank checksums filled for a guest without checksum offload. */
   csumFilled: number
+  /** GSO packets cut into segments for a guest that takes no GSO. */
+  gsoSegmented: number
   /** Times the guest was notified. */
   notifications: number
   /** Passes that stopped at their budget with work left. */

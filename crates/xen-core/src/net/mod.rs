@@ -8,7 +8,8 @@
 //! - [`tx`]: judging the slots of one transmitted packet, as netback does,
 //!   on private copies of the slots.
 //! - [`checksum`]: filling a blank TCP/UDP checksum where the destination
-//!   cannot take it blank.
+//!   cannot take it blank; [`gso`]: cutting a GSO packet into segments
+//!   for one that takes no GSO.
 //! - [`vif`]: a vif queue on the platform's event loop (both rings, one
 //!   or two event channels) and its handle.
 //! - [`switch`]: a learning switch between vifs in the same process, the
@@ -18,6 +19,7 @@
 
 pub mod checksum;
 pub mod frontend;
+pub mod gso;
 pub mod packet;
 mod pool;
 mod queue;

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::checksum;
-use super::packet::{GsoKind, Packet};
+use super::packet::{Gso, GsoKind, Packet};
 use super::stats::{add, Counters};
 use super::tx::{judge, Judged, TxPacket};
 use super::vif::{Inbox, Uplink, VifEvent, VifFeatures};
@@ -297,9 +297,26 @@ impl VifSource {
                     break;
                 }
                 let mut packet = self.waiting.pop_front().expect("refilled");
-                let Some((flags, gso)) = prepare(self.features, &self.counters, &mut packet) else {
-                    add(&self.counters.rx_dropped, 1);
-                    continue;
+                let (flags, gso) = match prepare(self.features, &self.counters, &mut packet) {
+                    Prepared::Ready(flags, gso) => (flags, gso),
+                    Prepared::Segment(g) => {
+                        match super::gso::segment(&packet, g) {
+                            // The segments go first, in order.
+                            Ok(segments) => {
+                                add(&self.counters.gso_segmented, 1);
+                                for s in segments.into_iter().rev() {
+                                    self.waiting.push_front(s);
+                                }
+                            }
+                            Err(_) => add(&self.counters.rx_dropped, 1),
+                        }
+                        super::pool::give(std::iter::once(packet.data));
+                        continue;
+                    }
+                    Prepared::Drop => {
+                        add(&self.counters.rx_dropped, 1);
+                        continue;
+                    }
                 };
                 let chunks = packet.data.len().div_ceil(PAGE_SIZE).max(1);
                 let need = chunks + usize::from(gso.is_some());
@@ -389,17 +406,22 @@ impl VifSource {
     }
 }
 
+/// What becomes of a packet for this guest.
+enum Prepared {
+    /// Put it in the guest's buffers with these flags (and this
+    /// extra-info slot).
+    Ready(u16, Option<ExtraInfo>),
+    /// A GSO packet the guest cannot take whole: its segments instead.
+    Segment(Gso),
+    /// The guest cannot take it at all.
+    Drop,
+}
+
 /// Readies a packet for this guest: its checksum filled if the guest
-/// cannot take it blank; `None` if the guest cannot take it at all.
-/// Returns its flags and its extra-info slot.
-fn prepare(
-    f: VifFeatures,
-    counters: &Counters,
-    packet: &mut Packet,
-) -> Option<(u16, Option<ExtraInfo>)> {
-    if packet.data.len() > PAGE_SIZE && !f.sg {
-        return None;
-    }
+/// cannot take it blank; a GSO packet it cannot take (no GSO of that
+/// kind, or over a page without scatter-gather) to be cut into segments,
+/// as Linux cuts them before a device without TSO.
+fn prepare(f: VifFeatures, counters: &Counters, packet: &mut Packet) -> Prepared {
     let gso = match packet.offload.gso {
         None => None,
         Some(g) => {
@@ -407,10 +429,8 @@ fn prepare(
                 GsoKind::TcpV4 => (f.gso_tcpv4, XEN_NETIF_GSO_TYPE_TCPV4),
                 GsoKind::TcpV6 => (f.gso_tcpv6, XEN_NETIF_GSO_TYPE_TCPV6),
             };
-            // Cutting a GSO packet into segments for a guest that
-            // takes none is not done here yet: it is dropped.
-            if !ok {
-                return None;
+            if !ok || (!f.sg && packet.data.len() > PAGE_SIZE) {
+                return Prepared::Segment(g);
             }
             Some(ExtraInfo {
                 flags: 0,
@@ -422,12 +442,17 @@ fn prepare(
             })
         }
     };
+    if packet.data.len() > PAGE_SIZE && !f.sg {
+        return Prepared::Drop;
+    }
     let mut flags = 0;
     if packet.offload.csum_blank {
         if f.csum_offload {
             flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED;
         } else {
-            checksum::fill(&mut packet.data).ok()?;
+            if checksum::fill(&mut packet.data).is_err() {
+                return Prepared::Drop;
+            }
             packet.offload.csum_blank = false;
             add(&counters.csum_filled, 1);
             flags |= NETRXF_DATA_VALIDATED;
@@ -435,7 +460,7 @@ fn prepare(
     } else if packet.offload.data_validated {
         flags |= NETRXF_DATA_VALIDATED;
     }
-    Some((flags, gso))
+    Prepared::Ready(flags, gso)
 }
 
 /// Moves a pass's worth of packets from the inbox to `waiting` (the rest

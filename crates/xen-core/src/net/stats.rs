@@ -26,6 +26,8 @@ pub struct NetStats {
     pub rx_dropped: u64,
     /// Blank checksums filled on the way to a receiver that needs them.
     pub csum_filled: u64,
+    /// GSO packets cut into segments for a guest that takes none.
+    pub gso_segmented: u64,
     /// Times the frontend was notified.
     pub notifications: u64,
     /// Times a pass stopped at its budget with packets left, so that
@@ -59,6 +61,7 @@ counters!(
     rx_bytes,
     rx_dropped,
     csum_filled,
+    gso_segmented,
     notifications,
     budget_yields
 );

@@ -293,6 +293,8 @@ pub struct VifQueueStats {
     pub rx_dropped: f64,
     /// Blank checksums filled for a guest without checksum offload.
     pub csum_filled: f64,
+    /// GSO packets cut into segments for a guest that takes no GSO.
+    pub gso_segmented: f64,
     /// Times the guest was notified.
     pub notifications: f64,
     /// Passes that stopped at their budget with work left.
@@ -309,6 +311,7 @@ impl From<NetStats> for VifQueueStats {
             rx_bytes: s.rx_bytes as f64,
             rx_dropped: s.rx_dropped as f64,
             csum_filled: s.csum_filled as f64,
+            gso_segmented: s.gso_segmented as f64,
             notifications: s.notifications as f64,
             budget_yields: s.budget_yields as f64,
         }
