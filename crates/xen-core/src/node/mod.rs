@@ -36,6 +36,8 @@ pub mod domains;
 mod errors;
 pub mod grants;
 pub mod net;
+pub mod net_frontend;
+pub mod net_tap;
 pub mod platform;
 pub mod platform_handle;
 pub mod xenstore;

@@ -1,8 +1,9 @@
 //! The network backend for JavaScript: vif queues whose packets go to an
-//! in-process switch (never crossing into JavaScript) or to JavaScript in
-//! batches, packets from JavaScript into a guest, and the simulated guest's
-//! netfront on its driver thread. The xenbus handshake is TypeScript's
-//! (`ts/backends/net.ts`, `ts/simhost/net-frontend.ts`).
+//! in-process switch (never crossing into JavaScript), to JavaScript in
+//! batches, or to a TAP device (`net_tap`), and packets from JavaScript
+//! into a guest; the simulated guest's netfront is in `net_frontend`. The
+//! xenbus handshake is TypeScript's (`ts/backends/net.ts`,
+//! `ts/simhost/net-frontend.ts`).
 
 use std::sync::{Arc, Mutex};
 
@@ -11,14 +12,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use super::platform::NativeSimHost;
+use super::net_tap::NativeTapLink;
 use super::platform_handle::NativePlatform;
-use super::{coded_error, domid, Coded, CodedResult, Outcome, Result};
-use crate::net::frontend::{NetFrontDriver, NetFrontError, NetFrontOptions, SimNetFront};
+use super::{coded_error, domid, Coded, CodedResult, Result};
 use crate::net::switch::{PacketSink, Switch, SwitchPort};
 use crate::net::{
-    Gso, GsoKind, NetError, NetStats, Offload, Packet, TapDevice, TapError, TapLink, TapOptions,
-    Uplink, VifConfig, VifEvent, VifFeatures, VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
+    Gso, GsoKind, NetError, NetStats, Offload, Packet, Uplink, VifConfig, VifEvent, VifFeatures,
+    VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
 };
 
 /// Batches handed to JavaScript together, at most this many packets per
@@ -31,20 +31,6 @@ fn net_error(e: NetError) -> Coded {
         NetError::Bind(c) => c.code().to_owned(),
         NetError::Ring(_) => "EPROTO".to_owned(),
         NetError::EventLoop(_) => "ESHUTDOWN".to_owned(),
-    };
-    coded_error(&code, e)
-}
-
-fn front_error(e: NetFrontError) -> Coded {
-    use NetFrontError as E;
-    let code = match &e {
-        E::BadArgument(_) => "EINVAL".to_owned(),
-        E::NoGuestMemory => "ENOMEM".to_owned(),
-        E::Grant(g) => g.code(),
-        E::EventChannel(c) => c.code().to_owned(),
-        E::Backend(_) => "EPROTO".to_owned(),
-        E::Timeout => "ETIMEDOUT".to_owned(),
-        E::Closed => "ESHUTDOWN".to_owned(),
     };
     coded_error(&code, e)
 }
@@ -65,7 +51,7 @@ pub struct NetPacket {
     pub gso_type: Option<String>,
 }
 
-fn to_packet(p: NetPacket) -> CodedResult<Packet> {
+pub(super) fn to_packet(p: NetPacket) -> CodedResult<Packet> {
     let gso = match (p.gso_size, p.gso_type.as_deref()) {
         (None, None) => None,
         (Some(size), Some(kind)) => {
@@ -97,11 +83,11 @@ fn to_packet(p: NetPacket) -> CodedResult<Packet> {
     })
 }
 
-fn to_packets(packets: Vec<NetPacket>) -> CodedResult<Vec<Packet>> {
+pub(super) fn to_packets(packets: Vec<NetPacket>) -> CodedResult<Vec<Packet>> {
     packets.into_iter().map(to_packet).collect()
 }
 
-fn from_packet(p: Packet) -> NetPacket {
+pub(super) fn from_packet(p: Packet) -> NetPacket {
     NetPacket {
         data: p.data.into(),
         csum_blank: p.offload.csum_blank.then_some(true),
@@ -117,13 +103,16 @@ fn from_packet(p: Packet) -> NetPacket {
     }
 }
 
-type PacketsCallback = ThreadsafeFunction<Vec<NetPacket>, (), Vec<NetPacket>, Status, false, true>;
-type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
+pub(super) type PacketsCallback =
+    ThreadsafeFunction<Vec<NetPacket>, (), Vec<NetPacket>, Status, false, true>;
+pub(super) type NoticeCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
 
 /// Hands packets to a JavaScript callback: the data path's thread sends
 /// them over a channel, and a task batches what piled up while JavaScript
 /// was busy into one call.
-fn js_sink(callback: PacketsCallback) -> tokio::sync::mpsc::UnboundedSender<Vec<Packet>> {
+pub(super) fn js_sink(
+    callback: PacketsCallback,
+) -> tokio::sync::mpsc::UnboundedSender<Vec<Packet>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Packet>>();
     napi::bindgen_prelude::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -182,7 +171,7 @@ impl NativeSwitch {
 
 /// Spreads packets over a vif's queues by flow, as a multi-queue NIC's
 /// receive hash does: a flow stays on one queue, so stays in order.
-struct Queues(Vec<VifReceiver>);
+pub(super) struct Queues(pub(super) Vec<VifReceiver>);
 
 impl PacketSink for Queues {
     fn deliver(&self, packets: Vec<Packet>) {
@@ -330,7 +319,7 @@ impl Uplink for ToJs {
 /// One queue of a vif.
 #[napi]
 pub struct NativeVifQueue {
-    queue: VifQueue,
+    pub(super) queue: VifQueue,
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -376,7 +365,7 @@ impl NativeVifQueue {
         tap: &NativeTapLink,
         on_notice: Option<NoticeCallback>,
     ) -> Result<NativeVifQueue> {
-        start_queue(platform, options, tap.link.uplink(), on_notice)
+        start_queue(platform, options, tap.uplink(), on_notice)
     }
 
     /// Puts packets into the guest's receive path; returns how many were
@@ -410,7 +399,7 @@ impl NativeVifQueue {
 }
 
 /// What a vif queue's options say the frontend negotiated.
-fn features(options: &VifQueueOptions) -> VifFeatures {
+pub(super) fn features(options: &VifQueueOptions) -> VifFeatures {
     let defaults = VifFeatures::default();
     VifFeatures {
         sg: options.sg.unwrap_or(defaults.sg),
@@ -421,7 +410,7 @@ fn features(options: &VifQueueOptions) -> VifFeatures {
     }
 }
 
-fn start_queue(
+pub(super) fn start_queue(
     platform: &NativePlatform,
     options: VifQueueOptions,
     uplink: Box<dyn Uplink>,
@@ -452,352 +441,4 @@ fn start_queue(
     });
     let queue = VifQueue::start(platform.platform(), &config, uplink, sink).map_err(net_error)?;
     Ok(NativeVifQueue { queue, failure })
-}
-
-fn tap_error(e: TapError) -> Coded {
-    let code = match &e {
-        TapError::NoTunDevice => "ENOENT",
-        TapError::BadName { .. } => "EINVAL",
-        TapError::PermissionDenied { .. } => "EPERM",
-        TapError::NameInUse { .. } => "EEXIST",
-        TapError::Io { error, .. } => crate::platform::io_error_name(error),
-    };
-    coded_error(code, e)
-}
-
-/// How a TAP device is made.
-#[napi(object)]
-pub struct TapLinkOptions {
-    /// The device's MAC address (6 bytes; default fe:ff:ff:ff:ff:ff, as
-    /// Xen gives backend vifs).
-    pub mac: Option<Buffer>,
-    /// Its MTU (default 1500).
-    pub mtu: Option<u32>,
-}
-
-/// Counters of a TAP link ("tx": the guest sending, written to the device).
-#[napi(object)]
-pub struct TapLinkStats {
-    /// Frames read from the device and handed to the vif.
-    pub rx_frames: f64,
-    /// Their bytes.
-    pub rx_bytes: f64,
-    /// The guest's packets written to the device.
-    pub tx_frames: f64,
-    /// Their bytes.
-    pub tx_bytes: f64,
-    /// Frames lost on the way, both ways.
-    pub dropped: f64,
-}
-
-/// A TAP device served on the platform's event loop, for one vif.
-#[napi]
-pub struct NativeTapLink {
-    link: TapLink,
-}
-
-#[napi]
-impl NativeTapLink {
-    /// Makes the TAP device `name` (up) and serves it on `platform`'s loop.
-    #[napi(factory)]
-    pub fn start(
-        platform: &NativePlatform,
-        name: String,
-        options: Option<TapLinkOptions>,
-    ) -> Result<NativeTapLink> {
-        let o = options.unwrap_or(TapLinkOptions {
-            mac: None,
-            mtu: None,
-        });
-        let mut tap_options = TapOptions::default();
-        if let Some(mac) = &o.mac {
-            let mac: [u8; 6] = mac.as_ref().try_into().map_err(|_| {
-                coded_error(
-                    "EINVAL",
-                    format!("a MAC address is 6 bytes, not {}", mac.len()),
-                )
-            })?;
-            tap_options.mac = Some(mac);
-        }
-        if let Some(mtu) = o.mtu {
-            tap_options.mtu = Some(mtu);
-        }
-        let tap = TapDevice::create(&name, tap_options).map_err(tap_error)?;
-        let link = TapLink::start(platform.platform(), tap).map_err(tap_error)?;
-        Ok(NativeTapLink { link })
-    }
-
-    /// Frames the kernel sends on the device go to these queues (spread by
-    /// flow), with the offloads their guest negotiated.
-    #[napi]
-    pub fn connect(&self, queues: Vec<&NativeVifQueue>, options: VifQueueOptions) -> Result<()> {
-        let receivers = queues.iter().map(|q| q.queue.receiver()).collect();
-        self.link
-            .connect(Arc::new(Queues(receivers)), &features(&options))
-            .map_err(tap_error)?;
-        Ok(())
-    }
-
-    /// Adds the device to the Linux bridge `bridge`, as `vif-bridge` does
-    /// (`ENODEV` if there is no such bridge).
-    #[napi]
-    pub fn join_bridge(&self, bridge: String) -> Result<()> {
-        self.link.join_bridge(&bridge).map_err(tap_error)?;
-        Ok(())
-    }
-
-    /// The device's name.
-    #[napi(getter)]
-    pub fn name(&self) -> String {
-        self.link.name().to_owned()
-    }
-
-    /// Whether the device was removed under the link.
-    #[napi(getter)]
-    pub fn gone(&self) -> bool {
-        self.link.is_gone()
-    }
-
-    /// The counters.
-    #[napi]
-    pub fn stats(&self) -> TapLinkStats {
-        let s = self.link.stats();
-        TapLinkStats {
-            rx_frames: s.rx_frames as f64,
-            rx_bytes: s.rx_bytes as f64,
-            tx_frames: s.tx_frames as f64,
-            tx_bytes: s.tx_bytes as f64,
-            dropped: s.dropped as f64,
-        }
-    }
-
-    /// Takes the device off the loop and closes it (the kernel removes it).
-    #[napi]
-    pub fn stop(&self) {
-        self.link.stop();
-    }
-}
-
-/// How a simulated netfront is set up.
-#[napi(object)]
-pub struct SimNetFrontOptions {
-    /// Packets may span several slots (default true).
-    pub sg: Option<bool>,
-    /// GSO packets may be sent (default true).
-    pub gso: Option<bool>,
-    /// Separate ports for the two rings (default false).
-    pub split_event_channels: Option<bool>,
-    /// Receive buffers kept posted (default: as many as the ring has slots).
-    pub rx_buffers: Option<u32>,
-}
-
-/// Counters of a simulated netfront.
-#[napi(object)]
-pub struct SimNetFrontStats {
-    /// Packets the guest sent.
-    pub tx_packets: f64,
-    /// Their bytes.
-    pub tx_bytes: f64,
-    /// Packets of the guest answered with an error.
-    pub tx_errors: f64,
-    /// Packets put into the guest's buffers.
-    pub rx_packets: f64,
-    /// Their bytes.
-    pub rx_bytes: f64,
-    /// Packets received with an error status, dropped.
-    pub rx_errors: f64,
-}
-
-/// The guest's end of a network device on the simulated hypervisor, run
-/// on its own driver thread: packets sent are queued at once; packets
-/// received reach `onPackets` in batches.
-#[napi]
-pub struct NativeSimNetFront {
-    driver: Arc<NetFrontDriver>,
-    refs: (u32, u32),
-    ports: (u32, u32),
-}
-
-#[napi]
-impl NativeSimNetFront {
-    /// Sets up a network device of guest `domid` for `backendDomid`.
-    /// Without `onPackets`, what it receives is only counted (`stats()`),
-    /// never handed to JavaScript: a guest for benchmarks.
-    #[napi(
-        factory,
-        ts_args_type = "host: NativeSimHost, domid: number, backendDomid: number, options: SimNetFrontOptions | undefined | null, onPackets: ((packets: NetPacket[]) => void) | null"
-    )]
-    pub fn create(
-        host: &NativeSimHost,
-        domid: u32,
-        backend_domid: u32,
-        options: Option<SimNetFrontOptions>,
-        on_packets: Option<PacketsCallback>,
-    ) -> Result<NativeSimNetFront> {
-        let guest = self::domid(domid)?;
-        let backend = self::domid(backend_domid)?;
-        let defaults = NetFrontOptions::default();
-        let o = options.unwrap_or(SimNetFrontOptions {
-            sg: None,
-            gso: None,
-            split_event_channels: None,
-            rx_buffers: None,
-        });
-        let options = NetFrontOptions {
-            sg: o.sg.unwrap_or(defaults.sg),
-            gso: o.gso.unwrap_or(defaults.gso),
-            split_event_channels: o.split_event_channels.unwrap_or(false),
-            rx_buffers: o.rx_buffers,
-            timeout: defaults.timeout,
-        };
-        let sim = host.sim_host();
-        let gnttab = sim.gnttab(guest).map_err(|e| coded_error(&e.code(), e))?;
-        let evtchn = sim.evtchn(guest).map_err(|e| coded_error(e.code(), e))?;
-        let front =
-            SimNetFront::new(gnttab, Arc::new(evtchn), backend, options).map_err(front_error)?;
-        let refs = (front.tx_ring_ref(), front.rx_ring_ref());
-        let ports = (front.tx_port(), front.rx_port());
-        let on_received: Box<dyn FnMut(Vec<Packet>) + Send> = match on_packets {
-            Some(cb) => {
-                let tx = js_sink(cb);
-                Box::new(move |packets| {
-                    let _ = tx.send(packets);
-                })
-            }
-            None => Box::new(drop),
-        };
-        let driver = NetFrontDriver::spawn(front, on_received).map_err(super::io_error)?;
-        Ok(NativeSimNetFront {
-            driver: Arc::new(driver),
-            refs,
-            ports,
-        })
-    }
-
-    /// `tx-ring-ref`.
-    #[napi(getter)]
-    pub fn tx_ring_ref(&self) -> u32 {
-        self.refs.0
-    }
-
-    /// `rx-ring-ref`.
-    #[napi(getter)]
-    pub fn rx_ring_ref(&self) -> u32 {
-        self.refs.1
-    }
-
-    /// `event-channel` (or `event-channel-tx`).
-    #[napi(getter)]
-    pub fn tx_port(&self) -> u32 {
-        self.ports.0
-    }
-
-    /// `event-channel-rx` (the same as `txPort` unless split).
-    #[napi(getter)]
-    pub fn rx_port(&self) -> u32 {
-        self.ports.1
-    }
-
-    /// Queues packets to send (refused at once if the features do not
-    /// allow one: nothing of the batch is queued then).
-    #[napi]
-    pub fn send(&self, packets: Vec<NetPacket>) -> Result<()> {
-        let packets = to_packets(packets)?;
-        let d = &self.driver;
-        d.send(packets).map_err(front_error)?;
-        Ok(())
-    }
-
-    /// Sends `count` copies of `packet` (its sequence number, a u32 at
-    /// byte 14, counting up), keeping at most `window` queued or in
-    /// flight, from a worker thread: a traffic source for benchmarks that
-    /// costs JavaScript nothing per packet. Resolves with the packets sent.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub async fn blast(
-        &self,
-        packet: NetPacket,
-        count: u32,
-        window: u32,
-    ) -> napi::Result<Outcome<f64>> {
-        let r: CodedResult<f64> = async { self.blast_inner(packet, count, window).await }.await;
-        Ok(r.into())
-    }
-
-    /// Packets queued or in flight, not answered yet.
-    #[napi(getter)]
-    pub fn pending(&self) -> u32 {
-        self.driver.pending() as u32
-    }
-}
-
-impl NativeSimNetFront {
-    async fn blast_inner(&self, packet: NetPacket, count: u32, window: u32) -> CodedResult<f64> {
-        let template = to_packet(packet)?;
-        let driver = self.driver.clone();
-        let window = window.max(1) as usize;
-        let sent = tokio::task::spawn_blocking(move || -> CodedResult<u64> {
-            const BATCH: usize = 64;
-            let mut sent = 0u64;
-            while sent < u64::from(count) {
-                let d = &driver;
-                let pending = d.wait_pending_below(window, std::time::Duration::from_secs(30));
-                if pending >= window {
-                    return Err(coded_error(
-                        "ETIMEDOUT",
-                        "the backend took nothing for 30 s",
-                    ));
-                }
-                let room = (window - pending).min(BATCH);
-                let n = room.min((u64::from(count) - sent) as usize);
-                let batch: Vec<Packet> = (0..n)
-                    .map(|i| {
-                        let mut p = template.clone();
-                        if p.data.len() >= 18 {
-                            let seq = (sent + i as u64) as u32;
-                            p.data[14..18].copy_from_slice(&seq.to_be_bytes());
-                        }
-                        p
-                    })
-                    .collect();
-                d.send(batch).map_err(front_error)?;
-                sent += n as u64;
-            }
-            Ok(sent)
-        })
-        .await
-        .map_err(|e| coded_error("EIO", e))??;
-        Ok(sent as f64)
-    }
-}
-
-#[napi]
-impl NativeSimNetFront {
-    /// What stopped the guest's driver (the backend broke the protocol).
-    #[napi(getter)]
-    pub fn fault(&self) -> Option<String> {
-        self.driver.fault()
-    }
-
-    /// The counters.
-    #[napi]
-    pub fn stats(&self) -> SimNetFrontStats {
-        let s = self.driver.stats();
-        SimNetFrontStats {
-            tx_packets: s.tx_packets as f64,
-            tx_bytes: s.tx_bytes as f64,
-            tx_errors: s.tx_errors as f64,
-            rx_packets: s.rx_packets as f64,
-            rx_bytes: s.rx_bytes as f64,
-            rx_errors: s.rx_errors as f64,
-        }
-    }
-
-    /// Stops the driver and releases the rings, ports and pages (those the
-    /// backend still maps stay granted: close the backend first).
-    #[napi]
-    pub fn close(&self) -> Result<()> {
-        let d = &self.driver;
-        d.close().map_err(front_error)?;
-        Ok(())
-    }
 }
