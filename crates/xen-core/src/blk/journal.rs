@@ -19,7 +19,9 @@
 //!
 //! Layout (little-endian): 128 bytes of header (magic, slot size, slot
 //! count, the ring it belongs to, the count of requests taken), then one
-//! slot per ring slot.
+//! slot per ring slot. Other ring-based backends keep the same kind of
+//! journal with their own magic and ring identity ([`QueueJournal::create_for`]:
+//! a vif's rings).
 
 use std::fs::OpenOptions;
 use std::io;
@@ -35,12 +37,12 @@ const MAGIC: &[u8; 8] = b"XRXBLKJ1";
 const HEADER: usize = 128;
 const OFF_SLOT_SIZE: usize = 8;
 const OFF_SLOTS: usize = 12;
+/// The ring's identity, word by word; a block ring's is its frontend, its
+/// port, its layout, its page count and its pages' grant references.
 const OFF_FRONTEND: usize = 16;
-const OFF_PORT: usize = 20;
-const OFF_PROTOCOL: usize = 24;
-const OFF_REFS: usize = 28;
-const OFF_REF: usize = 32;
-const OFF_TAKEN: usize = OFF_REF + 4 * (1 << MAX_RING_PAGE_ORDER);
+const OFF_TAKEN: usize = OFF_FRONTEND + 4 * (4 + (1 << MAX_RING_PAGE_ORDER));
+/// Words of ring identity a header holds, from [`OFF_FRONTEND`] on.
+pub const MAX_IDENTITY: usize = (OFF_TAKEN - OFF_FRONTEND) / 4;
 
 /// The journal of one queue: the requests it took, by ring index.
 pub struct QueueJournal {
@@ -67,28 +69,20 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
     )
 }
 
-/// The header fields that name the ring: a journal of another ring (the
+/// The words that name a block ring: a journal of another ring (the
 /// frontend reconnected meanwhile) is not this one's.
-fn identity(ring: &RingConfig) -> Vec<(usize, u32)> {
-    let mut fields = vec![
-        (OFF_FRONTEND, u32::from(ring.frontend)),
-        (OFF_PORT, ring.remote_port),
-        (
-            OFF_PROTOCOL,
-            match ring.protocol {
-                BlkifProtocol::X86_64 => 64,
-                BlkifProtocol::X86_32 => 32,
-            },
-        ),
-        (OFF_REFS, ring.ring_refs.len() as u32),
+fn identity(ring: &RingConfig) -> Vec<u32> {
+    let mut words = vec![
+        u32::from(ring.frontend),
+        ring.remote_port,
+        match ring.protocol {
+            BlkifProtocol::X86_64 => 64,
+            BlkifProtocol::X86_32 => 32,
+        },
+        ring.ring_refs.len() as u32,
     ];
-    fields.extend(
-        ring.ring_refs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (OFF_REF + 4 * i, *r)),
-    );
-    fields
+    words.extend(ring.ring_refs.iter().copied());
+    words
 }
 
 impl QueueJournal {
@@ -124,20 +118,7 @@ impl QueueJournal {
         slot_size: usize,
         start: u32,
     ) -> io::Result<QueueJournal> {
-        if ring.ring_refs.len() > 1 << MAX_RING_PAGE_ORDER {
-            return Err(invalid(path, "too many ring pages"));
-        }
-        let j = QueueJournal::map(path, true, slots, slot_size)?;
-        let mem = j.map.mem();
-        let header = |offset: usize, v: u32| mem.store_u32(offset, v).expect("in the header");
-        mem.write(0, MAGIC).expect("in the header");
-        header(OFF_SLOT_SIZE, slot_size as u32);
-        header(OFF_SLOTS, slots);
-        for (offset, v) in identity(ring) {
-            header(offset, v);
-        }
-        j.set_taken(start);
-        Ok(j)
+        QueueJournal::create_for(path, MAGIC, &identity(ring), slots, slot_size, start)
     }
 
     /// The journal a queue of `ring` left at `path`, refused unless it is
@@ -148,19 +129,60 @@ impl QueueJournal {
         slots: u32,
         slot_size: usize,
     ) -> io::Result<QueueJournal> {
+        QueueJournal::open_for(path, MAGIC, &identity(ring), slots, slot_size)
+    }
+
+    /// A new journal of any ring: `magic` says what kind of queue keeps it,
+    /// `identity` (at most [`MAX_IDENTITY`] words) which ring it is.
+    pub fn create_for(
+        path: &Path,
+        magic: &[u8; 8],
+        identity: &[u32],
+        slots: u32,
+        slot_size: usize,
+        start: u32,
+    ) -> io::Result<QueueJournal> {
+        if identity.len() > MAX_IDENTITY {
+            return Err(invalid(path, "too many ring pages"));
+        }
+        let j = QueueJournal::map(path, true, slots, slot_size)?;
+        let mem = j.map.mem();
+        let header = |offset: usize, v: u32| mem.store_u32(offset, v).expect("in the header");
+        mem.write(0, magic).expect("in the header");
+        header(OFF_SLOT_SIZE, slot_size as u32);
+        header(OFF_SLOTS, slots);
+        for (i, v) in identity.iter().enumerate() {
+            header(OFF_FRONTEND + 4 * i, *v);
+        }
+        j.set_taken(start);
+        Ok(j)
+    }
+
+    /// The journal of any ring left at `path` (see [`QueueJournal::create_for`]),
+    /// refused unless it has that magic, that identity and the same slots.
+    pub fn open_for(
+        path: &Path,
+        magic: &[u8; 8],
+        identity: &[u32],
+        slots: u32,
+        slot_size: usize,
+    ) -> io::Result<QueueJournal> {
         let j = QueueJournal::map(path, false, slots, slot_size)?;
         let mem = j.map.mem();
-        let mut magic = [0u8; 8];
-        mem.read(0, &mut magic).expect("in the header");
+        let mut found = [0u8; 8];
+        mem.read(0, &mut found).expect("in the header");
         let field = |offset: usize| mem.load_u32(offset).expect("in the header");
-        if &magic != MAGIC {
-            return Err(invalid(path, "not a xenrx block queue journal"));
+        if &found != magic {
+            return Err(invalid(path, "not a journal of this kind of xenrx queue"));
         }
         if field(OFF_SLOT_SIZE) as usize != slot_size || field(OFF_SLOTS) != slots {
             return Err(invalid(path, "slots of another size or number"));
         }
-        if ring.ring_refs.len() > 1 << MAX_RING_PAGE_ORDER
-            || identity(ring).into_iter().any(|(o, v)| field(o) != v)
+        if identity.len() > MAX_IDENTITY
+            || identity
+                .iter()
+                .enumerate()
+                .any(|(i, v)| field(OFF_FRONTEND + 4 * i) != *v)
         {
             return Err(invalid(path, "the journal of another ring"));
         }
@@ -244,7 +266,10 @@ mod tests {
         assert!(QueueJournal::open(&path, &ring(5), 4, 64).is_err());
         std::fs::write(&path, vec![0u8; HEADER + 4 * 112]).unwrap();
         let err = QueueJournal::open(&path, &ring(5), 4, 112).unwrap_err();
-        assert!(err.to_string().contains("not a xenrx"), "{err}");
+        assert!(
+            err.to_string().contains("not a journal of this kind"),
+            "{err}"
+        );
         assert!(QueueJournal::open(&dir.path().join("none"), &ring(5), 4, 112).is_err());
     }
 }

@@ -23,6 +23,7 @@ pub mod gso;
 pub mod packet;
 mod pool;
 mod queue;
+pub mod restart;
 mod stats;
 pub mod switch;
 pub mod tap;
@@ -30,11 +31,14 @@ pub mod tx;
 mod vif;
 
 pub use packet::{Gso, GsoKind, Offload, Packet, ETH_HLEN};
+pub use restart::VifRestart;
 pub use stats::NetStats;
 pub use tap::{TapDevice, TapError, TapLink, TapOptions, TapStats};
 pub use vif::{
     NetError, Uplink, VifConfig, VifEvent, VifFeatures, VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
 };
 
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use super::checksum;
 use super::packet::{Gso, GsoKind, Packet};
+use super::restart::Journals;
 use super::stats::{add, Counters};
 use super::tx::{judge, Judged, TxPacket};
 use super::vif::{Inbox, Uplink, VifEvent, VifFeatures};
@@ -78,6 +79,15 @@ pub(super) struct VifSource {
     copies: Vec<CopySegment<'static>>,
     reports: u32,
     failed: bool,
+    /// Where each request taken is copied, if the queue keeps journals
+    /// ([`super::restart`]).
+    journals: Option<Journals>,
+    /// Notify the frontend at the end of the first run (rings taken over).
+    notify_once: bool,
+    /// Where the tests make the queue die as a killed process would
+    /// ([`crash`]).
+    #[cfg(test)]
+    pub(super) crash: Arc<crash::Point>,
 }
 
 impl VifSource {
@@ -117,7 +127,21 @@ impl VifSource {
             copies: Vec::new(),
             reports: 0,
             failed: false,
+            journals: None,
+            notify_once: false,
+            #[cfg(test)]
+            crash: Arc::default(),
         }
+    }
+
+    /// Keeps journals of the requests taken; with `taking_over`, the
+    /// frontend is notified on the first run whatever its event indexes
+    /// say (a backend that died may have published responses and died
+    /// before notifying).
+    pub(super) fn with_journals(mut self, journals: Option<Journals>, taking_over: bool) -> Self {
+        self.journals = journals;
+        self.notify_once = taking_over;
+        self
     }
 
     fn fail(&mut self, reason: String) {
@@ -171,14 +195,27 @@ impl VifSource {
                     break;
                 }
                 // Each slot is copied out of the page once, by
-                // peek_request, and judged on the copy.
-                match judge(|i| ring.peek_request(i).ok().flatten(), gso) {
+                // peek_request, and judged on the copy (which the journal
+                // keeps too).
+                let journal = self.journals.as_ref().map(|j| &j.tx);
+                let head = ring.req_cons();
+                let peek = |i: u32| {
+                    let slot = ring.peek_request(i).ok().flatten();
+                    if let (Some(s), Some(j)) = (&slot, journal) {
+                        j.record(head.wrapping_add(i), s);
+                    }
+                    slot
+                };
+                match judge(peek, gso) {
                     Judged::Fatal(reason) => {
                         fatal = Some(reason);
                         break;
                     }
                     Judged::Packet(p) => {
                         ring.consume_requests(p.slots)?;
+                        if let Some(j) = journal {
+                            j.set_taken(ring.req_cons());
+                        }
                         if let Some(reason) = &p.refused {
                             write_tx_responses(&mut ring, &p, NETIF_RSP_ERROR)?;
                             refused.push(reason.clone());
@@ -199,12 +236,20 @@ impl VifSource {
             self.fail(reason);
             return Ok((false, false));
         }
+        #[cfg(test)]
+        if !judged.is_empty() && self.crash.due(crash::TX_TAKEN) {
+            return Ok((false, false));
+        }
         // The batch's data, in one grant copy.
         let statuses = self.copy_out(&judged);
         let mut ring = BackRing::<NetifTx>::resume(self.tx_map.mem(), self.tx)?;
         for (p, ok) in judged.iter().zip(statuses) {
             let status = if ok { NETIF_RSP_OKAY } else { NETIF_RSP_ERROR };
             write_tx_responses(&mut ring, p, status)?;
+        }
+        #[cfg(test)]
+        if !judged.is_empty() && self.crash.due(crash::TX_WRITTEN) {
+            return Ok((false, false));
         }
         let notify = ring.push_responses_and_check_notify()?;
         self.tx = ring.state();
@@ -336,8 +381,14 @@ impl VifSource {
                     break;
                 }
                 let mut buffers = Vec::with_capacity(chunks);
+                let journal = self.journals.as_ref().map(|j| &j.rx);
                 for k in 0..need {
+                    let seq = ring.req_cons();
                     let raw = ring.copy_request()?.expect("counted as available");
+                    if let Some(j) = journal {
+                        j.record(seq, &raw);
+                        j.set_taken(ring.req_cons());
+                    }
                     // The extra-info slot's request only lends its slot.
                     if gso.is_none() || k != 1 {
                         buffers.push(RxRequest::decode(&raw));
@@ -353,6 +404,10 @@ impl VifSource {
             }
             self.rx = ring.state();
         }
+        #[cfg(test)]
+        if !deliveries.is_empty() && self.crash.due(crash::RX_TAKEN) {
+            return Ok((false, false));
+        }
         self.copy_in(&mut deliveries);
         let mut ring = BackRing::<NetifRx>::resume(self.rx_map.mem(), self.rx)?;
         for d in &deliveries {
@@ -363,6 +418,10 @@ impl VifSource {
             } else {
                 add(&self.counters.rx_dropped, 1);
             }
+        }
+        #[cfg(test)]
+        if !deliveries.is_empty() && self.crash.due(crash::RX_WRITTEN) {
+            return Ok((false, false));
         }
         // The packets' bytes are in the guest now: their buffers go back.
         super::pool::give(deliveries.drain(..).map(|d| d.packet.data));
@@ -476,7 +535,7 @@ fn refill(inbox: &Inbox, waiting: &mut VecDeque<Packet>) -> bool {
 /// Answers every slot of a transmitted packet: its data slots with
 /// `status`, its extra-info slots with `NETIF_RSP_NULL`, in the order
 /// the frontend wrote them.
-fn write_tx_responses(
+pub(super) fn write_tx_responses(
     ring: &mut BackRing<'_, NetifTx>,
     p: &TxPacket,
     status: i16,
@@ -532,6 +591,11 @@ impl Source for VifSource {
         if self.failed {
             return;
         }
+        // A queue a test killed does nothing more, as a dead process.
+        #[cfg(test)]
+        if self.crash.died() {
+            return;
+        }
         let (notify_tx, tx_left) = match self.transmit() {
             Ok(r) => r,
             Err(e) => {
@@ -554,11 +618,12 @@ impl Source for VifSource {
                 }
             }
         };
-        if notify_tx {
+        let once = std::mem::take(&mut self.notify_once);
+        if notify_tx || once {
             cx.notify(self.tx_port);
             add(&self.counters.notifications, 1);
         }
-        if notify_rx && (self.rx_port != self.tx_port || !notify_tx) {
+        if (notify_rx || once) && (self.rx_port != self.tx_port || !(notify_tx || once)) {
             cx.notify(self.rx_port);
             add(&self.counters.notifications, 1);
         }
@@ -566,6 +631,46 @@ impl Source for VifSource {
             // The rest on the next turn, after the other devices.
             add(&self.counters.budget_yields, 1);
             cx.set_timer(Some(cx.now()));
+        }
+    }
+}
+
+/// Where a test makes a queue die (tests only).
+#[cfg(test)]
+pub(super) mod crash {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+    /// After taking packets off the transmit ring, before answering them.
+    pub(in crate::net) const TX_TAKEN: u8 = 1;
+    /// With their responses written, not yet published.
+    pub(in crate::net) const TX_WRITTEN: u8 = 2;
+    /// After taking receive buffers, before filling them.
+    pub(in crate::net) const RX_TAKEN: u8 = 3;
+    /// With their responses written, not yet published.
+    pub(in crate::net) const RX_WRITTEN: u8 = 4;
+
+    /// The point a queue is to die at, and whether it did.
+    #[derive(Default)]
+    pub(in crate::net) struct Point {
+        at: AtomicU8,
+        died: AtomicBool,
+    }
+
+    impl Point {
+        pub(in crate::net) fn set(&self, at: u8) {
+            self.at.store(at, Ordering::SeqCst);
+        }
+
+        pub(in crate::net) fn died(&self) -> bool {
+            self.died.load(Ordering::SeqCst)
+        }
+
+        pub(super) fn due(&self, at: u8) -> bool {
+            if self.at.load(Ordering::SeqCst) == at {
+                self.died.store(true, Ordering::SeqCst);
+                return true;
+            }
+            false
         }
     }
 }

@@ -14,21 +14,21 @@ use crate::platform::sim::{SimHost, SimHypervisor};
 use crate::platform::{DomId, Platform};
 use crate::ring::netif::{Extra, ExtraInfo, NETIF_RSP_ERROR, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA};
 
-const BACK: DomId = 0;
-const A: DomId = 5;
-const B: DomId = 6;
+pub(super) const BACK: DomId = 0;
+pub(super) const A: DomId = 5;
+pub(super) const B: DomId = 6;
 const C: DomId = 7;
 /// A guard against a hang, far beyond what any step takes.
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
-struct World {
+pub(super) struct World {
     _hv: SimHypervisor,
-    host: SimHost,
-    platform: Arc<Platform>,
-    switch: Switch,
+    pub(super) host: SimHost,
+    pub(super) platform: Arc<Platform>,
+    pub(super) switch: Switch,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let (hv, host) = crate::testutil::sim_host(&[BACK, A, B, C]);
     let platform = Arc::new(Platform::simulated(&host, BACK).unwrap());
     World {
@@ -45,12 +45,12 @@ struct Guest {
     events: Receiver<VifEvent>,
 }
 
-fn mac(domid: DomId) -> [u8; 6] {
+pub(super) fn mac(domid: DomId) -> [u8; 6] {
     [0x00, 0x16, 0x3e, 0, 0, domid as u8]
 }
 
 /// A frame from `src` to `dst` of `len` bytes, its payload numbered by `seq`.
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Packet {
+pub(super) fn frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Packet {
     let mut d = Vec::with_capacity(len);
     d.extend_from_slice(&dst);
     d.extend_from_slice(&src);

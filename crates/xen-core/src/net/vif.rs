@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::packet::Packet;
 use super::queue::VifSource;
+use super::restart::VifRestart;
 use super::stats::{add, Counters, NetStats};
 use crate::platform::event_loop::SourceHandle;
 use crate::platform::{DomId, EvtchnError, GrantError, GrantRef, Platform, Port};
@@ -94,6 +95,9 @@ pub enum NetError {
     Bind(EvtchnError),
     /// The event loop is gone.
     EventLoop(std::io::Error),
+    /// The journals could not be made, or the rings cannot be taken over
+    /// with those found.
+    Journal(std::io::Error),
 }
 
 impl fmt::Display for NetError {
@@ -103,6 +107,7 @@ impl fmt::Display for NetError {
             NetError::Ring(e) => write!(f, "unusable ring: {e}"),
             NetError::Bind(e) => write!(f, "cannot bind the event channel: {e}"),
             NetError::EventLoop(e) => write!(f, "event loop: {e}"),
+            NetError::Journal(e) => write!(f, "journal: {e}"),
         }
     }
 }
@@ -186,12 +191,18 @@ impl VifReceiver {
 /// A vif queue being served. Stopping it (or dropping it) takes it off
 /// the event loop, unbinds its ports and unmaps its rings.
 pub struct VifQueue {
+    journals: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Stopped by [`VifQueue::hand_over`]: the journals stay.
+    handed_over: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
     inbox: Arc<Inbox>,
     sources: Mutex<Vec<SourceHandle>>,
     evtchn: Arc<dyn crate::platform::EventChannels>,
     ports: Vec<Port>,
     _platform: Arc<Platform>,
+    /// Where the tests make the data path die.
+    #[cfg(test)]
+    pub(super) crash: Arc<super::queue::crash::Point>,
 }
 
 impl VifQueue {
@@ -203,6 +214,18 @@ impl VifQueue {
         uplink: Box<dyn Uplink>,
         sink: Box<dyn FnMut(VifEvent) + Send>,
     ) -> Result<VifQueue, NetError> {
+        VifQueue::start_with(platform, config, uplink, sink, &VifRestart::default())
+    }
+
+    /// [`VifQueue::start`], keeping journals, or taking over the rings of
+    /// a backend that died, as `restart` says ([`super::restart`]).
+    pub fn start_with(
+        platform: &Arc<Platform>,
+        config: &VifConfig,
+        uplink: Box<dyn Uplink>,
+        sink: Box<dyn FnMut(VifEvent) + Send>,
+        restart: &VifRestart,
+    ) -> Result<VifQueue, NetError> {
         let gntdev = platform.gntdev();
         let tx_map = gntdev
             .map(config.frontend, &[config.tx_ring_ref], true)
@@ -210,12 +233,13 @@ impl VifQueue {
         let rx_map = gntdev
             .map(config.frontend, &[config.rx_ring_ref], true)
             .map_err(NetError::MapRing)?;
-        let tx = BackRing::<NetifTx>::attach(tx_map.mem())
-            .map_err(NetError::Ring)?
-            .state();
-        let rx = BackRing::<NetifRx>::attach(rx_map.mem())
-            .map_err(NetError::Ring)?
-            .state();
+        let mut tx_ring = BackRing::<NetifTx>::attach(tx_map.mem()).map_err(NetError::Ring)?;
+        let mut rx_ring = BackRing::<NetifRx>::attach(rx_map.mem()).map_err(NetError::Ring)?;
+        // Journals, and what a backend that died left unanswered answered
+        // (published on the first run).
+        let journals = super::restart::open(config, restart, &mut tx_ring, &mut rx_ring)
+            .map_err(NetError::Journal)?;
+        let (tx, rx) = (tx_ring.state(), rx_ring.state());
         let evtchn = platform.evtchn().clone();
         let tx_port = evtchn
             .bind_interdomain(config.frontend, config.tx_port)
@@ -254,8 +278,15 @@ impl VifQueue {
             inbox.clone(),
             counters.clone(),
             sink,
-        );
+        )
+        .with_journals(journals, restart.resume);
+        #[cfg(test)]
+        let crash = source.crash.clone();
         let queue = VifQueue {
+            #[cfg(test)]
+            crash,
+            journals: restart.journals.clone(),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
             counters,
             inbox: inbox.clone(),
             sources: Mutex::new(Vec::new()),
@@ -330,6 +361,23 @@ impl VifQueue {
         for p in &self.ports {
             let _ = self.evtchn.unbind(*p);
         }
+        // Stopped in order: nothing is left to take over.
+        if let Some((tx, rx)) = &self.journals {
+            if !self.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(tx);
+                let _ = std::fs::remove_file(rx);
+            }
+        }
+    }
+
+    /// Hands the rings over to another process, which takes them over
+    /// from the journals ([`VifRestart::resume`]): off the loop, ports
+    /// closed, rings unmapped, nothing said to the frontend, the journals
+    /// kept. What a crash leaves, on purpose.
+    pub fn hand_over(&self) {
+        self.handed_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop();
     }
 }
 

@@ -31,6 +31,7 @@ fn net_error(e: NetError) -> Coded {
         NetError::Bind(c) => c.code().to_owned(),
         NetError::Ring(_) => "EPROTO".to_owned(),
         NetError::EventLoop(_) => "ESHUTDOWN".to_owned(),
+        NetError::Journal(_) => "ESTALE".to_owned(),
     };
     coded_error(&code, e)
 }
