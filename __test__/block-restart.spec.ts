@@ -109,7 +109,7 @@ async function restartRounds(t: ExecutionContext, rounds: number, seed: number, 
       longest = Math.max(longest, Date.now() - lastAt);
       await settled;
       t.is(await old.exited(), 0, old.output());
-      t.regex(old.output(), /SIGUSR2: 2 disk queues handed over; exiting/);
+      t.regex(old.output(), /SIGUSR2: 2 disk queues and 0 vif queues handed over; exiting/);
       pauses.push(longest);
     }
   }

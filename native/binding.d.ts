@@ -534,6 +534,11 @@ export declare class NativeVifQueue {
   get failure(): string | null
   /** Stops serving: off the loop, ports closed, rings unmapped. */
   stop(): void
+  /**
+   * Hands the rings over to the process taking this one's place: the
+   * queue stops without a word to the guest and keeps its journals.
+   */
+  handOver(): void
 }
 
 /**
@@ -1197,6 +1202,19 @@ export interface VifQueueOptions {
   gsoOffered?: boolean
   /** Packets held for the guest while it posts no buffers (default 1000). */
   rxQueue?: number
+  /**
+   * The transmit ring's journal file (with `rxJournal`): what a backend
+   * started after this one dies needs to take the rings over (removed
+   * when the queue stops).
+   */
+  txJournal?: string
+  /** The receive ring's journal file (with `txJournal`). */
+  rxJournal?: string
+  /**
+   * Take over rings a backend that died was serving, from its journals
+   * (default false: rings the frontend just set up).
+   */
+  resume?: boolean
 }
 
 /** Counters of a vif queue ("tx": the guest sending). */

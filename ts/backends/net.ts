@@ -18,7 +18,9 @@
 //   hotplug script does: the host's bridge, OVS or routing takes it from
 //   there. The device lives as long as the vif (a reconnecting guest
 //   keeps it).
+import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
@@ -75,6 +77,14 @@ export interface NetOptions {
   readonly maxQueues?: number;
   /** Packets held per queue for a guest that posts no buffers (default 1000). */
   readonly rxQueue?: number;
+  /**
+   * A directory (on tmpfs: `/run/xenrx`) for each queue's journals of the
+   * requests it took. With it, a backend started after this one died
+   * takes over the vifs it finds Connected without the guests
+   * reconnecting (`reattach`): the packets in flight are dropped, as a
+   * NIC reset drops them, and the rings go on.
+   */
+  readonly stateDir?: string;
 }
 
 /** The most queues a backend offers. */
@@ -121,7 +131,16 @@ export class NetService implements StatsSource {
         return rec;
       },
       init: (ctx, rec) => this.#init(ctx, rec),
-      connect: (ctx, rec) => this.#connect(ctx, rec),
+      connect: (ctx, rec) => this.#connect(ctx, rec, false),
+      ...(options.stateDir === undefined
+        ? {}
+        : {
+            reattach: async (ctx: DeviceContext, rec: VifRecord) => {
+              await this.#openPath(ctx, rec);
+              await this.#connect(ctx, rec, true);
+              ctx.log(1, `vif taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
+            },
+          }),
       disconnect: (ctx, rec) => {
         stopQueues(rec);
         ctx.log(1, 'vif disconnected');
@@ -135,6 +154,22 @@ export class NetService implements StatsSource {
         this.#vifs.delete(ctx.name);
       },
     };
+  }
+
+  /**
+   * Hands every vif over to the process taking this one's place (`xenrx
+   * serve --takeover`): each queue stops without a word to its guest and
+   * keeps its journals. Nothing is written to XenStore; call it just
+   * before exiting.
+   */
+  handOver(): number {
+    let queues = 0;
+    for (const rec of this.#vifs.values()) {
+      for (const q of rec.queues) q.handOver();
+      queues += rec.queues.length;
+      rec.queues = [];
+    }
+    return queues;
   }
 
   /**
@@ -200,11 +235,17 @@ export class NetService implements StatsSource {
     return out;
   }
 
-  async #init(ctx: DeviceContext, rec: VifRecord): Promise<void> {
+  /** Where the vif's packets go, made ready: its switch port or its TAP device. */
+  async #openPath(ctx: DeviceContext, rec: VifRecord): Promise<VifConfig> {
     const config: VifConfig = { key: ctx.key, name: ctx.name, mac: await ctx.readBackend('mac'), bridge: await ctx.readBackend('bridge') };
     rec.path = this.#options.path?.(config) ?? 'switch';
     if (rec.path === 'switch') rec.port ??= this.switch.addPort();
     if (rec.path === 'tap' && !rec.tap) rec.tap = await this.#openTap(ctx, config);
+    return config;
+  }
+
+  async #init(ctx: DeviceContext, rec: VifRecord): Promise<void> {
+    const config = await this.#openPath(ctx, rec);
     // What netback offers, all before InitWait in one transaction; then
     // the hotplug status a toolstack waits for (the packet path is ready).
     const nodes: [string, string][] = [
@@ -247,7 +288,7 @@ export class NetService implements StatsSource {
     return tap;
   }
 
-  async #connect(ctx: DeviceContext, rec: VifRecord): Promise<void> {
+  async #connect(ctx: DeviceContext, rec: VifRecord, resume: boolean): Promise<void> {
     const flag = async (node: string, fallback: boolean): Promise<boolean> => {
       const v = await ctx.readFrontend(node);
       if (v === undefined) return fallback;
@@ -295,8 +336,12 @@ export class NetService implements StatsSource {
     }
     rec.notices = 0;
     stopQueues(rec);
-    const { platform, rxQueue } = this.#options;
-    const options = (r: (typeof rings)[number]): VifQueueOptions => ({
+    const { platform, rxQueue, stateDir } = this.#options;
+    // The journals' directory, made on first use.
+    if (stateDir !== undefined) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const journals = (q: number): Partial<VifQueueOptions> =>
+      stateDir === undefined ? {} : { txJournal: join(stateDir, `${ctx.name}-q${String(q)}-tx`), rxJournal: join(stateDir, `${ctx.name}-q${String(q)}-rx`), resume };
+    const options = (r: (typeof rings)[number], q: number): VifQueueOptions => ({
       frontendDomid: ctx.key.domid,
       txRingRef: r.txRingRef,
       rxRingRef: r.rxRingRef,
@@ -305,6 +350,7 @@ export class NetService implements StatsSource {
       ...features,
       gsoOffered: true,
       ...(rxQueue !== undefined ? { rxQueue } : {}),
+      ...journals(q),
     });
     try {
       rings.forEach((r, q) => {
@@ -314,10 +360,10 @@ export class NetService implements StatsSource {
         const notice = (text: string): void => ctx.log(rec.notices++ === 0 ? 0 : 2, prefix + text);
         rec.queues.push(
           rec.tap
-            ? native.NativeVifQueue.startOnTap(platform.native, options(r), rec.tap, notice)
+            ? native.NativeVifQueue.startOnTap(platform.native, options(r, q), rec.tap, notice)
             : native.NativeVifQueue.start(
                 platform.native,
-                options(r),
+                options(r, q),
                 rec.port,
                 rec.path === 'stream' ? (packets) => this.#packets.next({ vif: ctx.name, domid: ctx.key.domid, devid: ctx.key.devid, packets }) : null,
                 notice,
@@ -325,7 +371,7 @@ export class NetService implements StatsSource {
         );
       });
       const first = rings[0];
-      if (rec.tap && first) rec.tap.connect(rec.queues, options(first));
+      if (rec.tap && first) rec.tap.connect(rec.queues, options(first, 0));
     } catch (err) {
       stopQueues(rec);
       throw PlatformError.fromNative(err);

@@ -130,7 +130,12 @@ export function addServeCommand(program: Command): void {
       });
       const consoles = new ConsoleService({ platform, pty: opts.pty });
       const path = opts.vifPath ?? (platform.kind === 'xen' ? 'tap' : 'switch');
-      const nets = new NetService({ platform, path: () => path, ...(opts.maxQueues !== undefined ? { maxQueues: Math.min(opts.maxQueues, 16) } : {}) });
+      const nets = new NetService({
+        platform,
+        path: () => path,
+        ...(opts.maxQueues !== undefined ? { maxQueues: Math.min(opts.maxQueues, 16) } : {}),
+        ...(stateDir !== undefined ? { stateDir } : {}),
+      });
       // The primary consoles join the statistics' sources once their
       // service runs.
       const sources: StatsSource[] = [disks, consoles, nets];
@@ -195,7 +200,8 @@ export function addServeCommand(program: Command): void {
         // over (nothing written to XenStore) and this process exits.
         process.on(takeover.HAND_OVER_SIGNAL, () => {
           const queues = disks.handOver();
-          log(`${takeover.HAND_OVER_SIGNAL}: ${String(queues)} disk queue${queues === 1 ? '' : 's'} handed over; exiting`);
+          const vifQueues = nets.handOver();
+          log(`${takeover.HAND_OVER_SIGNAL}: ${String(queues)} disk queue${queues === 1 ? '' : 's'} and ${String(vifQueues)} vif queue${vifQueues === 1 ? '' : 's'} handed over; exiting`);
           process.exit(0);
         });
         mkdirSync(stateDir, { recursive: true, mode: 0o700 });

@@ -18,7 +18,7 @@ use super::{coded_error, domid, Coded, CodedResult, Result};
 use crate::net::switch::{PacketSink, Switch, SwitchPort};
 use crate::net::{
     Gso, GsoKind, NetError, NetStats, Offload, Packet, Uplink, VifConfig, VifEvent, VifFeatures,
-    VifQueue, VifReceiver, DEFAULT_RX_QUEUE,
+    VifQueue, VifReceiver, VifRestart, DEFAULT_RX_QUEUE,
 };
 
 /// Batches handed to JavaScript together, at most this many packets per
@@ -264,6 +264,15 @@ pub struct VifQueueOptions {
     pub gso_offered: Option<bool>,
     /// Packets held for the guest while it posts no buffers (default 1000).
     pub rx_queue: Option<u32>,
+    /// The transmit ring's journal file (with `rxJournal`): what a backend
+    /// started after this one dies needs to take the rings over (removed
+    /// when the queue stops).
+    pub tx_journal: Option<String>,
+    /// The receive ring's journal file (with `txJournal`).
+    pub rx_journal: Option<String>,
+    /// Take over rings a backend that died was serving, from its journals
+    /// (default false: rings the frontend just set up).
+    pub resume: Option<bool>,
 }
 
 /// Counters of a vif queue ("tx": the guest sending).
@@ -397,6 +406,13 @@ impl NativeVifQueue {
     pub fn stop(&self) {
         self.queue.stop();
     }
+
+    /// Hands the rings over to the process taking this one's place: the
+    /// queue stops without a word to the guest and keeps its journals.
+    #[napi]
+    pub fn hand_over(&self) {
+        self.queue.hand_over();
+    }
 }
 
 /// What a vif queue's options say the frontend negotiated.
@@ -440,6 +456,16 @@ pub(super) fn start_queue(
             n.call(text, ThreadsafeFunctionCallMode::NonBlocking);
         }
     });
-    let queue = VifQueue::start(platform.platform(), &config, uplink, sink).map_err(net_error)?;
+    let journals = match (options.tx_journal, options.rx_journal) {
+        (Some(tx), Some(rx)) => Some((tx.into(), rx.into())),
+        (None, None) => None,
+        _ => return Err(coded_error("EINVAL", "txJournal and rxJournal go together")),
+    };
+    let restart = VifRestart {
+        journals,
+        resume: options.resume.unwrap_or(false),
+    };
+    let queue = VifQueue::start_with(platform.platform(), &config, uplink, sink, &restart)
+        .map_err(net_error)?;
     Ok(NativeVifQueue { queue, failure })
 }
