@@ -20,6 +20,7 @@ import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
 import { parseXenbusInt, xenbusStateName } from '../xenbus/state.js';
 import { mergeLatency } from '../stats/histogram.js';
 import type { BlockDeviceStats, StatsSource } from '../stats/types.js';
+import { handOverQueues } from './hand-over.js';
 
 /** The most ring pages a frontend may use: `max-ring-page-order` 4, as blkback. */
 export const MAX_RING_PAGE_ORDER = 4;
@@ -230,13 +231,7 @@ export class BlockService implements StatsSource {
    * Nothing is written to XenStore; call it just before exiting.
    */
   handOver(): number {
-    let queues = 0;
-    for (const rec of this.#disks.values()) {
-      for (const q of rec.queues) q.handOver();
-      queues += rec.queues.length;
-      rec.queues = [];
-    }
-    return queues;
+    return handOverQueues(this.#disks.values());
   }
 
   /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */

@@ -33,6 +33,7 @@ import type { DeviceContext, DeviceKey, DeviceOps } from '../xenbus/index.js';
 import { parseXenbusInt, xenbusStateName } from '../xenbus/state.js';
 import type { NetDeviceStats, StatsSource } from '../stats/types.js';
 import { frameFlow } from './net-frames.js';
+import { handOverQueues } from './hand-over.js';
 
 /** A packet: an Ethernet frame and its checksum and segmentation state. */
 export type Packet = NetPacket;
@@ -163,13 +164,7 @@ export class NetService implements StatsSource {
    * before exiting.
    */
   handOver(): number {
-    let queues = 0;
-    for (const rec of this.#vifs.values()) {
-      for (const q of rec.queues) q.handOver();
-      queues += rec.queues.length;
-      rec.queues = [];
-    }
-    return queues;
+    return handOverQueues(this.#vifs.values());
   }
 
   /**
