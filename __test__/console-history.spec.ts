@@ -117,6 +117,8 @@ test('xenrx serve killed with SIGKILL and started again keeps each primary conso
     if (last.child.exitCode === null) last.child.kill('SIGKILL');
   });
   await pollUntil(() => readText(file) === lines.join(''));
+  // Said once it listens for SIGTERM (a signal before that would kill it).
+  await last.waitFor(/serving console, primary consoles/);
   t.is(readText(file), lines.join(''));
   t.is(await last.stop('SIGTERM'), 0);
   t.is(readText(file), lines.join(''), 'a clean stop keeps it');

@@ -28,6 +28,8 @@ struct Shared {
     stats: NetFrontStats,
     /// Packets sent and not answered, as of the last turn.
     in_flight: usize,
+    /// Packets the driver took from `to_send` for the turn running now.
+    in_turn: usize,
 }
 
 struct Inner {
@@ -108,7 +110,7 @@ impl NetFrontDriver {
     /// Packets queued or sent and not yet answered.
     pub fn pending(&self) -> usize {
         let s = self.inner.lock();
-        s.to_send.len() + s.in_flight
+        s.to_send.len() + s.in_turn + s.in_flight
     }
 
     /// Waits until fewer than `n` packets are queued or in flight (a
@@ -118,7 +120,7 @@ impl NetFrontDriver {
         let deadline = Instant::now() + timeout;
         let mut s = self.inner.lock();
         loop {
-            let pending = s.to_send.len() + s.in_flight;
+            let pending = s.to_send.len() + s.in_turn + s.in_flight;
             let left = deadline.saturating_duration_since(Instant::now());
             if pending < n || s.fault.is_some() || s.closing || left.is_zero() {
                 return pending;
@@ -176,6 +178,9 @@ fn run(
                 break;
             }
             queue.append(&mut s.to_send);
+            // Still pending while this turn sends them: counted until the
+            // turn says how many are in flight.
+            s.in_turn = queue.len();
         }
         let turn = (|| -> Result<bool, NetFrontError> {
             front.take_events()?;
@@ -197,6 +202,7 @@ fn run(
             let mut s = inner.lock();
             s.stats = front.stats();
             s.in_flight = front.tx_in_flight();
+            s.in_turn = 0;
             // What could not be sent yet goes back to the head of the line.
             while let Some(p) = queue.pop_back() {
                 s.to_send.push_front(p);
