@@ -1,9 +1,10 @@
 // `xenrx serve`: what a dom0 runs. It connects to the system's XenStore (or
 // --socket), opens the platform (real Xen where /dev/xen/evtchn exists, or
 // an embedded simulated host with --simulated, to try it), registers the
-// block backend and the console backend, and serves every guest's devices
-// of those types (and, with --primary-consoles, every guest's primary
-// console) until SIGINT or SIGTERM, then disconnects them cleanly.
+// block and console backends (and the network backend, when --types names
+// vif), and serves every guest's devices of those types (and, with
+// --primary-consoles, every guest's primary console) until SIGINT or
+// SIGTERM, then disconnects them cleanly.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -62,7 +63,7 @@ function log(line: string): void {
 export function addServeCommand(program: Command): void {
   program
     .command('serve')
-    .description("serve guests' disks and consoles until SIGTERM")
+    .description("serve guests' disks and consoles (and network interfaces: --types) until SIGTERM")
     .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)')
     .option('--simulated', 'run on an embedded simulated host (XenStore and hypervisor) instead of Xen', false)
     .option('--hypervisor <socket>', "instead of Xen, the simulated hypervisor another process serves on this socket (SimHypervisor.serve), with --socket naming that host's XenStore")
