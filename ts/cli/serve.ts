@@ -63,7 +63,7 @@ function log(line: string): void {
 export function addServeCommand(program: Command): void {
   program
     .command('serve')
-    .description("serve guests' disks and consoles (and network interfaces: --types) until SIGTERM")
+    .description("serve guests' devices until SIGTERM (see --types)")
     .option('--socket <path>', 'XenStore socket (default: $XENSTORED_PATH, /run/xenstored/socket, /dev/xen/xenbus)')
     .option('--simulated', 'run on an embedded simulated host (XenStore and hypervisor) instead of Xen', false)
     .option('--hypervisor <socket>', "instead of Xen, the simulated hypervisor another process serves on this socket (SimHypervisor.serve), with --socket naming that host's XenStore")
