@@ -1,7 +1,8 @@
 #!/bin/bash
 # /init of dom0 in the real-Xen end-to-end run. Starts Xen's C xenstored and
 # xenconsoled, then gives the same domU workload a disk from each backend in
-# turn (xenrx, Linux blkback, QEMU's qdisk), then drives a domU's lifecycle
+# turn (xenrx, Linux blkback, QEMU's qdisk), and a network interface from
+# each (xenrx on a TAP device, Linux netback), then drives a domU's lifecycle
 # (pause, unpause, shutdown, reboot, destroy) under xenrx, then stops
 # xenconsoled and reads and types on a domU's console served by xenrx. Everything the host
 # needs is printed on the console as lines starting with "E2E-".
@@ -15,7 +16,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
 
-ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.restart.console}
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
@@ -33,9 +34,15 @@ mount -t xenfs xenfs /proc/xen
 say "xenstored, xenconsoled up; $(xl info | grep -E '^free_memory')"
 # The platform's device code on the real hypervisor, before any guest.
 /usr/local/bin/xen-smoke 2>&1 | sed 's/^/E2E-SMOKE /'
+# The network rounds' dom0 side: a bridge with an address, where the
+# guests' vifs go, and the server of the guests' network workload.
+for m in tun bridge; do modprobe "$m" || say "modprobe $m failed"; done
+{ ip link add xenbr0 type bridge && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up; } || say "bridge xenbr0 failed"
+/usr/local/bin/netcheck serve 5001 >/var/log/netcheck.log 2>&1 &
+VIF_SPEC="mac=00:16:3e:e2:e0:02, bridge=xenbr0, script=/etc/xen/scripts/e2e-hotplug"
 
-# domU NAME MODE SEED DISKSPEC: a domU with one disk; waits until it is gone
-# (bench mode: it powers itself off) unless MODE is idle.
+# domU NAME MODE SEED DISKSPEC [VIFSPEC]: a domU with one disk (none if
+# DISKSPEC is empty) and a network interface if VIFSPEC is given.
 domu_config() {
   cat >"/root/$1.cfg" <<EOF
 name="e2e-$1"
@@ -45,7 +52,8 @@ vcpus=1
 kernel="/root/vmlinuz"
 ramdisk="/root/domU.cpio.gz"
 extra="console=hvc0 panic=-1 E2E_MODE=$2 E2E_SEED=$3 E2E_SECS=$SECS"
-disk=['$4']
+disk=[${4:+'$4'}]
+vif=[${5:+'$5'}]
 on_poweroff="destroy"
 on_reboot="restart"
 on_crash="destroy"
@@ -109,8 +117,8 @@ profile_stop() { # NAME
   rm -f "/root/perf-cpu-$1.data" "/root/perf-sys-$1.data"
 }
 
-run_bench() { # NAME SEED DISKSPEC
-  domu_config "$1" bench "$2" "$3"
+run_bench() { # NAME SEED DISKSPEC [VIFSPEC]: the domU measures its disk, or its vif
+  domu_config "$1" "$([ -n "$3" ] && echo bench || echo net)" "$2" "$3" "${4:-}"
   say "$1: xl create"
   local start
   start=$(up)
@@ -130,15 +138,17 @@ run_bench() { # NAME SEED DISKSPEC
   say "$1: domU gone $(awk "BEGIN{print $(up)-$start}") s after xl create"
   profile_stop "$1"
   console_of "$1" "E2E-CONSOLE[$1]"
+  [ -n "$3" ] || return 0
   # The image holds what the guest wrote and read back.
   /usr/local/bin/blkcheck "/root/disk-$1.img" verify-pattern 8 "$2" | sed "s/^E2E-JOB /E2E-IMAGE[$1] /"
 }
 
-start_xenrx() {
+start_xenrx() { # [TYPES]
+  local types=${1:-vbd}
   : >/var/log/xenrx.log
-  xenrx serve --types vbd --debug 1 >>/var/log/xenrx.log 2>&1 &
+  xenrx serve --types "$types" --debug 1 >>/var/log/xenrx.log 2>&1 &
   XENRX_PID=$!
-  if wait_log /var/log/xenrx.log 'serving vbd' 300; then
+  if wait_log /var/log/xenrx.log "serving $types" 300; then
     say "xenrx serve ready (pid $XENRX_PID)"
   else
     say "xenrx serve did not start"
@@ -159,7 +169,7 @@ stop_xenrx() { # ROUND
 seed=100
 for round in ${ROUNDS//./ }; do
   seed=$((seed + 1))
-  dd if=/dev/zero of="/root/disk-$round.img" bs=1M count="$DISK_MB" status=none
+  case $round in vif | netback) ;; *) dd if=/dev/zero of="/root/disk-$round.img" bs=1M count="$DISK_MB" status=none ;; esac
   case $round in
   xenrx)
     start_xenrx || { check xenrx-started false "xenrx serve did not start"; continue; }
@@ -167,6 +177,21 @@ for round in ${ROUNDS//./ }; do
     # The device goes down with the domain before serve is stopped.
     wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "xenrx: device not removed within 60 s"
     stop_xenrx xenrx
+    ;;
+  vif)
+    # The domU's network interface served by xenrx on a TAP device in
+    # dom0's bridge, with Linux's xen-netback not loaded.
+    start_xenrx vif || { check vif-started false "xenrx serve did not start"; continue; }
+    run_bench vif $seed "" "$VIF_SPEC"
+    wait_log /var/log/xenrx.log 'vif-[0-9]+-0: .*\(removed\)' 60 || say "vif: device not removed within 60 s"
+    stop_xenrx vif
+    grep -q ': already in xenbr0' /var/log/xen/e2e-hotplug.log && check vif-bridge true "xenrx put its TAP device in the bridge the toolstack named" \
+      || check vif-bridge false "the TAP device was not in xenbr0 when the hotplug script ran: $(tail -1 /var/log/xen/e2e-hotplug.log 2>&1)"
+    ;;
+  netback)
+    modprobe xen-netback || say "modprobe xen-netback failed"
+    run_bench netback $seed "" "$VIF_SPEC"
+    rmmod xen-netback || say "rmmod xen-netback failed"
     ;;
   blkback)
     modprobe xen-blkback || say "modprobe xen-blkback failed"

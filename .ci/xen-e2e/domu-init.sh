@@ -1,8 +1,10 @@
 #!/bin/busybox sh
-# /init of the test domU (busybox, xen-blkfront, blkcheck): checks the disk it
-# was given, measures it, and powers off (E2E_MODE=bench), runs a verifying
-# job and powers off (E2E_MODE=verify), or waits for the toolstack to pause,
-# shut down or reboot it (E2E_MODE=idle). The kernel
+# /init of the test domU (busybox, xen-blkfront, xen-netfront, blkcheck,
+# netcheck): checks the disk it was given, measures it, and powers off
+# (E2E_MODE=bench), measures its network interface against dom0 and powers
+# off (E2E_MODE=net), runs a verifying job and powers off (E2E_MODE=verify),
+# or waits for the toolstack to pause, shut down or reboot it
+# (E2E_MODE=idle). The kernel
 # passes E2E_* from its command line to this script's environment.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -17,6 +19,30 @@ chmod +x /sbin/poweroff /sbin/reboot
 SEED=${E2E_SEED:-1}
 SECS=${E2E_SECS:-5}
 echo "E2E-DOMU booted kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+if [ "${E2E_MODE:-bench}" = net ]; then
+  # dom0 is 10.0.0.1 on its bridge, with netcheck serving on port 5001.
+  insmod /xen-netfront.ko
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+  if [ ! -e /sys/class/net/eth0 ]; then
+    echo "E2E-JOB {\"job\":\"error\",\"what\":\"no eth0 after 60 s\"}"
+  else
+    ip addr add 10.0.0.2/24 dev eth0
+    ip link set eth0 up
+    echo "E2E-DOMU eth0 mac=$(cat /sys/class/net/eth0/address) queues=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
+    # An ordinary ping first (ARP, ICMP), then the measured jobs.
+    if ping -c 3 -W 10 10.0.0.1 >/tmp/ping.txt 2>&1; then
+      echo "E2E-JOB {\"job\":\"ping\",\"ok\":true}"
+    else
+      echo "E2E-JOB {\"job\":\"ping\",\"ok\":false,\"what\":\"$(tail -2 /tmp/ping.txt | tr '\n"' '  ')\"}"
+    fi
+    /netcheck rtt 10.0.0.1 5001 200
+    /netcheck send 10.0.0.1 5001 "$SECS"
+    /netcheck recv 10.0.0.1 5001 "$SECS"
+  fi
+  echo "E2E-DOMU done uptime=$(cut -d' ' -f1 /proc/uptime)"
+  poweroff -f
+fi
 insmod /xen-blkfront.ko
 i=0
 while [ ! -b /dev/xvda ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done

@@ -7,7 +7,7 @@ import process from 'node:process';
 
 const print = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
 
-const [file, roundList = 'xenrx.blkback.qdisk.lifecycle.restart.console'] = process.argv.slice(2);
+const [file, roundList = 'xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console'] = process.argv.slice(2);
 const lines = readFileSync(file, 'utf8').split('\n');
 const rounds = roundList.split('.').filter(Boolean);
 const failures = [];
@@ -79,6 +79,33 @@ if (rounds.includes('restart')) {
   print({ restart: { kills: restarts.length, verified: verifies.filter((v) => v.ok === true).length } });
 }
 
+// The median of a round's figures (a backend named more than once in the
+// rounds, to interleave them against the host's load, has several).
+const median = (values) => {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const figureRow = (backend, list, figures) => {
+  const row = { backend };
+  for (const [job, name] of figures) {
+    const values = list.filter((x) => x.job === job).map((x) => x.value);
+    check(values.length > 0, `${backend}: no ${job} figure`);
+    if (values.length > 0) row[name] = median(values);
+  }
+  return row;
+};
+const ratios = (figures, names, ours, others) => {
+  for (const other of others) {
+    const a = figures.get(ours);
+    const b = figures.get(other);
+    if (!a || !b) continue;
+    const ratio = { ratio: `${ours}/${other}` };
+    for (const [, name] of names) if (a[name] && b[name]) ratio[name] = Number((a[name] / b[name]).toFixed(2));
+    print(ratio);
+  }
+};
+
+const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk'];
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],
   ['seqread-1m', 'seqread_MBps'],
@@ -86,31 +113,47 @@ const FIGURES = [
   ['randread-4k-t4', 'randread_4k_t4_IOPS'],
 ];
 const figures = new Map();
-for (const backend of [...new Set(rounds)].filter((r) => r !== 'lifecycle' && r !== 'console' && r !== 'restart')) {
+for (const backend of [...new Set(rounds)].filter((r) => DISK_ROUNDS.includes(r))) {
   const list = jobs.get(backend) ?? [];
   for (const j of list.filter((j) => j.job === 'error')) failures.push(`${backend}: the guest's job failed: ${JSON.stringify(j)}`);
   const verifies = list.filter((j) => j.job === 'verify-pattern');
   check(verifies.length > 0 && verifies.every((v) => v.ok === true), `${backend}: the guest read back ${verifies.length > 0 ? verifies.map((v) => `${v.bad_words} wrong words`).join(', ') : 'nothing'}`);
   const checked = images.get(backend) ?? [];
   check(checked.length === verifies.length && checked.every((i) => i?.ok === true), `${backend}: dom0's images: ${JSON.stringify(checked)}`);
-  // A backend named more than once in the rounds (to interleave them
-  // against the host's load) reports the median of its runs.
-  const row = { backend };
-  for (const [job, name] of FIGURES) {
-    const values = list.filter((x) => x.job === job).map((x) => x.value).sort((a, b) => a - b);
-    check(values.length > 0, `${backend}: no ${job} figure`);
-    if (values.length > 0) row[name] = values.length % 2 ? values[(values.length - 1) / 2] : (values[values.length / 2 - 1] + values[values.length / 2]) / 2;
-  }
+  const row = figureRow(backend, list, FIGURES);
   if (verifies.length > 1) row.runs = verifies.length;
   figures.set(backend, row);
   print(row);
 }
+ratios(figures, FIGURES, 'xenrx', ['blkback', 'qdisk']);
+
+// The network rounds: a ping, UDP round trips, and a TCP stream each way
+// whose every byte the receiver checked.
+const NET_ROUNDS = ['vif', 'netback'];
+const NET_FIGURES = [
+  ['udp-rtt', 'udp_rtt_p50_us'],
+  ['tcp-send', 'guest_to_dom0_Mbitps'],
+  ['tcp-recv', 'dom0_to_guest_Mbitps'],
+];
+const netFigures = new Map();
+for (const backend of [...new Set(rounds)].filter((r) => NET_ROUNDS.includes(r))) {
+  const list = jobs.get(backend) ?? [];
+  for (const j of list.filter((j) => j.job === 'error')) failures.push(`${backend}: the guest's job failed: ${JSON.stringify(j)}`);
+  const pings = list.filter((j) => j.job === 'ping');
+  check(pings.length > 0 && pings.every((p) => p.ok === true), `${backend}: ping: ${JSON.stringify(pings)}`);
+  for (const j of list.filter((j) => j.job === 'udp-rtt')) check(j.echoed === j.sent, `${backend}: ${String(j.sent - j.echoed)} of ${String(j.sent)} datagrams not echoed`);
+  for (const j of list.filter((j) => j.job === 'tcp-send' || j.job === 'tcp-recv')) check(j.ok === true, `${backend}: ${j.job}: ${JSON.stringify(j)}`);
+  const row = figureRow(backend, list, NET_FIGURES);
+  netFigures.set(backend, row);
+  print(row);
+}
+ratios(netFigures, NET_FIGURES, 'vif', ['netback']);
 
 // xenrx's device reached Connected, then Closed, and was taken down.
-const device = (log) => log.find((l) => /vbd-\d+-51712: Connected$/.test(l))?.match(/(vbd-\d+-51712)/)?.[1];
-for (const round of [...new Set(rounds)].filter((r) => r === 'xenrx' || r === 'lifecycle' || r === 'console')) {
+const device = (log, re) => log.find((l) => new RegExp(`${re.source}: Connected$`).test(l))?.match(new RegExp(`(${re.source})`))?.[1];
+for (const round of [...new Set(rounds)].filter((r) => ['xenrx', 'vif', 'lifecycle', 'console'].includes(r))) {
   const log = xenrxLog.get(round) ?? [];
-  const name = device(log);
+  const name = device(log, round === 'vif' ? /vif-\d+-0/ : /vbd-\d+-51712/);
   check(name !== undefined, `${round}: xenrx's device never reached Connected`);
   if (name) {
     const connected = log.findIndex((l) => l.endsWith(`${name}: Connected`));
@@ -119,15 +162,6 @@ for (const round of [...new Set(rounds)].filter((r) => r === 'xenrx' || r === 'l
   }
   const errors = log.filter((l) => / error|failed|refused|EIO/.test(l));
   check(errors.length === 0, `${round}: xenrx logged errors: ${errors.slice(0, 5).join(' | ')}`);
-}
-
-for (const other of ['blkback', 'qdisk']) {
-  const a = figures.get('xenrx');
-  const b = figures.get(other);
-  if (!a || !b) continue;
-  const ratio = { ratio: `xenrx/${other}` };
-  for (const [, name] of FIGURES) if (a[name] && b[name]) ratio[name] = Number((a[name] / b[name]).toFixed(2));
-  print(ratio);
 }
 
 // The lifecycle: what the toolstack did, and what xenrx's domain watcher saw.

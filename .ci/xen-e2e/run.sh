@@ -5,7 +5,8 @@
 # map, grant copy, event channels) and `xenrx serve` (feature `xen`) beside
 # Xen's C xenstored. A Linux PV
 # domU then checks and measures a disk served by xenrx, by Linux's blkback
-# and by QEMU's qdisk in turn, and a second domU is paused, unpaused,
+# and by QEMU's qdisk in turn, then a network interface served by xenrx
+# (a TAP device in dom0's bridge) and by Linux's netback, and a second domU is paused, unpaused,
 # rebooted, shut down and destroyed under xenrx, and with xenconsoled
 # stopped (the last round: xenconsoled stays stopped), a domU's console is
 # read and typed on through xenrx; before it, xenrx serve is SIGKILLed and
@@ -18,7 +19,8 @@
 # Environment:
 #   XENRX_E2E_DIR      work and cache directory (default /var/tmp/xenrx-e2e);
 #                      nothing is installed into the host's /boot
-#   XENRX_E2E_ROUNDS   rounds, dot-separated (default xenrx.blkback.qdisk.lifecycle.restart.console)
+#   XENRX_E2E_ROUNDS   rounds, dot-separated (default
+#                      xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
 #   XENRX_E2E_PROFILE  set: dom0 gets the host's perf (linux-perf) and
 #                      profiles each disk round (CPU samples and system
@@ -40,7 +42,7 @@ if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$root/.ci/xen-e2e"
 W=${XENRX_E2E_DIR:-/var/tmp/xenrx-e2e}
-ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.lifecycle.restart.console}
+ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console}
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 PROFILE=${XENRX_E2E_PROFILE:-}
@@ -158,21 +160,25 @@ chmod +x "$W/overlay/usr/local/bin/xenrx"
 
 say "test programs, domU initramfs, dom0 overlay"
 gcc -O2 -static -pthread -o "$W/blkcheck" "$here/blkcheck.c" 2>"$W/logs/gcc.log" || { cat "$W/logs/gcc.log"; exit 1; }
+gcc -O2 -static -o "$W/netcheck" "$here/netcheck.c" 2>"$W/logs/gcc.log" || { cat "$W/logs/gcc.log"; exit 1; }
 du="$W/domu"
 rm -rf "$du" && mkdir -p "$du"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$du/bin/"
-cp "$W/blkcheck" "$du/blkcheck"
-cp "$KMOD/kernel/drivers/block/xen-blkfront.ko" "$du/"
+cp "$W/blkcheck" "$W/netcheck" "$du/"
+cp "$KMOD/kernel/drivers/block/xen-blkfront.ko" "$KMOD/kernel/drivers/net/xen-netfront.ko" "$du/"
 cp "$here/domu-init.sh" "$du/init" && chmod +x "$du/init"
 (cd "$du" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$W/overlay/root/domU.cpio.gz"
 cp "$VMLINUZ" "$W/overlay/root/vmlinuz"
-cp "$W/blkcheck" "$W/overlay/usr/local/bin/blkcheck"
+cp "$W/blkcheck" "$W/netcheck" "$W/overlay/usr/local/bin/"
 cp "$here/hotplug.sh" "$W/overlay/etc/xen/scripts/e2e-hotplug"
 cp "$here/dom0-init.sh" "$W/overlay/init"
 chmod +x "$W/overlay/etc/xen/scripts/e2e-hotplug" "$W/overlay/init"
 m="$W/overlay/usr/lib/modules/$KV"
-mkdir -p "$m/kernel/drivers"
+mkdir -p "$m/kernel/drivers/net" "$m/kernel/net"
 cp -a "$KMOD/kernel/drivers/xen" "$KMOD/kernel/drivers/block" "$m/kernel/drivers/"
+# The network rounds: netback, TAP, and a bridge (with its dependencies).
+cp -a "$KMOD/kernel/drivers/net/xen-netback" "$KMOD/kernel/drivers/net/tun.ko" "$m/kernel/drivers/net/"
+cp -a "$KMOD/kernel/net/bridge" "$KMOD/kernel/net/802" "$KMOD/kernel/net/llc" "$m/kernel/net/"
 cp "$KMOD"/modules.{builtin,builtin.modinfo,order} "$m/"
 depmod -b "$W/overlay/usr" "$KV"
 if [ -n "$PROFILE" ]; then
