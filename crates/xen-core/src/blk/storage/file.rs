@@ -1,12 +1,14 @@
 //! A disk in a raw image file or a block device.
 //!
-//! One of two engines does the I/O, each with one system call or one ring
-//! entry per request: `preadv`/`pwritev` over all its segments,
+//! One of three engines does the I/O, each with one system call or one
+//! ring entry per request: `preadv`/`pwritev` over all its segments,
 //! `fdatasync`, `fallocate` or a discard ioctl. The io_uring engine
 //! (`uring.rs`) is used where the kernel offers io_uring; a pool of
 //! worker threads doing blocking calls (`pool.rs`) is the fallback, and can
 //! be asked for. Either way finished requests queue up and an eventfd
-//! becomes readable. This file holds what both share: opening and probing
+//! becomes readable. An image in memory (tmpfs, ramfs) has its calls made
+//! right away on the caller's thread instead (`inline.rs`), as they cannot
+//! wait for a device. This file holds what they share: opening and probing
 //! the disk, the discard decisions, and what one blocking request does.
 
 use std::fs::{File, OpenOptions};
@@ -20,6 +22,7 @@ use rustix::fs::{AtFlags, FallocateFlags, FileType, FlockOperation, StatxFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{opcode, Getter, Opcode, Setter};
 
+use super::inline::Inline;
 use super::uring::{self, Uring};
 use super::{
     check_range, DiscardInfo, Geometry, IoCompletion, IoOp, IoRequest, IoSegment, Storage,
@@ -57,11 +60,16 @@ impl Default for FileOptions {
 /// What does a [`FileDisk`]'s I/O.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
-    /// io_uring when the kernel offers it (it may be missing, disabled by
-    /// the `kernel.io_uring_disabled` sysctl, or refused by a seccomp
-    /// filter), worker threads otherwise.
+    /// [`Engine::Inline`] for an image file in memory (tmpfs, ramfs) opened
+    /// without `direct`; otherwise io_uring when the kernel offers it (it
+    /// may be missing, disabled by the `kernel.io_uring_disabled` sysctl,
+    /// or refused by a seccomp filter), worker threads otherwise.
     #[default]
     Auto,
+    /// Each request's system call made when it is submitted, on the
+    /// submitting thread (the event loop's): for storage that never waits
+    /// for a device.
+    Inline,
     /// io_uring, or the open fails.
     Uring,
     /// Worker threads doing blocking system calls.
@@ -89,6 +97,7 @@ enum Io {
     Threads(Pool),
     /// Boxed: the ring's state is ten times the pool's handle.
     Uring(Box<Uring>),
+    Inline(Inline),
 }
 
 /// The completion of a request refused before it started.
@@ -106,6 +115,7 @@ impl Io {
         match self {
             Io::Threads(pool) => pool.complete(completion),
             Io::Uring(ring) => ring.complete(completion),
+            Io::Inline(inline) => inline.complete(completion),
         }
     }
 }
@@ -125,6 +135,10 @@ impl FileDisk {
                 false
             }
             Io::Uring(ring) => ring.queue(request),
+            Io::Inline(inline) => {
+                inline.submit(request);
+                false
+            }
         }
     }
 
@@ -157,11 +171,22 @@ impl FileDisk {
         geometry: Geometry,
         options: &FileOptions,
     ) -> io::Result<FileDisk> {
+        let inline = match options.engine {
+            Engine::Inline => true,
+            Engine::Auto => backing == Backing::File && !options.direct && in_memory(&fd),
+            Engine::Threads | Engine::Uring => false,
+        };
+        if inline {
+            return Ok(FileDisk {
+                geometry,
+                io: Io::Inline(Inline::start(fd, backing)),
+            });
+        }
         let ring = match options.engine {
-            Engine::Threads => None,
             Engine::Uring => Some(uring::probe()?),
             // Whatever keeps io_uring from us, the threads can do the work.
             Engine::Auto => uring::probe().ok(),
+            Engine::Threads | Engine::Inline => None,
         };
         let io = match ring {
             Some(ring) => Io::Uring(Box::new(Uring::start(ring, fd, backing)?)),
@@ -174,12 +199,12 @@ impl FileDisk {
         Ok(FileDisk { geometry, io })
     }
 
-    /// The engine doing the I/O: [`Engine::Uring`] or [`Engine::Threads`],
-    /// never `Auto`.
+    /// The engine doing the I/O, never `Auto`.
     pub fn engine(&self) -> Engine {
         match self.io {
             Io::Threads(_) => Engine::Threads,
             Io::Uring(_) => Engine::Uring,
+            Io::Inline(_) => Engine::Inline,
         }
     }
 
@@ -193,6 +218,7 @@ impl FileDisk {
                 pool.reap(&mut out);
             }
             Io::Uring(ring) => ring.stop(&mut out),
+            Io::Inline(inline) => inline.take(&mut out),
         }
         out
     }
@@ -223,6 +249,7 @@ impl Storage for FileDisk {
         match &mut self.io {
             Io::Threads(pool) => pool.take(out),
             Io::Uring(ring) => ring.reap(out),
+            Io::Inline(inline) => inline.take(out),
         }
     }
 
@@ -230,6 +257,7 @@ impl Storage for FileDisk {
         match &mut self.io {
             Io::Threads(pool) => pool.woken(),
             Io::Uring(ring) => ring.woken(),
+            Io::Inline(_) => {}
         }
     }
 
@@ -239,11 +267,13 @@ impl Storage for FileDisk {
         true
     }
 
+    /// None for the inline engine: its requests are done in `submit`.
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(match &self.io {
-            Io::Threads(pool) => pool.wake_fd(),
-            Io::Uring(ring) => ring.wake_fd(),
-        })
+        match &self.io {
+            Io::Threads(pool) => Some(pool.wake_fd()),
+            Io::Uring(ring) => Some(ring.wake_fd()),
+            Io::Inline(_) => None,
+        }
     }
 
     fn resize(&mut self, sectors: u64) {
@@ -325,6 +355,16 @@ fn open_file(path: &Path, options: &FileOptions) -> io::Result<File> {
         open.custom_flags(libc::O_DIRECT);
     }
     open.open(path)
+}
+
+/// `TMPFS_MAGIC` and `RAMFS_MAGIC` (linux/magic.h): file systems whose
+/// files are pages in memory.
+const MEMORY_FILE_SYSTEMS: [u64; 2] = [0x0102_1994, 0x8584_58f6];
+
+/// Whether `fd`'s file lives in memory, so that reading or writing it never
+/// waits for a device.
+fn in_memory(fd: &OwnedFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|st| MEMORY_FILE_SYSTEMS.contains(&(st.f_type as u64)))
 }
 
 /// `BLKGETSIZE64`, `_IOR(0x12, 114, size_t)` in linux/fs.h.
@@ -433,6 +473,13 @@ pub(super) const IOV_MAX: usize = 1024;
 /// A worker's iovec buffer, reused by every request it does.
 #[derive(Default)]
 pub(super) struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: the iovecs' pointers are written by `transfer_segments` (which
+// clears the list first) and read only by the system call it makes within
+// the same call, on the same thread; between requests the list holds stale
+// values that nothing dereferences. Moving the buffer to another thread
+// with the engine that owns it moves no access to any memory.
+unsafe impl Send for Iovecs {}
 
 pub(super) fn execute(
     fd: BorrowedFd<'_>,

@@ -1,5 +1,5 @@
 //! Tests of [`FileDisk`] on image files in the temporary directory, each
-//! run on both engines (see `for_each_engine!`), and of the block-device
+//! run on every engine (see `for_each_engine!`), and of the block-device
 //! decisions that need no device.
 
 use std::collections::BTreeSet;
@@ -50,18 +50,26 @@ fn ring(disk: &FileDisk) -> &Uring {
     match &disk.io {
         Io::Uring(ring) => ring,
         Io::Threads(_) => panic!("the thread engine runs"),
+        Io::Inline(_) => panic!("the inline engine runs"),
     }
 }
 
 /// Each test body named, taking an engine, runs once per engine: as
-/// `with_threads::NAME` and `with_uring::NAME`, the latter only where the
-/// kernel offers io_uring (elsewhere it says that it skips).
+/// `with_threads::NAME`, `with_inline::NAME` and `with_uring::NAME`, the
+/// last only where the kernel offers io_uring (elsewhere it says that it
+/// skips).
 macro_rules! for_each_engine {
     ($($name:ident),* $(,)?) => {
         mod with_threads {
             $(#[test]
             fn $name() {
                 super::$name(super::Engine::Threads);
+            })*
+        }
+        mod with_inline {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Engine::Inline);
             })*
         }
         mod with_uring {
@@ -130,7 +138,8 @@ fn geometry_of_an_image_file(engine: Engine) {
         secure: false,
     };
     assert_eq!(g.discard, Some(discard));
-    assert!(disk.wake_fd().is_some());
+    // Only the inline engine finishes requests in `submit`.
+    assert_eq!(disk.wake_fd().is_none(), engine == Engine::Inline);
 }
 
 fn reads_past_the_end_of_the_file_are_zeros(engine: Engine) {
@@ -423,6 +432,11 @@ fn auto_picks_uring_exactly_when_the_kernel_offers_it() {
     let offered = uring::probe();
     let auto = open(&file, writable(Engine::Auto)).engine();
     let forced = FileDisk::open(file.path(), writable(Engine::Uring));
+    if in_memory(&file.reopen().unwrap().into()) {
+        // A temporary directory in memory: see the test below.
+        assert_eq!(auto, Engine::Inline);
+        return;
+    }
     match &offered {
         Ok(_) => {
             assert_eq!(auto, Engine::Uring);
@@ -437,6 +451,46 @@ fn auto_picks_uring_exactly_when_the_kernel_offers_it() {
     let threads = open(&file, writable(Engine::Threads));
     assert_eq!(threads.engine(), Engine::Threads);
     assert_eq!(FileOptions::default().engine, Engine::Auto);
+}
+
+/// An image in memory (here in /dev/shm, tmpfs on Linux) gets the inline
+/// engine, unless it is opened for direct I/O; any engine can be asked for.
+#[test]
+fn auto_picks_inline_for_an_image_in_memory() {
+    let shm = std::path::Path::new("/dev/shm");
+    let file = match tempfile::NamedTempFile::new_in(shm) {
+        Ok(f) if in_memory(&f.reopen().unwrap().into()) => f,
+        _ => {
+            eprintln!("SKIPPED auto_picks_inline_for_an_image_in_memory: no tmpfs at /dev/shm");
+            return;
+        }
+    };
+    file.as_file().set_len(65536).unwrap();
+    let mut disk = open(&file, writable(Engine::Auto));
+    assert_eq!(disk.engine(), Engine::Inline);
+    // Done in submit: the completion is there at once, with no fd to wait on.
+    assert!(disk.wake_fd().is_none());
+    let data = pattern(8192, 4);
+    disk.submit(write(1, 4096, &[(0, 4096), (0, 4096)], &data));
+    let mut done = Vec::new();
+    disk.completions(&mut done);
+    assert_eq!(done.len(), 1);
+    done[0].result.as_ref().unwrap();
+    assert!(read_back(&mut disk, 4096, 8192) == data);
+    // One open disk at a time: each holds the image's lock.
+    drop(disk);
+    assert_eq!(
+        open(&file, writable(Engine::Threads)).engine(),
+        Engine::Threads
+    );
+    let direct = FileOptions {
+        direct: true,
+        ..writable(Engine::Auto)
+    };
+    // tmpfs takes O_DIRECT from Linux 6.6 on.
+    if let Ok(disk) = FileDisk::open(file.path(), direct) {
+        assert_ne!(disk.engine(), Engine::Inline);
+    }
 }
 
 #[test]

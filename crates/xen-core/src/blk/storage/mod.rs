@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::platform::GrantMapping;
 
 pub mod file;
+mod inline;
 pub mod mem;
 mod pool;
 pub mod qcow2;
