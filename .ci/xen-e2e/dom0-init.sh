@@ -182,6 +182,7 @@ for round in ${ROUNDS//./ }; do
     # The domU's network interface served by xenrx on a TAP device in
     # dom0's bridge, with Linux's xen-netback not loaded.
     start_xenrx vif || { check vif-started false "xenrx serve did not start"; continue; }
+    : >/var/log/xen/e2e-hotplug.log
     run_bench vif $seed "" "$VIF_SPEC"
     wait_log /var/log/xenrx.log 'vif-[0-9]+-0: .*\(removed\)' 60 || say "vif: device not removed within 60 s"
     stop_xenrx vif
