@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -198,8 +198,14 @@ struct Inner {
     evtchn: Arc<dyn EventChannels>,
     doorbell: OwnedFd,
     commands: Queue,
+    /// Commands were queued by the loop's own thread (a source kicking
+    /// another, or removing itself) since the loop last waited.
+    queued_here: AtomicBool,
     next_id: AtomicU64,
     thread: OnceLock<ThreadId>,
+    /// How often the doorbell was rung, for the tests.
+    #[cfg(test)]
+    rings: AtomicU64,
 }
 
 impl Inner {
@@ -213,6 +219,17 @@ impl Inner {
                 ))
             }
         }
+        // The loop's own thread needs no doorbell: the loop looks at its
+        // commands before it waits again, and does not wait for events
+        // then (a pass that hands a receiver packets and kicks it, or a
+        // port that kicks the source serving it, would otherwise cost a
+        // write, a wake-up and a read of the doorbell).
+        if self.on_loop_thread() {
+            self.queued_here.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        #[cfg(test)]
+        self.rings.fetch_add(1, Ordering::Relaxed);
         ring(self.doorbell.as_fd())
     }
 
@@ -357,8 +374,11 @@ impl EventLoop {
             evtchn,
             doorbell,
             commands: Mutex::new(Some(Vec::new())),
+            queued_here: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             thread: OnceLock::new(),
+            #[cfg(test)]
+            rings: AtomicU64::new(0),
         });
         let state = LoopState {
             inner: inner.clone(),
@@ -497,15 +517,26 @@ impl LoopState {
     fn run(mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
-            let timeout = self.timers.first().map(|(at, _)| {
-                let d = at.saturating_duration_since(Instant::now());
-                // Round up, so a timer never finds itself early.
-                let d = d + Duration::from_nanos(u64::from(d.subsec_nanos() > 0));
-                rustix::event::Timespec {
-                    tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(d.subsec_nanos()),
-                }
-            });
+            // Commands the loop's thread queued itself are applied after a
+            // look at the events that does not wait (so a source that
+            // keeps kicking cannot starve the ports and descriptors).
+            let queued_here = self.inner.queued_here.swap(false, Ordering::Relaxed);
+            let timeout = if queued_here {
+                Some(rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                })
+            } else {
+                self.timers.first().map(|(at, _)| {
+                    let d = at.saturating_duration_since(Instant::now());
+                    // Round up, so a timer never finds itself early.
+                    let d = d + Duration::from_nanos(u64::from(d.subsec_nanos() > 0));
+                    rustix::event::Timespec {
+                        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+                        tv_nsec: i64::from(d.subsec_nanos()),
+                    }
+                })
+            };
             events.clear();
             match epoll::wait(
                 &self.epoll,
@@ -521,11 +552,12 @@ impl LoopState {
             }
             // Commands first: a source added before its port fired must be
             // there when the port's event is taken.
-            if events.iter().any(|ev| ev.data.u64() == TOKEN_DOORBELL) {
+            let rung = events.iter().any(|ev| ev.data.u64() == TOKEN_DOORBELL);
+            if rung {
                 drain(self.inner.doorbell.as_fd());
-                if !self.commands() {
-                    return;
-                }
+            }
+            if (rung || queued_here) && !self.commands() {
+                return;
             }
             for ev in &events {
                 match ev.data.u64() {

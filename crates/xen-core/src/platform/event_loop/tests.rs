@@ -330,3 +330,88 @@ fn a_probe_says_whether_the_loop_runs_sources() {
     s.event_loop.stop();
     assert!(!s.event_loop.responds(Duration::from_millis(50)));
 }
+
+/// A source kicking another from the loop's own thread (as a TAP device's
+/// reader kicks the vif it hands frames to) runs it without the doorbell:
+/// a chain of kicks, each made inside a pass, rings it not once, and a
+/// source that kicks itself every pass does not keep the ports from being
+/// served.
+#[test]
+fn kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing() {
+    let s = setup();
+    let (fport, bport) = pair(&s);
+    const LINKS: usize = 10;
+    let (done_tx, done_rx) = mpsc::channel();
+    // The last link of the chain says it ran; each other link kicks the next.
+    let mut next: Option<Kicker> = None;
+    let mut handles = Vec::new();
+    for i in (0..LINKS).rev() {
+        let kick_next = next.take();
+        let done = done_tx.clone();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let source = move |why: Wake, _: &mut Control<'_>| {
+            // The run that follows the source's adding is not a link.
+            if why.kicked && ran.fetch_add(1, Ordering::Relaxed) > 0 {
+                match &kick_next {
+                    Some(k) => k.kick(),
+                    None => {
+                        let _ = done.send(i);
+                    }
+                }
+            }
+        };
+        let handle = s.event_loop.add(None, Box::new(source), false).unwrap();
+        next = Some(handle.kicker());
+        handles.push(handle);
+    }
+    // A source that kicks itself on every run, for as long as it lives.
+    let spinner = Arc::new(std::sync::OnceLock::<Kicker>::new());
+    let spins = Arc::new(AtomicUsize::new(0));
+    let (me, count) = (spinner.clone(), spins.clone());
+    let spinning = s
+        .event_loop
+        .add(
+            None,
+            Box::new(move |_: Wake, _: &mut Control<'_>| {
+                count.fetch_add(1, Ordering::Relaxed);
+                if let Some(k) = me.get() {
+                    k.kick();
+                }
+            }),
+            false,
+        )
+        .unwrap();
+    let _ = spinner.set(spinning.kicker());
+    spinning.kick();
+    // Wait until the adds were taken (they each rang), then count.
+    let end = Instant::now() + PATIENCE;
+    while spins.load(Ordering::Relaxed) < 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = s.event_loop.inner.rings.load(Ordering::Relaxed);
+    // One kick from outside starts the chain.
+    next.as_ref().unwrap().kick();
+    assert_eq!(done_rx.recv_timeout(PATIENCE), Ok(LINKS - 1));
+    assert_eq!(
+        s.event_loop.inner.rings.load(Ordering::Relaxed),
+        before + 1,
+        "only the kick from outside rang the doorbell"
+    );
+    // The spinner kicks itself without end, and the port is served still.
+    let (port_tx, port_rx) = mpsc::channel();
+    let _port_source = s
+        .event_loop
+        .add(
+            Some(bport),
+            Box::new(move |why: Wake, _: &mut Control<'_>| {
+                if why.port {
+                    let _ = port_tx.send(());
+                }
+            }),
+            false,
+        )
+        .unwrap();
+    s.front.notify(fport).unwrap();
+    assert_eq!(port_rx.recv_timeout(PATIENCE), Ok(()));
+    assert!(spins.load(Ordering::Relaxed) > 3);
+}
