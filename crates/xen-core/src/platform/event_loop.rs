@@ -14,6 +14,7 @@
 //! a command queue; a removed source is handed back to its owner once the
 //! loop no longer runs it.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -104,7 +105,10 @@ impl Wake {
 pub struct Control<'a> {
     notifier: &'a mut Notifier,
     asks: &'a mut Asks,
-    now: Instant,
+    /// The pass's time, read when a source first asks for it: a clock read
+    /// is a system call where the kernel has no vDSO clock (a Xen PV
+    /// dom0's), and most passes need none.
+    now: &'a Cell<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -144,9 +148,17 @@ impl Control<'_> {
         self.asks.poll_fd = Some(readable);
     }
 
-    /// When the pass started.
+    /// The time of the pass: read once, when a source of the pass first
+    /// asks, and the same for every source after it.
     pub fn now(&self) -> Instant {
-        self.now
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.now.set(Some(t));
+                t
+            }
+        }
     }
 }
 
@@ -616,6 +628,9 @@ impl LoopState {
     }
 
     fn expire_timers(&mut self) {
+        if self.timers.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
@@ -717,7 +732,7 @@ impl LoopState {
     /// Runs the woken sources, then sends the notifications and unmasks the
     /// ports that fired (unless held).
     fn pass(&mut self) {
-        let now = Instant::now();
+        let now = Cell::new(None);
         // Disjoint borrows of the state: a source runs in place, and a pass
         // neither moves entries around nor allocates.
         let LoopState {
@@ -744,7 +759,7 @@ impl LoopState {
                 &mut Control {
                     notifier,
                     asks: &mut asks,
-                    now,
+                    now: &now,
                 },
             );
             if let Some(p) = entry.port {
