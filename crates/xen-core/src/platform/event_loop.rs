@@ -556,7 +556,13 @@ impl LoopState {
                 timeout.as_ref(),
             ) {
                 Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::INTR) => {
+                    // The commands queued here are still to be applied.
+                    if queued_here {
+                        self.inner.queued_here.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.fail(&EvtchnError::from(io::Error::from(e)));
                     return;
