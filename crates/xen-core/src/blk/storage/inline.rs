@@ -3,14 +3,16 @@
 //! caller's thread, the event loop's, in `submit`, and its completion is
 //! ready when `submit` returns.
 //!
-//! An image in memory never waits for a device, so its I/O is a copy
-//! between the page cache and the request's pages, and handing it to
-//! another thread costs more than the copy: io_uring on such a file (before
-//! Linux 6.6 tmpfs takes no non-blocking buffered I/O) gives every request
-//! to one of its kernel workers, and the completion then wakes the loop a
-//! second time. Inline, a request at depth 1 is served in the pass that
-//! took it. The price is that the loop's thread does the copies of every
-//! disk it serves, which a memory image's sizes keep short.
+//! An image in memory does not wait for a device (unless the host swaps
+//! its pages out): its I/O is a copy between the page cache and the
+//! request's pages, and handing it to another thread costs more than the
+//! copy. io_uring does a buffered read or write inline only on a file
+//! system that takes non-blocking I/O (`FMODE_NOWAIT`), which tmpfs in
+//! Linux 6.1 (Debian 12's) does not: each request then goes to one of
+//! io_uring's kernel workers, and its completion wakes the loop a second
+//! time. Inline, a request at depth 1 is served in the pass that took it.
+//! The price is that the loop's thread does the copies of every disk it
+//! serves in memory.
 
 use std::os::fd::{AsFd, OwnedFd};
 
