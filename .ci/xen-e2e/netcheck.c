@@ -202,8 +202,10 @@ static int rtt(const char *host, const char *port, int count) {
     }
   }
   qsort(us, (size_t)got, sizeof *us, cmp_double);
+  // (got * 99) / 100 < got for any got > 0: both indexes are in range.
+  double p50 = got ? us[got / 2] : 0.0, p99 = got ? us[(got * 99) / 100] : 0.0;
   printf("E2E-JOB {\"job\":\"udp-rtt\",\"sent\":%d,\"echoed\":%d,\"p50_us\":%.0f,\"p99_us\":%.0f,\"value\":%.0f}\n", count, got,
-         got ? us[got / 2] : 0.0, got ? us[(got * 99) / 100 < got ? (got * 99) / 100 : got - 1] : 0.0, got ? us[got / 2] : 0.0);
+         p50, p99, p50);
   return got == count ? 0 : 1;
 }
 
