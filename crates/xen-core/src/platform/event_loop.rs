@@ -5,6 +5,9 @@
 //! port, however many requests asked for it), and only then unmasks the
 //! ports, so a port that fires during the work is seen again on the next
 //! pass. No thread or timer per device: thousands of sources share it.
+//! How it waits (epoll, or io_uring on Linux's `/dev/xen/evtchn`, where a
+//! port's event then costs one system call instead of three) is in
+//! `event_loop/wait.rs`.
 //!
 //! A source is a data path (a console, a block ring, a batch forwarder to
 //! JavaScript): it owns its port's work, may hold its port masked past the
@@ -23,9 +26,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use rustix::event::epoll;
-
 use super::{EventChannels, EvtchnError, Port};
+use wait::{Ready, Waiter, Way};
 
 /// Waits until `fd` is readable or `timeout` passed (`None`: no limit);
 /// whether it is readable. The one blocking wait outside the loop, for
@@ -215,6 +217,8 @@ struct Inner {
     queued_here: AtomicBool,
     next_id: AtomicU64,
     thread: OnceLock<ThreadId>,
+    /// How the loop waits: "io_uring" or "epoll".
+    wait_kind: &'static str,
     /// How often the doorbell was rung, for the tests.
     #[cfg(test)]
     rings: AtomicU64,
@@ -365,23 +369,19 @@ impl EventLoop {
     /// takes every event the handle delivers: ports with no source are
     /// unmasked and otherwise ignored.
     pub fn spawn(name: &str, evtchn: Arc<dyn EventChannels>) -> io::Result<EventLoop> {
+        EventLoop::spawn_waiting(name, evtchn, Way::Best)
+    }
+
+    fn spawn_waiting(
+        name: &str,
+        evtchn: Arc<dyn EventChannels>,
+        way: Way,
+    ) -> io::Result<EventLoop> {
         let doorbell = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(
-            &epoll,
-            evtchn.fd(),
-            epoll::EventData::new_u64(TOKEN_EVTCHN),
-            epoll::EventFlags::IN,
-        )?;
-        epoll::add(
-            &epoll,
-            &doorbell,
-            epoll::EventData::new_u64(TOKEN_DOORBELL),
-            epoll::EventFlags::IN,
-        )?;
+        let waiter = Waiter::new(evtchn.as_ref(), doorbell.as_fd(), way)?;
         let inner = Arc::new(Inner {
             evtchn,
             doorbell,
@@ -389,18 +389,19 @@ impl EventLoop {
             queued_here: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             thread: OnceLock::new(),
+            wait_kind: waiter.kind(),
             #[cfg(test)]
             rings: AtomicU64::new(0),
         });
         let state = LoopState {
             inner: inner.clone(),
-            epoll,
+            waiter,
+            ready: Ready::default(),
             sources: HashMap::new(),
             by_port: HashMap::new(),
             timers: BTreeSet::new(),
             notifier: Notifier::default(),
             woken: Vec::new(),
-            ports: Vec::new(),
             running: Vec::new(),
             unmask: Vec::new(),
         };
@@ -416,6 +417,13 @@ impl EventLoop {
             inner,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// How the loop waits: `"io_uring"` where its event channels are a
+    /// device like `/dev/xen/evtchn` and the kernel offers it (their reads
+    /// and unmasks go in the same system call as the wait), else `"epoll"`.
+    pub fn wait_kind(&self) -> &'static str {
+        self.inner.wait_kind
     }
 
     /// The event channels the loop waits on.
@@ -493,11 +501,6 @@ impl Drop for EventLoop {
     }
 }
 
-const TOKEN_EVTCHN: u64 = 0;
-const TOKEN_DOORBELL: u64 = 1;
-/// Source ids are offset by this in epoll tokens.
-const TOKEN_SOURCES: u64 = 2;
-
 struct Entry {
     source: Box<dyn Source>,
     port: Option<Port>,
@@ -511,14 +514,15 @@ struct Entry {
 
 struct LoopState {
     inner: Arc<Inner>,
-    epoll: OwnedFd,
+    waiter: Waiter,
+    /// What the last wait found.
+    ready: Ready,
     sources: HashMap<SourceId, Entry>,
     by_port: HashMap<Port, SourceId>,
     timers: BTreeSet<(Instant, SourceId)>,
     notifier: Notifier,
     /// Sources to run this pass, in the order they were woken.
     woken: Vec<SourceId>,
-    ports: Vec<Port>,
     /// Scratch of a pass, kept so that a pass allocates nothing: the
     /// sources it runs, and the ports to unmask after it.
     running: Vec<SourceId>,
@@ -527,86 +531,71 @@ struct LoopState {
 
 impl LoopState {
     fn run(mut self) {
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
             // Commands the loop's thread queued itself are applied after a
             // look at the events that does not wait (so a source that
             // keeps kicking cannot starve the ports and descriptors).
             let queued_here = self.inner.queued_here.swap(false, Ordering::Relaxed);
             let timeout = if queued_here {
-                Some(rustix::event::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                })
+                Some(Duration::ZERO)
             } else {
                 self.timers.first().map(|(at, _)| {
                     let d = at.saturating_duration_since(Instant::now());
                     // Round up, so a timer never finds itself early.
-                    let d = d + Duration::from_nanos(u64::from(d.subsec_nanos() > 0));
-                    rustix::event::Timespec {
-                        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-                        tv_nsec: i64::from(d.subsec_nanos()),
-                    }
+                    d + Duration::from_nanos(u64::from(d.subsec_nanos() > 0))
                 })
             };
-            events.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                timeout.as_ref(),
-            ) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => {
-                    // The commands queued here are still to be applied.
-                    if queued_here {
-                        self.inner.queued_here.store(true, Ordering::Relaxed);
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    self.fail(&EvtchnError::from(io::Error::from(e)));
-                    return;
-                }
+            let mut ready = std::mem::take(&mut self.ready);
+            if let Err(e) = self.waiter.wait(timeout, &mut ready) {
+                self.fail(&e);
+                return;
             }
             // Commands first: a source added before its port fired must be
             // there when the port's event is taken.
-            let rung = events.iter().any(|ev| ev.data.u64() == TOKEN_DOORBELL);
-            if rung {
+            if ready.doorbell {
                 drain(self.inner.doorbell.as_fd());
             }
-            if (rung || queued_here) && !self.commands() {
+            if (ready.doorbell || queued_here) && !self.commands() {
                 return;
             }
-            for ev in &events {
-                match ev.data.u64() {
-                    TOKEN_EVTCHN => {
-                        if let Err(e) = self.take_ports() {
-                            self.fail(&e);
-                            return;
-                        }
-                    }
-                    TOKEN_DOORBELL => {}
-                    token => self.wake(
-                        token - TOKEN_SOURCES,
-                        Wake {
-                            fd: true,
-                            ..Wake::default()
-                        },
-                    ),
+            if ready.evtchn {
+                if let Err(e) = self.inner.evtchn.pending(&mut ready.ports) {
+                    self.fail(&e);
+                    return;
                 }
             }
+            if !self.take_ports(&ready.ports) {
+                return;
+            }
+            for &id in &ready.sources {
+                self.wake(
+                    id,
+                    Wake {
+                        fd: true,
+                        ..Wake::default()
+                    },
+                );
+            }
+            self.ready = ready;
             self.expire_timers();
             self.pass();
         }
     }
 
-    /// Takes the pending ports and wakes their sources. Ports without one
-    /// (a source removed while its port fired) are unmasked and dropped.
-    fn take_ports(&mut self) -> Result<(), EvtchnError> {
-        self.ports.clear();
-        self.inner.evtchn.pending(&mut self.ports)?;
-        let ports = std::mem::take(&mut self.ports);
-        for &port in &ports {
+    /// Wakes the sources of the pending `ports`; false when the loop is to
+    /// stop. Ports without one (a source removed while its port fired) are
+    /// unmasked and dropped, once the commands queued meanwhile are applied
+    /// (a source added just before its port fired may not have rung the
+    /// doorbell in this wait yet).
+    fn take_ports(&mut self, ports: &[Port]) -> bool {
+        let mut looked = false;
+        for &port in ports {
+            if !looked && !self.by_port.contains_key(&port) {
+                looked = true;
+                if !self.commands() {
+                    return false;
+                }
+            }
             match self.by_port.get(&port) {
                 Some(&id) => self.wake(
                     id,
@@ -615,13 +604,10 @@ impl LoopState {
                         ..Wake::default()
                     },
                 ),
-                None => {
-                    let _ = self.inner.evtchn.unmask(port);
-                }
+                None => self.unmask.push(port),
             }
         }
-        self.ports = ports;
-        Ok(())
+        true
     }
 
     fn wake(&mut self, id: SourceId, why: Wake) {
@@ -683,7 +669,7 @@ impl LoopState {
                         fd_registered: false,
                         fd_polled: false,
                     };
-                    set_fd_interest(&self.epoll, id, &mut entry, poll_fd);
+                    set_fd_interest(&self.waiter, id, &mut entry, poll_fd);
                     if let Some(p) = port {
                         self.by_port.insert(p, id);
                     }
@@ -728,7 +714,7 @@ impl LoopState {
         }
         if entry.fd_registered {
             if let Some(fd) = entry.source.fd() {
-                let _ = epoll::delete(&self.epoll, fd);
+                self.waiter.forget(fd);
             }
         }
         self.woken.retain(|w| *w != id);
@@ -743,7 +729,7 @@ impl LoopState {
         // neither moves entries around nor allocates.
         let LoopState {
             inner,
-            epoll,
+            waiter,
             sources,
             timers,
             notifier,
@@ -753,7 +739,6 @@ impl LoopState {
             ..
         } = self;
         std::mem::swap(woken, running);
-        unmask.clear();
         for &id in running.iter() {
             let Some(entry) = sources.get_mut(&id) else {
                 continue;
@@ -784,16 +769,14 @@ impl LoopState {
             }
             if let Some(readable) = asks.poll_fd {
                 if readable != entry.fd_polled || !entry.fd_registered {
-                    set_fd_interest(epoll, id, entry, readable);
+                    set_fd_interest(waiter, id, entry, readable);
                 }
             }
         }
         running.clear();
         notifier.flush(inner.evtchn.as_ref());
-        for &p in unmask.iter() {
-            // A port closed meanwhile has nothing to unmask.
-            let _ = inner.evtchn.unmask(p);
-        }
+        waiter.unmask(inner.evtchn.as_ref(), unmask);
+        unmask.clear();
     }
 
     fn fail(&mut self, error: &EvtchnError) {
@@ -803,21 +786,12 @@ impl LoopState {
     }
 }
 
-/// Registers, re-arms or quiets a source's descriptor in the epoll set.
-fn set_fd_interest(epoll: &OwnedFd, id: SourceId, entry: &mut Entry, readable: bool) {
+/// Registers, re-arms or quiets a source's descriptor in the wait.
+fn set_fd_interest(waiter: &Waiter, id: SourceId, entry: &mut Entry, readable: bool) {
     let Some(fd) = entry.source.fd() else {
         return;
     };
-    let flags = match readable {
-        true => epoll::EventFlags::IN,
-        false => epoll::EventFlags::empty(),
-    };
-    let data = epoll::EventData::new_u64(id + TOKEN_SOURCES);
-    let done = match entry.fd_registered {
-        true => epoll::modify(epoll, fd, data, flags),
-        false => epoll::add(epoll, fd, data, flags),
-    };
-    if done.is_ok() {
+    if waiter.set_interest(id, fd, entry.fd_registered, readable) {
         entry.fd_registered = true;
         entry.fd_polled = readable;
     }
@@ -825,3 +799,4 @@ fn set_fd_interest(epoll: &OwnedFd, id: SourceId, entry: &mut Entry, readable: b
 
 #[cfg(test)]
 mod tests;
+mod wait;

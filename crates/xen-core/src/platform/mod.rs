@@ -53,6 +53,14 @@ pub trait EventChannels: Send + Sync {
     fn unmask(&self, port: Port) -> Result<(), EvtchnError>;
     /// A descriptor that polls readable while events are pending.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// The same descriptor, when it is a device that behaves as Linux's
+    /// `/dev/xen/evtchn`: a read returns pending ports (native-endian
+    /// `u32`s, without blocking) and a write of such ports unmasks them.
+    /// The event loop then reads and unmasks through io_uring, in the same
+    /// system call as its wait.
+    fn device(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// Backend side of grant tables, as Linux's `/dev/xen/gntdev` offers it.

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::platform::sim::{DomainConfig, SimEvtchn, SimHypervisor};
 use crate::platform::DomId;
+use device::DeviceEvtchn;
+
+mod device;
 
 const BACK: DomId = 0;
 const FRONT: DomId = 7;
@@ -18,19 +21,43 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Setup {
     _hv: SimHypervisor,
-    back: Arc<SimEvtchn>,
+    back: Arc<dyn EventChannels>,
     front: Arc<SimEvtchn>,
     event_loop: EventLoop,
 }
 
-fn setup() -> Setup {
+/// How the back end's event channels look to the loop.
+#[derive(Clone, Copy)]
+enum Channels {
+    /// The simulated handle itself (the loop waits with epoll).
+    Simulated,
+    /// The handle behind a device like `/dev/xen/evtchn` (io_uring).
+    Device,
+    /// The same, the ring polling the device and the loop reading it.
+    DevicePolled,
+}
+
+fn setup(channels: Channels) -> Setup {
     let hv = SimHypervisor::new();
     hv.create_domain(DomainConfig::new(BACK)).unwrap();
     hv.create_domain(DomainConfig::new(FRONT)).unwrap();
     let host = hv.host();
-    let back = Arc::new(host.evtchn(BACK).unwrap());
+    let sim = Arc::new(host.evtchn(BACK).unwrap());
+    let back: Arc<dyn EventChannels> = match channels {
+        Channels::Simulated => sim,
+        Channels::Device | Channels::DevicePolled => Arc::new(DeviceEvtchn::new(sim)),
+    };
     let front = Arc::new(host.evtchn(FRONT).unwrap());
-    let event_loop = EventLoop::spawn("test-loop", back.clone()).unwrap();
+    let way = match channels {
+        Channels::DevicePolled => Way::PollThenRead,
+        _ => Way::Best,
+    };
+    let event_loop = EventLoop::spawn_waiting("test-loop", back.clone(), way).unwrap();
+    let expected = match channels {
+        Channels::Simulated => "epoll",
+        Channels::Device | Channels::DevicePolled => "io_uring",
+    };
+    assert_eq!(event_loop.wait_kind(), expected);
     Setup {
         _hv: hv,
         back,
@@ -60,9 +87,7 @@ fn front_pending(s: &Setup) -> Vec<Port> {
     out
 }
 
-#[test]
-fn each_port_reaches_its_own_source_and_notifications_are_coalesced() {
-    let s = setup();
+fn each_port_reaches_its_own_source_and_notifications_are_coalesced(s: Setup) {
     let (events_tx, events) = mpsc::channel();
     let mut ports = Vec::new();
     let mut handles = Vec::new();
@@ -95,9 +120,7 @@ fn each_port_reaches_its_own_source_and_notifications_are_coalesced() {
     drop(handles);
 }
 
-#[test]
-fn a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet() {
-    let s = setup();
+fn a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet(s: Setup) {
     let (fport, bport) = pair(&s);
     let runs = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
@@ -131,9 +154,7 @@ fn a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
-#[test]
-fn timers_run_a_source_and_can_release_a_held_port() {
-    let s = setup();
+fn timers_run_a_source_and_can_release_a_held_port(s: Setup) {
     let (fport, bport) = pair(&s);
     let (tx, rx) = mpsc::channel();
     let source = move |why: Wake, cx: &mut Control<'_>| {
@@ -184,9 +205,7 @@ impl Source for PipeSource {
     }
 }
 
-#[test]
-fn a_source_is_woken_by_its_descriptor() {
-    let s = setup();
+fn a_source_is_woken_by_its_descriptor(s: Setup) {
     let (read, write) = rustix::pipe::pipe().unwrap();
     let (tx, rx) = mpsc::channel();
     let _h = s
@@ -197,9 +216,7 @@ fn a_source_is_woken_by_its_descriptor() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"hello");
 }
 
-#[test]
-fn a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it() {
-    let s = setup();
+fn a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it(s: Setup) {
     let (fport, bport) = pair(&s);
     let (tx, rx) = mpsc::channel();
     let source = move |why: Wake, _cx: &mut Control<'_>| {
@@ -233,9 +250,7 @@ fn a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it() {
     assert!(rx.try_recv().is_err(), "the removed source did not run");
 }
 
-#[test]
-fn a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost() {
-    let s = setup();
+fn a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost(s: Setup) {
     let (tx, rx) = mpsc::channel();
     let source = move |why: Wake, _cx: &mut Control<'_>| tx.send(why).unwrap();
     let h = s.event_loop.add(None, Box::new(source), false).unwrap();
@@ -244,9 +259,7 @@ fn a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost() {
     assert!(rx.recv_timeout(PATIENCE).unwrap().kicked);
 }
 
-#[test]
-fn a_thousand_sources_share_one_loop_and_one_thread() {
-    let s = setup();
+fn a_thousand_sources_share_one_loop_and_one_thread(s: Setup) {
     let (tx, rx) = mpsc::channel();
     let mut fports = Vec::new();
     let mut handles = Vec::new();
@@ -288,9 +301,7 @@ fn a_thousand_sources_share_one_loop_and_one_thread() {
     assert_eq!(answered, 1000, "every guest got its answer");
 }
 
-#[test]
-fn removing_after_the_loop_stopped_does_not_wait_forever() {
-    let s = setup();
+fn removing_after_the_loop_stopped_does_not_wait_forever(s: Setup) {
     let source = |_why: Wake, _cx: &mut Control<'_>| {};
     let h = s.event_loop.add(None, Box::new(source), false).unwrap();
     s.event_loop.stop();
@@ -301,9 +312,7 @@ fn removing_after_the_loop_stopped_does_not_wait_forever() {
         .is_err());
 }
 
-#[test]
-fn a_probe_says_whether_the_loop_runs_sources() {
-    let s = setup();
+fn a_probe_says_whether_the_loop_runs_sources(s: Setup) {
     assert!(s.event_loop.responds(PATIENCE));
     // A source that holds the loop's thread until released: the probe
     // gets no answer, and returns anyway.
@@ -336,9 +345,7 @@ fn a_probe_says_whether_the_loop_runs_sources() {
 /// a chain of kicks, each made inside a pass, rings it not once, and a
 /// source that kicks itself every pass does not keep the ports from being
 /// served.
-#[test]
-fn kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing() {
-    let s = setup();
+fn kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing(s: Setup) {
     let (fport, bport) = pair(&s);
     const LINKS: usize = 10;
     let (done_tx, done_rx) = mpsc::channel();
@@ -415,3 +422,40 @@ fn kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing() {
     assert_eq!(port_rx.recv_timeout(PATIENCE), Ok(()));
     assert!(spins.load(Ordering::Relaxed) > 3);
 }
+
+/// Each test, with the loop waiting both ways.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {
+        mod with_epoll {
+            $(#[test]
+            fn $name() {
+                super::$name(super::setup(super::Channels::Simulated));
+            })*
+        }
+        mod with_io_uring {
+            $(#[test]
+            fn $name() {
+                super::$name(super::setup(super::Channels::Device));
+            })*
+        }
+        mod with_io_uring_polling_the_device {
+            $(#[test]
+            fn $name() {
+                super::$name(super::setup(super::Channels::DevicePolled));
+            })*
+        }
+    };
+}
+
+both_ways!(
+    each_port_reaches_its_own_source_and_notifications_are_coalesced,
+    a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet,
+    timers_run_a_source_and_can_release_a_held_port,
+    a_source_is_woken_by_its_descriptor,
+    a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it,
+    a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost,
+    a_thousand_sources_share_one_loop_and_one_thread,
+    removing_after_the_loop_stopped_does_not_wait_forever,
+    a_probe_says_whether_the_loop_runs_sources,
+    kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing,
+);

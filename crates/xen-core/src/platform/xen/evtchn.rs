@@ -123,4 +123,8 @@ impl<O: DeviceOps> EventChannels for XenEvtchn<O> {
     fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    fn device(&self) -> Option<BorrowedFd<'_>> {
+        self.ops.real_devices().then(|| self.fd.as_fd())
+    }
 }

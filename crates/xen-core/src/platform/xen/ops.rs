@@ -33,6 +33,12 @@ pub trait DeviceOps: Send + Sync + 'static {
     fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>;
     /// write(2).
     fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize>;
+    /// Whether the descriptors opened are the devices themselves, so that
+    /// reads and writes may also go another way than [`DeviceOps::read`]
+    /// and [`DeviceOps::write`] (io_uring). Not for a fake.
+    fn real_devices(&self) -> bool {
+        false
+    }
 }
 
 /// The real calls.
@@ -107,6 +113,10 @@ impl DeviceOps for LinuxOps {
 
     fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
         Ok(rustix::io::write(fd, buf)?)
+    }
+
+    fn real_devices(&self) -> bool {
+        true
     }
 }
 
