@@ -272,6 +272,11 @@ export declare class NativePlatform {
   static xen(domid: number): NativePlatform
   /** `"simulated"` or `"xen"`. */
   get kind(): string
+  /**
+   * How the event loop waits: `"io_uring"` (the event channels' reads
+   * and unmasks in the wait's system call) or `"epoll"`.
+   */
+  get eventWait(): string
   /** The backend domain. */
   get domid(): number
   /**

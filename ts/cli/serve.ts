@@ -109,7 +109,7 @@ export function addServeCommand(program: Command): void {
         : opts.hypervisor !== undefined
           ? Platform.simulated(SimHost.connect(opts.hypervisor))
           : Platform.xen();
-      log(`XenStore ${host ? `${host.socket} (simulated host)` : (opts.socket ?? 'found as libxenstore does')}, platform ${platform.kind}, backend domain ${String(platform.domid)}`);
+      log(`XenStore ${host ? `${host.socket} (simulated host)` : (opts.socket ?? 'found as libxenstore does')}, platform ${platform.kind} (events by ${platform.eventWait}), backend domain ${String(platform.domid)}`);
       // Which domains live, so the devices of a dead one are torn down: the
       // simulated host's, or Xen's read through libxenctrl.
       const domains = host ? host.domains : platform.kind === 'xen' ? new DomainWatcher(xenDomainSource(xs, { pollMs: opts.domainPoll })) : null;

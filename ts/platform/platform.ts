@@ -92,6 +92,15 @@ export class Platform {
     return this.native.kind as PlatformKind;
   }
 
+  /**
+   * How the event loop waits: `'io_uring'` on Xen (reading and unmasking
+   * event channels in the same system call as the wait), `'epoll'`
+   * otherwise or with `XENRX_EVENT_WAIT=epoll`.
+   */
+  get eventWait(): 'io_uring' | 'epoll' {
+    return this.native.eventWait === 'io_uring' ? 'io_uring' : 'epoll';
+  }
+
   /** The backend domain. */
   get domid(): number {
     return this.native.domid;

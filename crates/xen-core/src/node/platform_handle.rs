@@ -84,6 +84,13 @@ impl NativePlatform {
         self.platform.kind().name().into()
     }
 
+    /// How the event loop waits: `"io_uring"` (the event channels' reads
+    /// and unmasks in the wait's system call) or `"epoll"`.
+    #[napi(getter)]
+    pub fn event_wait(&self) -> String {
+        self.platform.event_loop().wait_kind().into()
+    }
+
     /// The backend domain.
     #[napi(getter)]
     pub fn domid(&self) -> u32 {
