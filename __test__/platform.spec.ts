@@ -185,6 +185,9 @@ test('Platform.open picks Xen only where /dev/xen/evtchn exists, else the simula
   const platform = Platform.open({ host: hv.host() });
   t.teardown(() => platform.stop());
   t.is(platform.kind, 'simulated');
+  // io_uring is for the real event-channel device; the simulated handle
+  // is waited on with epoll.
+  t.is(platform.eventWait, 'epoll');
   t.is(platform.domid, 0);
   const none = t.throws(() => Platform.open(), { instanceOf: PlatformError });
   t.is(none?.code, 'ENODEV');
