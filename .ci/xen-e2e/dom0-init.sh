@@ -91,10 +91,18 @@ console_of() { # NAME PREFIX
 
 # With E2E_PROFILE: dom0's CPU samples and system calls while a disk round
 # runs, summed up per thread and function (samples) and per thread and
-# call number (system calls).
+# call number (system calls). With E2E_PROFILE=trace: the events that time
+# each stage of a request at depth 1 (timeline.awk).
 profile_start() { # NAME
   [ -n "$PROFILE" ] || return 0
   mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+  if [ "$PROFILE" = trace ]; then
+    perf record -q -a -e irq:irq_handler_entry -e sched:sched_wakeup -e sched:sched_switch \
+      -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit -e block:block_rq_issue -e block:block_rq_complete \
+      --exclude-perf -o "/root/trace-$1.data" >/dev/null 2>&1 &
+    PERF_SYS=$!
+    return 0
+  fi
   perf record -q -a -F 499 -e cpu-clock -o "/root/perf-cpu-$1.data" >/dev/null 2>&1 &
   PERF_CPU=$!
   perf record -q -a -e raw_syscalls:sys_enter --exclude-perf -o "/root/perf-sys-$1.data" >/dev/null 2>&1 &
@@ -104,6 +112,14 @@ profile_start() { # NAME
 
 profile_stop() { # NAME
   [ -n "$PROFILE" ] || return 0
+  if [ "$PROFILE" = trace ]; then
+    kill -INT "$PERF_SYS" 2>/dev/null
+    wait "$PERF_SYS" 2>/dev/null
+    perf script -i "/root/trace-$1.data" -F comm,tid,time,event,trace 2>/dev/null >"/root/trace-$1.txt"
+    awk -f /usr/local/bin/timeline.awk "/root/trace-$1.txt" | sed "s/^/E2E-TRACE[$1] /"
+    rm -f "/root/trace-$1.data" "/root/trace-$1.txt"
+    return 0
+  fi
   kill -INT "$PERF_CPU" "$PERF_SYS" 2>/dev/null
   wait "$PERF_CPU" "$PERF_SYS" 2>/dev/null
   echo "E2E-PERF[$1] window $(awk "BEGIN{print $(up)-$PERF_T0}") s at 499 samples/s"
@@ -118,7 +134,9 @@ profile_stop() { # NAME
 }
 
 run_bench() { # NAME SEED DISKSPEC [VIFSPEC]: the domU measures its disk, or its vif
-  domu_config "$1" "$([ -n "$3" ] && echo bench || echo net)" "$2" "$3" "${4:-}"
+  local mode=net
+  [ -z "$3" ] || mode=$([ "$PROFILE" = trace ] && echo depth1 || echo bench)
+  domu_config "$1" "$mode" "$2" "$3" "${4:-}"
   say "$1: xl create"
   local start
   start=$(up)
@@ -143,10 +161,10 @@ run_bench() { # NAME SEED DISKSPEC [VIFSPEC]: the domU measures its disk, or its
   /usr/local/bin/blkcheck "/root/disk-$1.img" verify-pattern 8 "$2" | sed "s/^E2E-JOB /E2E-IMAGE[$1] /"
 }
 
-start_xenrx() { # [TYPES]
+start_xenrx() { # [TYPES [EVENT_WAIT]]
   local types=${1:-vbd}
   : >/var/log/xenrx.log
-  xenrx serve --types "$types" --debug 1 >>/var/log/xenrx.log 2>&1 &
+  XENRX_EVENT_WAIT=${2:-} xenrx serve --types "$types" --debug 1 >>/var/log/xenrx.log 2>&1 &
   XENRX_PID=$!
   if wait_log /var/log/xenrx.log "serving $types" 300; then
     say "xenrx serve ready (pid $XENRX_PID)"
@@ -173,10 +191,20 @@ for round in ${ROUNDS//./ }; do
   case $round in
   xenrx)
     start_xenrx || { check xenrx-started false "xenrx serve did not start"; continue; }
+    grep -q '(events by io_uring)' /var/log/xenrx.log && check xenrx-wait true "io_uring" || check xenrx-wait false "$(grep -o '(events by [a-z_]*)' /var/log/xenrx.log)"
     run_bench xenrx $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-xenrx.img"
     # The device goes down with the domain before serve is stopped.
     wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "xenrx: device not removed within 60 s"
     stop_xenrx xenrx
+    ;;
+  epoll)
+    # The same as xenrx, its event loop waiting with epoll rather than
+    # io_uring: what combining the wait, the reads and the unmasks gains.
+    start_xenrx vbd epoll || { check epoll-started false "xenrx serve did not start"; continue; }
+    grep -q '(events by epoll)' /var/log/xenrx.log && check epoll-wait true "epoll" || check epoll-wait false "$(grep -o '(events by [a-z_]*)' /var/log/xenrx.log)"
+    run_bench epoll $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-epoll.img"
+    wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "epoll: device not removed within 60 s"
+    stop_xenrx epoll
     ;;
   vif)
     # The domU's network interface served by xenrx on a TAP device in

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the test domU (busybox, xen-blkfront, xen-netfront, blkcheck,
 # netcheck): checks the disk it was given, measures it, and powers off
-# (E2E_MODE=bench), measures its network interface against dom0 and powers
+# (E2E_MODE=bench; depth1: only 4 KiB reads at depth 1, for a traced
+# run), measures its network interface against dom0 and powers
 # off (E2E_MODE=net), runs a verifying job and powers off (E2E_MODE=verify),
 # or waits for the toolstack to pause, shut down or reboot it
 # (E2E_MODE=idle). The kernel
@@ -70,10 +71,13 @@ elif [ "${E2E_MODE:-bench}" = idle ]; then
   while :; do sleep 1; done
 else
   echo "E2E-DOMU xvda sectors=$(cat /sys/block/xvda/size) queues=$(ls /sys/block/xvda/mq | wc -l)"
-  /blkcheck /dev/xvda seqwrite "$SECS"
-  /blkcheck /dev/xvda seqread "$SECS"
+  # depth1: only the reads whose every stage dom0 traces.
+  if [ "$E2E_MODE" != depth1 ]; then
+    /blkcheck /dev/xvda seqwrite "$SECS"
+    /blkcheck /dev/xvda seqread "$SECS"
+  fi
   /blkcheck /dev/xvda randread "$SECS" 1
-  /blkcheck /dev/xvda randread "$SECS" 4
+  [ "$E2E_MODE" = depth1 ] || /blkcheck /dev/xvda randread "$SECS" 4
   # The pattern last, so that dom0 finds it in the image afterwards.
   /blkcheck /dev/xvda write-pattern 8 "$SEED"
   echo 3 >/proc/sys/vm/drop_caches

@@ -85,11 +85,13 @@ const median = (values) => {
   const v = [...values].sort((a, b) => a - b);
   return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
 };
+// Traced, the disk rounds' guests measure 4 KiB reads at depth 1 only.
+const tracing = process.env.XENRX_E2E_PROFILE === 'trace';
 const figureRow = (backend, list, figures) => {
   const row = { backend };
   for (const [job, name] of figures) {
     const values = list.filter((x) => x.job === job).map((x) => x.value);
-    check(values.length > 0, `${backend}: no ${job} figure`);
+    check(values.length > 0 || (tracing && job !== 'randread-4k-t1'), `${backend}: no ${job} figure`);
     if (values.length > 0) row[name] = median(values);
   }
   return row;
@@ -105,7 +107,7 @@ const ratios = (figures, names, ours, others) => {
   }
 };
 
-const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk'];
+const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk', 'epoll'];
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],
   ['seqread-1m', 'seqread_MBps'],
@@ -125,7 +127,7 @@ for (const backend of [...new Set(rounds)].filter((r) => DISK_ROUNDS.includes(r)
   figures.set(backend, row);
   print(row);
 }
-ratios(figures, FIGURES, 'xenrx', ['blkback', 'qdisk']);
+ratios(figures, FIGURES, 'xenrx', ['blkback', 'qdisk', 'epoll']);
 
 // The network rounds: a ping, UDP round trips, and a TCP stream each way
 // whose every byte the receiver checked.

@@ -20,12 +20,18 @@
 #   XENRX_E2E_DIR      work and cache directory (default /var/tmp/xenrx-e2e);
 #                      nothing is installed into the host's /boot
 #   XENRX_E2E_ROUNDS   rounds, dot-separated (default
-#                      xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console)
+#                      xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console;
+#                      also `epoll`: the xenrx disk round with its event loop
+#                      waiting with epoll instead of io_uring)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
 #   XENRX_E2E_PROFILE  set: dom0 gets the host's perf (linux-perf) and
 #                      profiles each disk round (CPU samples and system
 #                      calls per thread, printed as E2E-PERF lines); xenrx
-#                      keeps its symbols
+#                      keeps its symbols. `trace`: the disk rounds' guests
+#                      read 4 KiB at depth 1 only, and dom0 traces
+#                      interrupts, scheduling, system calls and block I/O
+#                      to time each stage of a request, from the guest's
+#                      event to the next (E2E-TRACE lines, timeline.awk)
 #
 # What the machine needs, found out on this kind of machine: TCG only with
 # `-cpu qemu64` (`-cpu max` crashes dom0); one dom0 vCPU (two hang one boot
@@ -46,6 +52,8 @@ ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.vif.netback.lifecycle.restart.con
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 PROFILE=${XENRX_E2E_PROFILE:-}
+# It goes on dom0's command line: one word.
+case $PROFILE in '' | trace) ;; *) PROFILE=1 ;; esac
 mkdir -p "$W/logs"
 say() { printf '[xen-e2e +%ss] %s\n' "$SECONDS" "$*"; }
 
@@ -169,7 +177,7 @@ cp "$KMOD/kernel/drivers/block/xen-blkfront.ko" "$KMOD/kernel/drivers/net/xen-ne
 cp "$here/domu-init.sh" "$du/init" && chmod +x "$du/init"
 (cd "$du" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$W/overlay/root/domU.cpio.gz"
 cp "$VMLINUZ" "$W/overlay/root/vmlinuz"
-cp "$W/blkcheck" "$W/netcheck" "$W/overlay/usr/local/bin/"
+cp "$W/blkcheck" "$W/netcheck" "$here/timeline.awk" "$W/overlay/usr/local/bin/"
 cp "$here/hotplug.sh" "$W/overlay/etc/xen/scripts/e2e-hotplug"
 cp "$here/dom0-init.sh" "$W/overlay/init"
 chmod +x "$W/overlay/etc/xen/scripts/e2e-hotplug" "$W/overlay/init"
@@ -204,7 +212,7 @@ boot_once() { # LOG
   timeout "$BOOT_TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -accel tcg -cpu qemu64 -m 4096 -smp 2 -nographic -no-reboot \
     -kernel "$boot/xen.elf" \
     -append "console=com1 com1=115200,8n1 dom0_mem=2560M,max:2560M dom0_max_vcpus=1 noreboot" \
-    -initrd "$VMLINUZ console=hvc0 panic=-1 E2E_ROUNDS=$ROUNDS E2E_SECS=$SECS E2E_PROFILE=${PROFILE:+1},$W/dom0.cpio" >"$log" 2>&1 &
+    -initrd "$VMLINUZ console=hvc0 panic=-1 E2E_ROUNDS=$ROUNDS E2E_SECS=$SECS E2E_PROFILE=$PROFILE,$W/dom0.cpio" >"$log" 2>&1 &
   local qemu=$! started=$SECONDS
   while kill -0 "$qemu" 2>/dev/null; do
     if grep -aqE 'E2E-DONE|Kernel panic|Panic on CPU|reboot: Power down' "$log"; then
@@ -232,6 +240,7 @@ if ! grep -aq 'E2E-DOM0' "$log"; then
 fi
 say "boot finished"
 tr -d '\r' <"$log" | grep -a '^E2E-' >"$W/logs/e2e.log" || true
-node "$here/report.mjs" "$W/logs/e2e.log" "$ROUNDS"
+[ "$PROFILE" != trace ] || grep -a '^E2E-TRACE' "$W/logs/e2e.log" || true
+XENRX_E2E_PROFILE=$PROFILE node "$here/report.mjs" "$W/logs/e2e.log" "$ROUNDS"
 exit
 }
