@@ -206,16 +206,17 @@ for round in ${ROUNDS//./ }; do
     wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "epoll: device not removed within 60 s"
     stop_xenrx epoll
     ;;
-  vif)
+  vif | vifepoll)
     # The domU's network interface served by xenrx on a TAP device in
-    # dom0's bridge, with Linux's xen-netback not loaded.
-    start_xenrx vif || { check vif-started false "xenrx serve did not start"; continue; }
+    # dom0's bridge, with Linux's xen-netback not loaded (vifepoll: its
+    # event loop waiting with epoll rather than io_uring).
+    start_xenrx vif "$([ "$round" = vifepoll ] && echo epoll)" || { check "$round-started" false "xenrx serve did not start"; continue; }
     : >/var/log/xen/e2e-hotplug.log
-    run_bench vif $seed "" "$VIF_SPEC"
-    wait_log /var/log/xenrx.log 'vif-[0-9]+-0: .*\(removed\)' 60 || say "vif: device not removed within 60 s"
-    stop_xenrx vif
-    grep -q ': already in xenbr0' /var/log/xen/e2e-hotplug.log && check vif-bridge true "xenrx put its TAP device in the bridge the toolstack named" \
-      || check vif-bridge false "the TAP device was not in xenbr0 when the hotplug script ran: $(tail -1 /var/log/xen/e2e-hotplug.log 2>&1)"
+    run_bench "$round" $seed "" "$VIF_SPEC"
+    wait_log /var/log/xenrx.log 'vif-[0-9]+-0: .*\(removed\)' 60 || say "$round: device not removed within 60 s"
+    stop_xenrx "$round"
+    grep -q ': already in xenbr0' /var/log/xen/e2e-hotplug.log && check "$round-bridge" true "xenrx put its TAP device in the bridge the toolstack named" \
+      || check "$round-bridge" false "the TAP device was not in xenbr0 when the hotplug script ran: $(tail -1 /var/log/xen/e2e-hotplug.log 2>&1)"
     ;;
   netback)
     modprobe xen-netback || say "modprobe xen-netback failed"

@@ -131,7 +131,7 @@ ratios(figures, FIGURES, 'xenrx', ['blkback', 'qdisk', 'epoll']);
 
 // The network rounds: a ping, UDP round trips, and a TCP stream each way
 // whose every byte the receiver checked.
-const NET_ROUNDS = ['vif', 'netback'];
+const NET_ROUNDS = ['vif', 'netback', 'vifepoll'];
 const NET_FIGURES = [
   ['udp-rtt', 'udp_rtt_p50_us'],
   ['tcp-send', 'guest_to_dom0_Mbitps'],
@@ -149,13 +149,13 @@ for (const backend of [...new Set(rounds)].filter((r) => NET_ROUNDS.includes(r))
   netFigures.set(backend, row);
   print(row);
 }
-ratios(netFigures, NET_FIGURES, 'vif', ['netback']);
+ratios(netFigures, NET_FIGURES, 'vif', ['netback', 'vifepoll']);
 
 // xenrx's device reached Connected, then Closed, and was taken down.
 const device = (log, re) => log.find((l) => new RegExp(`${re.source}: Connected$`).test(l))?.match(new RegExp(`(${re.source})`))?.[1];
-for (const round of [...new Set(rounds)].filter((r) => ['xenrx', 'vif', 'lifecycle', 'console'].includes(r))) {
+for (const round of [...new Set(rounds)].filter((r) => ['xenrx', 'epoll', 'vif', 'vifepoll', 'lifecycle', 'console'].includes(r))) {
   const log = xenrxLog.get(round) ?? [];
-  const name = device(log, round === 'vif' ? /vif-\d+-0/ : /vbd-\d+-51712/);
+  const name = device(log, round.startsWith('vif') ? /vif-\d+-0/ : /vbd-\d+-51712/);
   check(name !== undefined, `${round}: xenrx's device never reached Connected`);
   if (name) {
     const connected = log.findIndex((l) => l.endsWith(`${name}: Connected`));

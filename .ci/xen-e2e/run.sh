@@ -21,8 +21,9 @@
 #                      nothing is installed into the host's /boot
 #   XENRX_E2E_ROUNDS   rounds, dot-separated (default
 #                      xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console;
-#                      also `epoll`: the xenrx disk round with its event loop
-#                      waiting with epoll instead of io_uring)
+#                      also `epoll` and `vifepoll`: the xenrx disk and vif
+#                      rounds with the event loop waiting with epoll
+#                      instead of io_uring)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
 #   XENRX_E2E_PROFILE  set: dom0 gets the host's perf (linux-perf) and
 #                      profiles each disk round (CPU samples and system
