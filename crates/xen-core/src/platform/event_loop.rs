@@ -669,7 +669,7 @@ impl LoopState {
                         fd_registered: false,
                         fd_polled: false,
                     };
-                    set_fd_interest(&self.waiter, id, &mut entry, poll_fd);
+                    set_fd_interest(&mut self.waiter, id, &mut entry, poll_fd);
                     if let Some(p) = port {
                         self.by_port.insert(p, id);
                     }
@@ -714,7 +714,7 @@ impl LoopState {
         }
         if entry.fd_registered {
             if let Some(fd) = entry.source.fd() {
-                self.waiter.forget(fd);
+                self.waiter.forget(id, fd);
             }
         }
         self.woken.retain(|w| *w != id);
@@ -787,7 +787,7 @@ impl LoopState {
 }
 
 /// Registers, re-arms or quiets a source's descriptor in the wait.
-fn set_fd_interest(waiter: &Waiter, id: SourceId, entry: &mut Entry, readable: bool) {
+fn set_fd_interest(waiter: &mut Waiter, id: SourceId, entry: &mut Entry, readable: bool) {
     let Some(fd) = entry.source.fd() else {
         return;
     };

@@ -214,6 +214,29 @@ fn a_source_is_woken_by_its_descriptor(s: Setup) {
         .unwrap();
     rustix::io::write(&write, b"hello").unwrap();
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"hello");
+    // Read to the end, it waits for more, and is woken again.
+    rustix::io::write(&write, b"again").unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"again");
+}
+
+/// A removed source's descriptor is let go of: once its owner closes it,
+/// nothing holds the pipe's reading end open (a TAP device taken off the
+/// loop must be free to be opened again).
+fn a_removed_source_s_descriptor_is_let_go_of(s: Setup) {
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h = s
+        .event_loop
+        .add(None, Box::new(PipeSource { read, tx }), true)
+        .unwrap();
+    rustix::io::write(&write, b"x").unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"x");
+    drop(h.remove().expect("handed back"));
+    assert_eq!(
+        rustix::io::write(&write, b"y"),
+        Err(rustix::io::Errno::PIPE),
+        "no reader left"
+    );
 }
 
 fn a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it(s: Setup) {
@@ -452,6 +475,7 @@ both_ways!(
     a_port_fires_again_only_after_the_pass_unmasks_it_and_a_held_port_stays_quiet,
     timers_run_a_source_and_can_release_a_held_port,
     a_source_is_woken_by_its_descriptor,
+    a_removed_source_s_descriptor_is_let_go_of,
     a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it,
     a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost,
     a_thousand_sources_share_one_loop_and_one_thread,
