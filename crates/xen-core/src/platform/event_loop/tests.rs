@@ -219,6 +219,56 @@ fn a_source_is_woken_by_its_descriptor(s: Setup) {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"again");
 }
 
+/// More descriptors readable at once than the ring has entries, or room
+/// for completions: every one reaches its source, and each again after.
+fn hundreds_of_descriptors_ready_at_once_all_reach_their_sources(s: Setup) {
+    const N: usize = 300;
+    let (tx, rx) = mpsc::channel();
+    let mut writers = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let tx = tx.clone();
+        let source = IndexedPipe { i, read, tx };
+        handles.push(s.event_loop.add(None, Box::new(source), true).unwrap());
+        writers.push(write);
+    }
+    for round in 0..2u8 {
+        for w in &writers {
+            rustix::io::write(w, &[round]).unwrap();
+        }
+        let mut seen = vec![false; N];
+        for _ in 0..N {
+            let (i, bytes) = rx.recv_timeout(PATIENCE).unwrap();
+            assert_eq!(bytes, [round]);
+            assert!(!seen[i], "source {i} woken twice for one byte");
+            seen[i] = true;
+        }
+    }
+}
+
+/// A pipe's reader that says which it is.
+struct IndexedPipe {
+    i: usize,
+    read: OwnedFd,
+    tx: mpsc::Sender<(usize, Vec<u8>)>,
+}
+
+impl Source for IndexedPipe {
+    fn wake(&mut self, why: Wake, cx: &mut Control<'_>) {
+        if why.fd {
+            let mut buf = [0u8; 64];
+            let n = rustix::io::read(&self.read, &mut buf).unwrap();
+            let _ = self.tx.send((self.i, buf[..n].to_vec()));
+        }
+        cx.poll_fd(true);
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.read.as_fd())
+    }
+}
+
 /// A removed source's descriptor is let go of: once its owner closes it,
 /// nothing holds the pipe's reading end open (a TAP device taken off the
 /// loop must be free to be opened again).
@@ -476,6 +526,7 @@ both_ways!(
     timers_run_a_source_and_can_release_a_held_port,
     a_source_is_woken_by_its_descriptor,
     a_removed_source_s_descriptor_is_let_go_of,
+    hundreds_of_descriptors_ready_at_once_all_reach_their_sources,
     a_removed_source_is_handed_back_and_its_port_no_longer_reaches_it,
     a_new_source_runs_once_at_once_so_an_earlier_event_is_not_lost,
     a_thousand_sources_share_one_loop_and_one_thread,

@@ -64,6 +64,8 @@ pub(in crate::platform::event_loop) struct Uring {
     /// next wait, after they have run (a poll fires while its descriptor
     /// is readable, as epoll's level-triggered wait).
     rearm: Vec<SourceId>,
+    /// Entries the ring had no room for.
+    backlog: Vec<squeue::Entry>,
 }
 
 impl Uring {
@@ -100,27 +102,44 @@ impl Uring {
             poll_then_read: way != Way::Best,
             polls: HashMap::new(),
             rearm: Vec::new(),
+            backlog: Vec::new(),
         })
     }
 
     /// Queues an entry, submitting what is queued first if the ring is
-    /// full.
+    /// full. If the kernel takes nothing more now (completions it could
+    /// not post yet), the entry waits in the backlog for the next wait.
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
+        if self.backlog.is_empty() && self.try_push(&entry) {
+            return;
+        }
+        self.backlog.push(entry);
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        for _ in 0..2 {
             // SAFETY: the only buffers entries point to are the boxes of
             // `self`, which stay allocated until the kernel is done with
             // them (`Drop` waits for that, or leaks them).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return true;
             }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EINTR) {
-                    // Cannot happen with a ring of this process and
-                    // entries it made; the wait would then fail too.
-                    return;
-                }
+            if self.ring.submit().is_err() {
+                return false;
             }
         }
+        false
+    }
+
+    /// Queues what waited in the backlog, in order, as far as it goes.
+    fn push_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.backlog);
+        let mut queued = 0;
+        while queued < backlog.len() && self.try_push(&backlog[queued]) {
+            queued += 1;
+        }
+        backlog.drain(..queued);
+        self.backlog = backlog;
     }
 
     fn poll(fd: RawFd, user_data: u64) -> squeue::Entry {
@@ -185,6 +204,7 @@ impl Uring {
         timeout: Option<Duration>,
         ready: &mut Ready,
     ) -> Result<(), EvtchnError> {
+        self.push_backlog();
         if !self.reading && !self.poll_then_read {
             let entry = opcode::Read::new(
                 types::Fd(self.device),
