@@ -142,6 +142,15 @@ impl Uring {
         self.backlog = backlog;
     }
 
+    /// Leaves the buffers to the kernel for good (the ring would not say
+    /// it is done with them).
+    fn leak(&mut self) {
+        let leaked = std::mem::replace(&mut self.read_buf, Box::new([0; PORTS_PER_CALL]));
+        Box::leak(leaked);
+        let leaked = std::mem::replace(&mut self.unmask_buf, Box::new([0; PORTS_PER_CALL]));
+        Box::leak(leaked);
+    }
+
     fn poll(fd: RawFd, user_data: u64) -> squeue::Entry {
         opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
             .build()
@@ -193,6 +202,8 @@ impl Uring {
                         .build()
                         .user_data(CANCEL),
                 );
+                // Behind a backlog, the cancel goes in once it has.
+                self.push_backlog();
                 let _ = self.ring.submit();
             }
         }
@@ -312,9 +323,20 @@ impl Drop for Uring {
         // The kernel may still write into the read buffer (and read the
         // unmask buffer): cancel the read and wait until both are done, or
         // leak the buffers if the ring will not say. Polls hold no memory
-        // of ours; closing the ring ends them.
-        if self.reading {
-            self.push(opcode::AsyncCancel::new(READ).build().user_data(CANCEL));
+        // of ours; closing the ring ends them. Entries still in the backlog
+        // never reached the kernel: nothing is to be waited for of them
+        // (waiting would never end).
+        for entry in std::mem::take(&mut self.backlog) {
+            match entry.get_user_data() {
+                READ => self.reading = false,
+                UNMASK => self.unmasking = false,
+                _ => {}
+            }
+        }
+        let cancel = opcode::AsyncCancel::new(READ).build().user_data(CANCEL);
+        if self.reading && !self.try_push(&cancel) {
+            self.leak();
+            return;
         }
         for _ in 0..100 {
             if !(self.reading || self.unmasking) {
@@ -331,9 +353,6 @@ impl Drop for Uring {
                 }
             }
         }
-        let leaked = std::mem::replace(&mut self.read_buf, Box::new([0; PORTS_PER_CALL]));
-        Box::leak(leaked);
-        let leaked = std::mem::replace(&mut self.unmask_buf, Box::new([0; PORTS_PER_CALL]));
-        Box::leak(leaked);
+        self.leak();
     }
 }
