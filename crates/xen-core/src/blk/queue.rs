@@ -10,8 +10,10 @@
 //! themselves; hand the pass's requests to storage together (at each reap,
 //! and at the end of the pass); after a read into our own pages, copy the
 //! data into the guest's pages. Responses are written whole
-//! (no stale bytes) and pushed once per run, with a notification only when
-//! the ring asks for one, and the final check before going idle.
+//! (no stale bytes) and pushed at the end of a run, and in a long run every
+//! few requests or pages of data (see [`PUBLISH_PAGES`]), with a
+//! notification only when the ring asks for one, and the final check
+//! before going idle.
 //!
 //! A bad request gets its error response and one log line; a ring whose
 //! indexes no correct frontend can write fails the device (it is served no
@@ -73,6 +75,12 @@ pub enum QueueEvent {
 /// Requests taken in a row before what is done is answered and the
 /// frontend notified, without waiting for the end of the pass.
 const PUBLISH_EVERY: usize = 8;
+
+/// Pages of data taken in a row before the same: large requests are
+/// answered one by one, so that the guest copies or completes one while
+/// the next is served (a 1 MiB read is 8 indirect requests of 128 KiB;
+/// blkback answers each as the block layer completes it).
+const PUBLISH_PAGES: usize = 16;
 
 /// A request being served.
 struct InFlight {
@@ -292,19 +300,21 @@ impl<P: BlkifAbi> QueueSource<P> {
     }
 
     /// Takes requests off the ring until it is empty, the queue is fenced,
-    /// or the ring is broken. Every [`PUBLISH_EVERY`] requests, what is
-    /// done is answered and the frontend notified at once, so that it
-    /// works on those while the rest are served (as blkback answers each
-    /// batch as it completes), rather than both sides taking turns.
+    /// or the ring is broken. Every [`PUBLISH_EVERY`] requests or
+    /// [`PUBLISH_PAGES`] pages of data, whichever comes first, what is done
+    /// is answered and the frontend notified at once, so that it works on
+    /// those while the rest are served (as blkback answers each batch as it
+    /// completes), rather than both sides taking turns.
     fn consume(&mut self) {
         // A new batch: the clock is read again for it.
         self.stamp = None;
-        let mut taken = 0usize;
+        // Taken since the last publication: requests, and pages of data.
+        let (mut taken, mut pages) = (0usize, 0usize);
         while !self.failed && self.fenced.is_none() {
-            if taken > 0 && taken.is_multiple_of(PUBLISH_EVERY) {
+            if taken >= PUBLISH_EVERY || pages >= PUBLISH_PAGES {
                 self.publish_now();
+                (taken, pages) = (0, 0);
             }
-            taken += 1;
             let slot = if let Some(slot) = self.replay.pop_front() {
                 Some(slot)
             } else {
@@ -340,6 +350,7 @@ impl<P: BlkifAbi> QueueSource<P> {
                 slot
             };
             let Some(slot) = slot else { return };
+            taken += 1;
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
             self.answers.push_back(None);
@@ -349,6 +360,9 @@ impl<P: BlkifAbi> QueueSource<P> {
             Counters::add(&self.counters.requests, 1);
             match check(&req, &self.offer) {
                 Ok(checked) => {
+                    if let Plan::Transfer { segments, .. } = &checked.plan {
+                        pages += segments.count();
+                    }
                     let since = self.stamp();
                     self.ticket = Ticket::of(seq, &checked.plan, since);
                     self.start(checked);

@@ -84,6 +84,15 @@ pub enum Segments {
     },
 }
 
+impl Segments {
+    /// How many segments (each at most a page).
+    pub fn count(&self) -> usize {
+        match *self {
+            Segments::Direct { n, .. } | Segments::Indirect { n, .. } => n,
+        }
+    }
+}
+
 /// What an accepted request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
