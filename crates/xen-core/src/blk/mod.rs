@@ -27,6 +27,8 @@ pub use queue::QueueEvent;
 pub use stats::{latency_bound_us, BlkStats, Latency, LATENCY_BUCKETS};
 
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 mod tests;
