@@ -184,6 +184,10 @@ stop_xenrx() { # ROUND
   [ $rc = 0 ] && check "$1-xenrx-exit" true "status 0" || check "$1-xenrx-exit" false "status $rc"
 }
 
+# What a system call, a read from the page cache, a copy and a thread's
+# wake-up cost here: the references for the rounds' figures.
+/usr/local/bin/primitives /root/primitives.scratch || say "primitives failed"
+
 seed=100
 for round in ${ROUNDS//./ }; do
   seed=$((seed + 1))

@@ -107,6 +107,11 @@ const ratios = (figures, names, ours, others) => {
   }
 };
 
+// What dom0's primitives cost on this machine (primitives.c): the
+// references for the figures below. A reference, not a check.
+const primitives = lines.map((l) => /^E2E-PRIMITIVES (\{.*\})/.exec(l)).find(Boolean);
+if (primitives) print({ dom0_primitives: json(primitives[1]) });
+
 const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk', 'epoll'];
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],

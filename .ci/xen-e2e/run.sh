@@ -170,6 +170,7 @@ chmod +x "$W/overlay/usr/local/bin/xenrx"
 say "test programs, domU initramfs, dom0 overlay"
 gcc -O2 -static -pthread -o "$W/blkcheck" "$here/blkcheck.c" 2>"$W/logs/gcc.log" || { cat "$W/logs/gcc.log"; exit 1; }
 gcc -O2 -static -o "$W/netcheck" "$here/netcheck.c" 2>"$W/logs/gcc.log" || { cat "$W/logs/gcc.log"; exit 1; }
+gcc -O2 -static -pthread -o "$W/primitives" "$here/primitives.c" 2>"$W/logs/gcc.log" || { cat "$W/logs/gcc.log"; exit 1; }
 du="$W/domu"
 rm -rf "$du" && mkdir -p "$du"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$du/bin/"
@@ -178,7 +179,7 @@ cp "$KMOD/kernel/drivers/block/xen-blkfront.ko" "$KMOD/kernel/drivers/net/xen-ne
 cp "$here/domu-init.sh" "$du/init" && chmod +x "$du/init"
 (cd "$du" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$W/overlay/root/domU.cpio.gz"
 cp "$VMLINUZ" "$W/overlay/root/vmlinuz"
-cp "$W/blkcheck" "$W/netcheck" "$here/timeline.awk" "$W/overlay/usr/local/bin/"
+cp "$W/blkcheck" "$W/netcheck" "$W/primitives" "$here/timeline.awk" "$W/overlay/usr/local/bin/"
 cp "$here/hotplug.sh" "$W/overlay/etc/xen/scripts/e2e-hotplug"
 cp "$here/dom0-init.sh" "$W/overlay/init"
 chmod +x "$W/overlay/etc/xen/scripts/e2e-hotplug" "$W/overlay/init"
