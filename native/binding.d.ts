@@ -678,6 +678,13 @@ export declare function benchMapUnmapRate(dev: NativeGrantDevice, domid: number,
  */
 export declare function benchMemcpyBlocks(blockBytes: number, millis: number): number
 
+/**
+ * memcpy bytes per second of `block_bytes` blocks taken in turn from a
+ * region the size of the block benchmark's (out of the caches) into one
+ * page-aligned block.
+ */
+export declare function benchMemcpyFromRegion(blockBytes: number, millis: number): number
+
 /** memcpy bytes per second, 4 KiB blocks, `batch` per round. */
 export declare function benchMemcpyRate(pages: number, batch: number, millis: number): number
 

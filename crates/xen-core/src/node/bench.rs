@@ -218,3 +218,15 @@ pub fn bench_memcpy_blocks(block_bytes: u32, millis: u32) -> Result<f64> {
     )
     .map_err(io_error)
 }
+
+/// memcpy bytes per second of `block_bytes` blocks taken in turn from a
+/// region the size of the block benchmark's (out of the caches) into one
+/// page-aligned block.
+#[napi]
+pub fn bench_memcpy_from_region(block_bytes: u32, millis: u32) -> Result<f64> {
+    crate::blk::bench::memcpy_from_region(
+        block_bytes as usize,
+        Duration::from_millis(u64::from(millis)),
+    )
+    .map_err(io_error)
+}

@@ -78,6 +78,9 @@ fn the_public_entry_points_measure_something() {
     for block in [4096, 128 << 10, 1 << 20] {
         assert!(memcpy_blocks(block, Duration::from_millis(5)).unwrap() > 0.0);
     }
+    for block in [128 << 10, 1 << 20] {
+        assert!(memcpy_from_region(block, Duration::from_millis(5)).unwrap() > 0.0);
+    }
 }
 
 #[test]
@@ -86,4 +89,5 @@ fn unworkable_workloads_are_refused() {
     assert!(run(&small(1, 1000, 1, false, true), SHORT).is_err());
     assert!(run(&small(1, 1, 300, false, true), SHORT).is_err());
     assert!(memcpy_blocks(0, SHORT).is_err());
+    assert!(memcpy_from_region(0, SHORT).is_err());
 }
