@@ -7,7 +7,8 @@
 //! pass. No thread or timer per device: thousands of sources share it.
 //! How it waits (epoll, or io_uring on Linux's `/dev/xen/evtchn`, where a
 //! port's event then costs one system call instead of three) is in
-//! `event_loop/wait.rs`.
+//! `event_loop/wait.rs`. A source may also ask to be polled for a while
+//! rather than woken by its port (`event_loop/poll.rs`).
 //!
 //! A source is a data path (a console, a block ring, a batch forwarder to
 //! JavaScript): it owns its port's work, may hold its port masked past the
@@ -88,11 +89,15 @@ pub struct Wake {
     pub timer: bool,
     /// It was just added, or kicked from another thread.
     pub kicked: bool,
+    /// It is polled, and [`Source::has_work`] said it has work.
+    pub polled: bool,
+    /// Its polling window ended without work: it is polled no more.
+    pub poll_over: bool,
 }
 
 impl Wake {
     fn any(&self) -> bool {
-        self.port || self.fd || self.timer || self.kicked
+        self.port || self.fd || self.timer || self.kicked || self.polled || self.poll_over
     }
 
     fn merge(&mut self, other: Wake) {
@@ -100,6 +105,8 @@ impl Wake {
         self.fd |= other.fd;
         self.timer |= other.timer;
         self.kicked |= other.kicked;
+        self.polled |= other.polled;
+        self.poll_over |= other.poll_over;
     }
 }
 
@@ -119,6 +126,7 @@ struct Asks {
     unmask: bool,
     timer: Option<Option<Instant>>,
     poll_fd: Option<bool>,
+    poll: Option<Duration>,
 }
 
 impl Control<'_> {
@@ -150,6 +158,16 @@ impl Control<'_> {
         self.asks.poll_fd = Some(readable);
     }
 
+    /// Polls the source for `window` from now (or from its last work, if
+    /// asked again): before the loop sleeps it looks at
+    /// [`Source::has_work`], and runs the source with [`Wake::polled`] as
+    /// soon as that says so; when the window ends without work, it runs
+    /// the source once more with [`Wake::poll_over`]. The loop's thread
+    /// stays busy meanwhile; its other events are still seen.
+    pub fn poll_for(&mut self, window: Duration) {
+        self.asks.poll = Some(window);
+    }
+
     /// The time of the pass: read once, when a source of the pass first
     /// asks, and the same for every source after it.
     pub fn now(&self) -> Instant {
@@ -173,6 +191,12 @@ pub trait Source: Send {
     /// It must stay the same while the source is in the loop.
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+    /// While the source is polled ([`Control::poll_for`]), whether it has
+    /// work: a look at shared memory, cheap and without side effects,
+    /// asked over and over between the loop's waits.
+    fn has_work(&self) -> bool {
+        false
     }
     /// The loop stopped because the event channels failed.
     fn failed(&mut self, error: &EvtchnError) {
@@ -404,6 +428,9 @@ impl EventLoop {
             woken: Vec::new(),
             running: Vec::new(),
             unmask: Vec::new(),
+            polling: Vec::new(),
+            found: Vec::new(),
+            last_look: 0,
         };
         let started = inner.clone();
         let thread = std::thread::Builder::new()
@@ -527,6 +554,12 @@ struct LoopState {
     /// sources it runs, and the ports to unmask after it.
     running: Vec<SourceId>,
     unmask: Vec<Port>,
+    /// Sources being polled, and the scratch of a poll's findings.
+    polling: Vec<poll::Polled>,
+    found: Vec<(SourceId, Wake)>,
+    /// When the loop last looked at its events ([`poll::clock`] ticks;
+    /// read only while sources are polled).
+    last_look: u64,
 }
 
 impl LoopState {
@@ -536,7 +569,14 @@ impl LoopState {
             // look at the events that does not wait (so a source that
             // keeps kicking cannot starve the ports and descriptors).
             let queued_here = self.inner.queued_here.swap(false, Ordering::Relaxed);
+            // Polled sources are looked at instead of sleeping; the events
+            // then get a look that does not wait, unless one was taken very
+            // recently and polled work is ready.
+            let (mut look, mut spun) = (true, false);
             let timeout = if queued_here {
+                Some(Duration::ZERO)
+            } else if !self.polling.is_empty() {
+                (look, spun) = (self.spin(), true);
                 Some(Duration::ZERO)
             } else {
                 self.timers.first().map(|(at, _)| {
@@ -546,9 +586,16 @@ impl LoopState {
                 })
             };
             let mut ready = std::mem::take(&mut self.ready);
-            if let Err(e) = self.waiter.wait(timeout, &mut ready) {
-                self.fail(&e);
-                return;
+            if look {
+                if let Err(e) = self.waiter.wait(timeout, &mut ready) {
+                    self.fail(&e);
+                    return;
+                }
+                if spun {
+                    self.last_look = poll::clock().now();
+                }
+            } else {
+                ready.clear();
             }
             // Commands first: a source added before its port fired must be
             // there when the port's event is taken.
@@ -718,6 +765,7 @@ impl LoopState {
             }
         }
         self.woken.retain(|w| *w != id);
+        self.polling.retain(|p| p.id != id);
         Some(entry)
     }
 
@@ -736,6 +784,7 @@ impl LoopState {
             woken,
             running,
             unmask,
+            polling,
             ..
         } = self;
         std::mem::swap(woken, running);
@@ -767,6 +816,9 @@ impl LoopState {
                     entry.timer = Some(at);
                 }
             }
+            if let Some(window) = asks.poll {
+                LoopState::poll_for(polling, id, window);
+            }
             if let Some(readable) = asks.poll_fd {
                 if readable != entry.fd_polled || !entry.fd_registered {
                     set_fd_interest(waiter, id, entry, readable);
@@ -797,6 +849,7 @@ fn set_fd_interest(waiter: &mut Waiter, id: SourceId, entry: &mut Entry, readabl
     }
 }
 
+mod poll;
 #[cfg(test)]
 mod tests;
 mod wait;

@@ -12,6 +12,12 @@ use crate::platform::DomId;
 use device::DeviceEvtchn;
 
 mod device;
+mod polling;
+use polling::{
+    a_polled_source_runs_when_it_has_work_with_no_event_at_all,
+    a_polling_window_that_passes_without_work_ends_with_one_last_run,
+    ports_kicks_and_removals_are_served_while_a_source_is_polled,
+};
 
 const BACK: DomId = 0;
 const FRONT: DomId = 7;
@@ -533,4 +539,7 @@ both_ways!(
     removing_after_the_loop_stopped_does_not_wait_forever,
     a_probe_says_whether_the_loop_runs_sources,
     kicks_from_the_loop_thread_need_no_doorbell_and_starve_nothing,
+    a_polled_source_runs_when_it_has_work_with_no_event_at_all,
+    a_polling_window_that_passes_without_work_ends_with_one_last_run,
+    ports_kicks_and_removals_are_served_while_a_source_is_polled,
 );

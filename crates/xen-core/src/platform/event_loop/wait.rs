@@ -59,7 +59,7 @@ pub(super) struct Ready {
 }
 
 impl Ready {
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.doorbell = false;
         self.evtchn = false;
         self.ports.clear();
