@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::journal::QueueJournal;
 use super::queue::{QueueEvent, QueueSource};
@@ -186,6 +187,16 @@ impl BlkQueue {
     /// next request taken; the other counters are always kept.
     pub fn set_timing(&self, on: bool) {
         self.counters.set_timing(on);
+    }
+
+    /// Polls the ring for `window` after the queue takes requests, rather
+    /// than sleeping until the frontend's next event (zero, the default:
+    /// no polling). While it polls, the ring asks the frontend for no
+    /// event, so a request costs the guest no notification and the backend
+    /// no wake-up; the event loop's thread stays busy for the window.
+    /// Takes effect from the queue's next run.
+    pub fn set_poll(&self, window: Duration) {
+        self.counters.set_poll(window);
     }
 
     /// The disk now has `sectors` 512-byte sectors: requests the queue

@@ -3,10 +3,12 @@
 //! finish within a long pass.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::frontend::BlkOp;
 use super::storage::{self, MemDisk, Storage};
-use super::tests::{attach, opts, pattern, world, GUEST, SECTORS};
+use super::tests::{attach, opts, pattern, world, GUEST, OTHER, SECTORS};
+use super::QueueEvent;
 use crate::ring::blkif::BlkifProtocol;
 
 /// Storage that counts how requests reach it, around a [`MemDisk`].
@@ -200,4 +202,108 @@ fn with_persistent_grants_storage_that_accepts_guest_pages_gets_them() {
         d.queue.stop();
         d.front.close().unwrap();
     }
+}
+
+#[test]
+fn a_polling_queue_serves_requests_the_guest_sent_no_event_for_then_arms_its_ring() {
+    const REQ_PROD: usize = 0;
+    const REQ_EVENT: usize = 4;
+    let w = world();
+    let disk = MemDisk::new(SECTORS);
+    let mut d = attach(
+        &w,
+        GUEST,
+        opts(0, BlkifProtocol::native()),
+        Box::new(disk.clone()),
+        0,
+    );
+    let ring = w
+        .platform
+        .gntdev()
+        .map(GUEST, d.front.ring_refs(), false)
+        .unwrap();
+    let header = |at| ring.mem().load_u32(at).unwrap();
+    // Polled for far longer than the test: the first request is notified
+    // (the ring was armed), then the queue polls and asks for no event.
+    d.queue.set_poll(Duration::from_secs(600));
+    d.front.write(0, &pattern(4096, 0)).unwrap();
+    let notified = d.front.stats().notifications;
+    for i in 1..=20u8 {
+        d.front.write(u64::from(i) * 8, &pattern(4096, i)).unwrap();
+    }
+    assert_eq!(
+        d.front.stats().notifications,
+        notified,
+        "no event asked for"
+    );
+    assert_eq!(disk.read_at(20 * 8 * 512, 4096), pattern(4096, 20));
+    assert!(
+        header(REQ_EVENT) <= header(REQ_PROD).wrapping_sub(20),
+        "the ring left unarmed"
+    );
+    // A short window: after it, the queue arms the ring again (asks for an
+    // event on the next request, as a queue that does not poll does).
+    d.queue.set_poll(Duration::from_millis(1));
+    d.front.write(21 * 8, &pattern(4096, 21)).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while header(REQ_EVENT) != header(REQ_PROD).wrapping_add(1) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(header(REQ_EVENT), header(REQ_PROD).wrapping_add(1), "armed");
+    d.front.write(22 * 8, &pattern(4096, 22)).unwrap();
+    assert_eq!(
+        d.front.stats().notifications,
+        notified + 1,
+        "the next request notified"
+    );
+    assert_eq!(
+        d.front.read(21 * 8, 8192).unwrap(),
+        [pattern(4096, 21), pattern(4096, 22)].concat()
+    );
+    assert_eq!(d.queue.stats().errors, 0);
+}
+
+#[test]
+fn a_bogus_producer_index_seen_while_polling_fails_that_device_only() {
+    let w = world();
+    let protocol = BlkifProtocol::native();
+    let mut bad = attach(
+        &w,
+        GUEST,
+        opts(0, protocol),
+        Box::new(MemDisk::new(SECTORS)),
+        0,
+    );
+    let mut good = attach(
+        &w,
+        OTHER,
+        opts(0, protocol),
+        Box::new(MemDisk::new(SECTORS)),
+        0,
+    );
+    for d in [&bad, &good] {
+        d.queue.set_poll(Duration::from_secs(600));
+    }
+    bad.front.write(0, &pattern(4096, 1)).unwrap();
+    good.front.write(0, &pattern(4096, 2)).unwrap();
+    // No event: the polled queue finds the index itself.
+    bad.front.set_req_prod(1000).unwrap();
+    let failed = || {
+        bad.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, QueueEvent::Failed(_)))
+    };
+    let mut sector = 8;
+    while !failed() {
+        good.front.write(sector % 1024, &pattern(4096, 3)).unwrap();
+        sector += 8;
+    }
+    // The loop does not keep running the failed queue, and the good one is
+    // still served.
+    let responses = bad.queue.stats().responses;
+    assert_eq!(good.front.read(8, 4096).unwrap(), pattern(4096, 3));
+    assert_eq!(bad.queue.stats().responses, responses);
+    assert_eq!(good.queue.stats().errors, 0);
 }

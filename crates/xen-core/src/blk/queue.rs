@@ -182,6 +182,11 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// Notify the frontend at the end of the next run (see
     /// [`Self::taking_over`]).
     notify_once: bool,
+    /// The ring is polled (see [`Self::poll`]): when empty it is left
+    /// without asking the frontend for an event.
+    unarmed: bool,
+    /// The loop polls the queue until a run with [`Wake::poll_over`].
+    polling: bool,
     segments: Vec<Segment>,
     indirect: Vec<u8>,
     /// The grant-copy descriptors' buffer, reused by every request.
@@ -255,6 +260,8 @@ impl<P: BlkifAbi> QueueSource<P> {
             replay: VecDeque::new(),
             journal: None,
             notify_once: false,
+            unarmed: false,
+            polling: false,
             segments: Vec::new(),
             indirect: Vec::new(),
             copies: Vec::new(),
@@ -300,16 +307,19 @@ impl<P: BlkifAbi> QueueSource<P> {
     }
 
     /// Takes requests off the ring until it is empty, the queue is fenced,
-    /// or the ring is broken. Every [`PUBLISH_EVERY`] requests or
+    /// or the ring is broken; how many. An empty ring is armed (its event
+    /// index asks the frontend to notify the next request, and is checked
+    /// once more) unless the queue polls it. Every [`PUBLISH_EVERY`] requests or
     /// [`PUBLISH_PAGES`] pages of data, whichever comes first, what is done
     /// is answered and the frontend notified at once, so that it works on
     /// those while the rest are served (as blkback answers each batch as it
     /// completes), rather than both sides taking turns.
-    fn consume(&mut self) {
+    fn consume(&mut self) -> usize {
         // A new batch: the clock is read again for it.
         self.stamp = None;
         // Taken since the last publication: requests, and pages of data.
         let (mut taken, mut pages) = (0usize, 0usize);
+        let mut total = 0;
         while !self.failed && self.fenced.is_none() {
             if taken >= PUBLISH_EVERY || pages >= PUBLISH_PAGES {
                 self.publish_now();
@@ -320,10 +330,24 @@ impl<P: BlkifAbi> QueueSource<P> {
             } else {
                 let Ok(mut ring) = BackRing::<P>::resume(self.ring_map.mem(), self.ring) else {
                     self.fail("ring memory unusable".into());
-                    return;
+                    return total;
                 };
                 let slot = match ring.copy_request() {
                     Ok(Some(slot)) => Some(slot),
+                    // Polled: a look at the producer index, the event index
+                    // left as it is.
+                    Ok(None) if self.unarmed => match ring.unconsumed_requests() {
+                        Ok(0) => None,
+                        Ok(_) => {
+                            self.ring = ring.state();
+                            continue;
+                        }
+                        Err(e) => {
+                            self.ring = ring.state();
+                            self.fail(e.to_string());
+                            return total;
+                        }
+                    },
                     Ok(None) => match ring.final_check_for_requests() {
                         Ok(true) => {
                             self.ring = ring.state();
@@ -333,13 +357,13 @@ impl<P: BlkifAbi> QueueSource<P> {
                         Err(e) => {
                             self.ring = ring.state();
                             self.fail(e.to_string());
-                            return;
+                            return total;
                         }
                     },
                     Err(e) => {
                         self.ring = ring.state();
                         self.fail(e.to_string());
-                        return;
+                        return total;
                     }
                 };
                 self.ring = ring.state();
@@ -349,8 +373,9 @@ impl<P: BlkifAbi> QueueSource<P> {
                 }
                 slot
             };
-            let Some(slot) = slot else { return };
+            let Some(slot) = slot else { return total };
             taken += 1;
+            total += 1;
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
             self.answers.push_back(None);
@@ -376,6 +401,7 @@ impl<P: BlkifAbi> QueueSource<P> {
                 ),
             }
         }
+        total
     }
 
     /// Starts an accepted request.
@@ -517,10 +543,18 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
         if why.fd {
             self.storage.woken();
         }
+        // Polling (see `set_poll`): the ring stays unarmed until the loop
+        // says the window ended with no request, or polling is switched off.
+        let window = self.counters.poll_window();
+        if why.poll_over || window.is_zero() {
+            self.polling = false;
+        }
+        self.unarmed = !window.is_zero() && !why.poll_over;
+        let mut taken = 0;
         loop {
             self.reap();
             self.try_fence();
-            self.consume();
+            taken += self.consume();
             let fenced = self.fenced.is_some();
             self.reap();
             // A fence lifted by that reap stopped `consume` before the
@@ -543,9 +577,32 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
             Counters::add(&self.counters.notifications, 1);
         }
         cx.poll_fd(self.busy > 0);
+        // Requests taken start the window again; a run that took none (a
+        // completion, a kick) leaves it as it is.
+        if self.unarmed && !self.failed && (taken > 0 || !self.polling) {
+            cx.poll_for(window);
+            self.polling = true;
+        }
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.storage.wake_fd()
+    }
+
+    /// Requests to take: published on the ring (one read of its producer
+    /// index) or left by an earlier process. A ring the queue cannot take
+    /// from now (fenced, failed, no room for answers) has none; a broken
+    /// one has, so that the run that follows fails it.
+    fn has_work(&self) -> bool {
+        if self.failed || self.fenced.is_some() {
+            return false;
+        }
+        if !self.replay.is_empty() {
+            return true;
+        }
+        match BackRing::<P>::resume(self.ring_map.mem(), self.ring) {
+            Ok(mut ring) => ring.unconsumed_requests().map_or(true, |n| n > 0),
+            Err(_) => true,
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! that answered it. Timing can be switched off ([`Counters::set_timing`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Latency buckets: upper bounds of 2^0 .. 2^24 microseconds (1 µs to
 /// about 16.8 s), and one for anything slower.
@@ -143,6 +143,10 @@ pub(super) struct Counters {
     latency: [Histogram; 4],
     /// Timing switched off (the default is on).
     untimed: AtomicBool,
+    /// How long the queue polls its ring after taking requests, in
+    /// microseconds (0: never; a setting, read by the data path on each
+    /// run as the timing switch is).
+    poll_us: AtomicU64,
 }
 
 impl Counters {
@@ -153,6 +157,18 @@ impl Counters {
     /// Switches latency timing on or off, from the queue's next request.
     pub(super) fn set_timing(&self, on: bool) {
         self.untimed.store(!on, Ordering::Relaxed);
+    }
+
+    /// Sets how long the queue polls its ring after taking requests
+    /// (zero: it never polls), from its next run.
+    pub(super) fn set_poll(&self, window: Duration) {
+        let us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+        self.poll_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The polling window (zero: no polling).
+    pub(super) fn poll_window(&self) -> Duration {
+        Duration::from_micros(self.poll_us.load(Ordering::Relaxed))
     }
 
     /// The time a request is taken off the ring, if timing is on.

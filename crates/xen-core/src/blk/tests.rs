@@ -14,7 +14,7 @@ use crate::ring::blkif::{BlkifProtocol, Segment, BLKIF_OP_READ, BLKIF_OP_WRITE};
 
 pub(super) const BACK: DomId = 0;
 pub(super) const GUEST: DomId = 5;
-const OTHER: DomId = 6;
+pub(super) const OTHER: DomId = 6;
 pub(super) const SECTORS: u64 = 8192;
 
 pub(super) struct World {
@@ -41,12 +41,12 @@ pub(super) fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
     }
 }
 
-type Events = Arc<Mutex<Vec<QueueEvent>>>;
+pub(super) type Events = Arc<Mutex<Vec<QueueEvent>>>;
 
 pub(super) struct Device {
     pub(super) front: SimBlkFront,
     pub(super) queue: BlkQueue,
-    events: Events,
+    pub(super) events: Events,
 }
 
 pub(super) fn attach(
