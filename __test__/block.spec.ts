@@ -79,6 +79,31 @@ test('a guest negotiates a disk in memory and its data reaches the storage', asy
   t.is(stats?.requests, stats?.responses);
 });
 
+test('queues that poll their rings serve a guest that sends them no events, and bad windows are refused', async (t) => {
+  const host = await SimulatedHost.start();
+  const registry = await XenbusRegistry.create(host.dom0, { domains: host.domains });
+  // Polled for the longest window, far longer than the test lasts: after
+  // the first request, which finds the ring asking for an event, the guest
+  // is asked for none.
+  const disks = new BlockService({ platform: host.platform, pollMicros: 60_000_000 });
+  await registry.register('vbd', disks.ops);
+  t.teardown(async () => {
+    await registry.close();
+    await host.stop();
+  });
+  for (const pollMicros of [-1, 1.5, 60_000_001]) {
+    t.throws(() => new BlockService({ platform: host.platform, pollMicros }), { instanceOf: RangeError });
+  }
+  const guest = await host.createGuest(3, 'guest3');
+  const fe = await host.addDisk(guest, { params: 'memory:4M' });
+  await fe.write(0, pattern(4096, 1));
+  const notified = fe.stats().notifications;
+  for (let i = 1; i <= 16; i++) await fe.write(i * 8, pattern(4096, i));
+  t.is(fe.stats().notifications, notified, 'no event asked for while polled');
+  t.deepEqual(await fe.read(16 * 8, 4096), pattern(4096, 16));
+  t.deepEqual(disks.storage(3, 51712)?.readMemory(8 * 512, 4096), pattern(4096, 1));
+});
+
 test('a 32-bit guest and a raw image file', async (t) => {
   const s = await setup(t);
   const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));

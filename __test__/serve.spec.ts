@@ -5,11 +5,12 @@ import test from 'ava';
 import { runXenrx, startXenrx } from './helpers/process.js';
 
 test('xenrx serve --simulated serves each guest a disk and a console until SIGTERM, then closes them', async (t) => {
-  const serve = startXenrx(['serve', '--simulated', '--guests', '2']);
+  const serve = startXenrx(['serve', '--simulated', '--guests', '2', '--poll-us', '200']);
   t.teardown(() => {
     if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
   });
   await serve.waitFor(/guest2 started/);
+  t.true(serve.output().includes('disk queues polling rings for 200 us after taking requests'));
   const devices = ['console-1-0', 'vbd-1-51712', 'console-2-0', 'vbd-2-51712'];
   for (const d of devices) t.true(serve.output().includes(`${d}: Connected`), d);
   // Each guest's domain and the VM run state it leads to, as they change.
@@ -43,6 +44,9 @@ test('xenrx serve refuses what it cannot do, before doing anything', async (t) =
   const poll = await runXenrx(['serve', '--domain-poll', '0']);
   t.not(poll.code, 0);
   t.regex(poll.stderr, /period in ms/);
+  const polling = await runXenrx(['serve', '--simulated', '--poll-us', '-1']);
+  t.not(polling.code, 0);
+  t.regex(polling.stderr, /time in microseconds/);
   const types = await runXenrx(['serve', '--simulated', '--types', 'vbd,vtpm']);
   t.not(types.code, 0);
   t.regex(types.stderr, /unknown device type "vtpm"/);

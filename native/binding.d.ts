@@ -52,6 +52,12 @@ export declare class NativeBlkQueue {
    */
   setTiming(on: boolean): void
   /**
+   * Polls the ring for `micros` microseconds after the queue takes
+   * requests, rather than sleeping until the frontend's next event (0:
+   * no polling, the default); from the queue's next run.
+   */
+  setPoll(micros: number): void
+  /**
    * The disk now has `sectors` 512-byte sectors: requests are judged
    * against that from the queue's next run on.
    */
@@ -660,6 +666,12 @@ export declare function benchBlkSequential(segments: number, depth: number, writ
  */
 export declare function benchBlkTiming(segments: number, depth: number, write: boolean, random: boolean, timing: boolean, millis: number): BlkBenchFigures
 
+/**
+ * Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
+ * first 64 MiB written first), each read checked; its figures.
+ */
+export declare function benchBlkWorkload(workload: BlkBenchWorkload): BlkBenchFigures
+
 /** Latencies (ns) of the same ping-pong over bare eventfds, two threads. */
 export declare function benchEventfdRoundTrips(count: number): Array<number>
 
@@ -736,6 +748,11 @@ export interface BlkBenchWorkload {
   random: boolean
   /** Persistent grants, else grant copy. */
   persistent: boolean
+  /**
+   * How long the queues poll their rings after taking requests, in
+   * microseconds (default 0: no polling).
+   */
+  pollMicros?: number
   /** How long to measure. */
   millis: number
 }

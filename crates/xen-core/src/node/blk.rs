@@ -511,6 +511,15 @@ impl NativeBlkQueue {
         self.queue.set_timing(on);
     }
 
+    /// Polls the ring for `micros` microseconds after the queue takes
+    /// requests, rather than sleeping until the frontend's next event (0:
+    /// no polling, the default); from the queue's next run.
+    #[napi]
+    pub fn set_poll(&self, micros: u32) {
+        self.queue
+            .set_poll(std::time::Duration::from_micros(u64::from(micros)));
+    }
+
     /// The disk now has `sectors` 512-byte sectors: requests are judged
     /// against that from the queue's next run on.
     #[napi]
