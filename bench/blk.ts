@@ -25,6 +25,8 @@ import { native } from '../ts/native.js';
 import { report, round } from './report.js';
 
 const MS = Number(process.env['XENRX_BENCH_MS'] ?? 1000);
+/** The polling window of the polled lines (a common busy-poll budget, as Linux's net.core.busy_poll suggests). */
+const POLL_US = 50;
 const KIB = 1024;
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -141,6 +143,57 @@ export async function run(): Promise<void> {
       }
     }
   }
+  // The same data path with the queue polling its ring for POLL_US after
+  // taking requests (BlockOptions.pollMicros, serve --poll-us) instead of
+  // sleeping until the frontend's next event: in pairs of runs, polled and
+  // not, the order alternating; each figure is the median of its runs, and
+  // the line also gives the run without polling and the ratio to it.
+  for (const [segments, depth, write] of [
+    [1, 1, false],
+    [1, 32, false],
+    [1, 32, true],
+    [32, 8, false],
+  ] as const) {
+    const random = segments === 1;
+    const workload = { queues: 1, depth, segments, write, random, persistent: true, millis: MS };
+    const runs = new Map<boolean, Figures[]>([
+      [false, []],
+      [true, []],
+    ]);
+    for (let pair = 0; pair < 3; pair++) {
+      for (const poll of pair % 2 === 0 ? [false, true] : [true, false]) {
+        runs.get(poll)?.push(native.benchBlkWorkload({ ...workload, pollMicros: poll ? POLL_US : 0 }));
+      }
+    }
+    const perSec = (g: Figures): number => (random ? g.requestsPerSec : g.bytesPerSec / MIB);
+    const median = (fs: Figures[]): Figures => {
+      const sorted = [...fs].sort((a, b) => perSec(a) - perSec(b));
+      const m = sorted[Math.floor(sorted.length / 2)];
+      if (!m) throw new Error('no run');
+      return m;
+    };
+    const polled = median(runs.get(true) ?? []);
+    const plain = median(runs.get(false) ?? []);
+    const size = segments * 4 * KIB;
+    const unit = random ? 'IOPS' : 'MiB/s';
+    const what = random
+      ? `4 KiB random ${write ? 'write' : 'read'} IOPS, depth ${String(depth)}`
+      : `sequential ${write ? 'write' : 'read'}, ${String(size / KIB)} KiB requests (${String(segments)} indirect segments), depth ${String(depth)}`;
+    report({
+      bench: 'blk',
+      metric: `${what}, 1 queue, persistent grants, MemDisk, ring polled ${String(POLL_US)} us (median of 3)`,
+      value: perSec(polled),
+      unit,
+      reference: random
+        ? { name: 'memcpy of 4 KiB blocks, page-aligned', value: memcpy4k / (4 * KIB), unit: 'blocks/s' }
+        : { name: `memcpy of ${String(size / KIB)} KiB blocks, page-aligned`, value: (memcpy.get(size) ?? Number.NaN) / MIB, unit: 'MiB/s' },
+      ...(write ? {} : { target_ratio: random ? 0.5 : 0.7 }),
+      without_polling: { name: 'the same, the queue waiting for events (median of 3, same pairs)', value: round(perSec(plain)), unit, cpu_busy: round(plain.cpuBusy) },
+      ratio_to_without_polling: perSec(polled) / perSec(plain),
+      ...details(polled, true),
+    });
+  }
+
   // What the statistics cost: the latency histograms on against off (the
   // plain counters are always kept), in pairs of runs of the same workload,
   // the order alternating from pair to pair; the ratio is the median of the

@@ -67,6 +67,9 @@ pub struct Workload {
     pub persistent: bool,
     /// The queues keep latency histograms (as they do by default).
     pub timing: bool,
+    /// How long the queues poll their rings after taking requests (zero,
+    /// the default: they wait for events).
+    pub poll: Duration,
 }
 
 /// What a run measured, over its timed window (after a warm-up).
@@ -118,6 +121,7 @@ pub fn random_iops(
             region_bytes: REGION_BYTES,
             persistent,
             timing: true,
+            poll: Duration::ZERO,
         },
         duration,
     )
@@ -142,6 +146,7 @@ pub fn sequential(
             region_bytes: REGION_BYTES,
             persistent,
             timing: true,
+            poll: Duration::ZERO,
         },
         duration,
     )
@@ -302,6 +307,7 @@ pub fn run_with(
         )
         .map_err(other)?;
         queue.set_timing(w.timing);
+        queue.set_poll(w.poll);
         queues.push(queue);
         lanes.push(Lane::new(
             front,

@@ -202,6 +202,7 @@ pub fn bench_blk_timing(
         region_bytes: crate::blk::bench::REGION_BYTES,
         persistent: true,
         timing,
+        poll: Duration::ZERO,
     };
     crate::blk::bench::run(&w, Duration::from_millis(u64::from(millis)))
         .map(BlkBenchFigures::from)

@@ -31,8 +31,39 @@ pub struct BlkBenchWorkload {
     pub random: bool,
     /// Persistent grants, else grant copy.
     pub persistent: bool,
+    /// How long the queues poll their rings after taking requests, in
+    /// microseconds (default 0: no polling).
+    pub poll_micros: Option<u32>,
     /// How long to measure.
     pub millis: u32,
+}
+
+impl BlkBenchWorkload {
+    fn workload(&self) -> Workload {
+        Workload {
+            queues: self.queues as usize,
+            depth: self.depth,
+            segments: self.segments,
+            write: self.write,
+            random: self.random,
+            region_bytes: REGION_BYTES,
+            persistent: self.persistent,
+            timing: true,
+            poll: Duration::from_micros(u64::from(self.poll_micros.unwrap_or(0))),
+        }
+    }
+}
+
+/// Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
+/// first 64 MiB written first), each read checked; its figures.
+#[napi]
+pub fn bench_blk_workload(workload: BlkBenchWorkload) -> Result<BlkBenchFigures> {
+    crate::blk::bench::run(
+        &workload.workload(),
+        Duration::from_millis(u64::from(workload.millis)),
+    )
+    .map(BlkBenchFigures::from)
+    .map_err(|e| coded_error("EIO", e.to_string()))
 }
 
 /// The run, on a worker thread, with a storage handle per queue.
@@ -79,16 +110,7 @@ pub fn bench_blk_js_storage(
         .map(|_| storage.open())
         .collect::<Result<Vec<_>>>()?;
     Ok(AsyncTask::new(BlkStorageBench {
-        workload: Workload {
-            queues: workload.queues as usize,
-            depth: workload.depth,
-            segments: workload.segments,
-            write: workload.write,
-            random: workload.random,
-            region_bytes: REGION_BYTES,
-            persistent: workload.persistent,
-            timing: true,
-        },
+        workload: workload.workload(),
         duration: Duration::from_millis(u64::from(workload.millis)),
         storages,
     }))
@@ -114,6 +136,7 @@ mod tests {
                 region_bytes: 4 << 20,
                 persistent: true,
                 timing: true,
+                poll: Duration::ZERO,
             };
             let f = run_with(&w, Duration::from_millis(30), &open, None).unwrap();
             // Reads found the stamps the rings wrote (the disk started empty).

@@ -14,6 +14,7 @@ fn small(queues: usize, depth: u32, segments: u32, write: bool, random: bool) ->
         region_bytes: 4 << 20,
         persistent: false,
         timing: true,
+        poll: Duration::ZERO,
     }
 }
 
@@ -32,11 +33,19 @@ fn measure(w: &Workload) -> BlkFigures {
 
 #[test]
 fn random_4k_reads_and_writes_on_one_and_two_queues_verify_their_data() {
-    for (queues, depth, persistent) in [(1, 1, false), (1, 32, false), (2, 32, true)] {
+    // (queues, depth, persistent grants, polling window in µs)
+    for (queues, depth, persistent, poll) in [
+        (1, 1, false, 0),
+        (1, 32, false, 0),
+        (2, 32, true, 0),
+        (1, 1, true, 50),
+        (2, 32, true, 50),
+    ] {
         for write in [false, true] {
             let w = Workload {
                 persistent,
                 timing: true,
+                poll: Duration::from_micros(poll),
                 ..small(queues, depth, 1, write, true)
             };
             let f = measure(&w);
