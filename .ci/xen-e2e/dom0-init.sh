@@ -16,7 +16,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
 
-ROUNDS=${E2E_ROUNDS:-xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console}
+ROUNDS=${E2E_ROUNDS:-xenrx.blkback.poll.qdisk.vif.netback.lifecycle.restart.console}
 SECS=${E2E_SECS:-5}
 DISK_MB=${E2E_DISK_MB:-64}
 DOMU_TIMEOUT=${E2E_DOMU_TIMEOUT:-300}
@@ -161,10 +161,11 @@ run_bench() { # NAME SEED DISKSPEC [VIFSPEC]: the domU measures its disk, or its
   /usr/local/bin/blkcheck "/root/disk-$1.img" verify-pattern 8 "$2" | sed "s/^E2E-JOB /E2E-IMAGE[$1] /"
 }
 
-start_xenrx() { # [TYPES [EVENT_WAIT]]
-  local types=${1:-vbd}
+start_xenrx() { # [TYPES [EVENT_WAIT [SERVE_OPTIONS...]]]
+  local types=${1:-vbd} wait=${2:-}
+  shift 2 2>/dev/null || shift $#
   : >/var/log/xenrx.log
-  XENRX_EVENT_WAIT=${2:-} xenrx serve --types "$types" --debug 1 >>/var/log/xenrx.log 2>&1 &
+  XENRX_EVENT_WAIT=$wait xenrx serve --types "$types" --debug 1 "$@" >>/var/log/xenrx.log 2>&1 &
   XENRX_PID=$!
   if wait_log /var/log/xenrx.log "serving $types" 300; then
     say "xenrx serve ready (pid $XENRX_PID)"
@@ -209,6 +210,15 @@ for round in ${ROUNDS//./ }; do
     run_bench epoll $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-epoll.img"
     wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "epoll: device not removed within 60 s"
     stop_xenrx epoll
+    ;;
+  poll)
+    # The same as xenrx, each disk queue polling its ring for 1 ms after
+    # taking requests (--poll-us) rather than waiting for the guest's event.
+    start_xenrx vbd "" --poll-us 1000 || { check poll-started false "xenrx serve did not start"; continue; }
+    grep -q 'polling rings for 1000 us' /var/log/xenrx.log && check poll-set true "1000 us" || check poll-set false "no polling in the log"
+    run_bench poll $seed "format=raw, vdev=xvda, access=rw, script=/etc/xen/scripts/e2e-hotplug, target=/root/disk-poll.img"
+    wait_log /var/log/xenrx.log 'vbd-[0-9]+-51712: .*\(removed\)' 60 || say "poll: device not removed within 60 s"
+    stop_xenrx poll
     ;;
   vif | vifepoll)
     # The domU's network interface served by xenrx on a TAP device in

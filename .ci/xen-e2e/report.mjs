@@ -7,7 +7,7 @@ import process from 'node:process';
 
 const print = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
 
-const [file, roundList = 'xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console'] = process.argv.slice(2);
+const [file, roundList = 'xenrx.blkback.poll.qdisk.vif.netback.lifecycle.restart.console'] = process.argv.slice(2);
 const lines = readFileSync(file, 'utf8').split('\n');
 const rounds = roundList.split('.').filter(Boolean);
 const failures = [];
@@ -112,7 +112,7 @@ const ratios = (figures, names, ours, others) => {
 const primitives = lines.map((l) => /^E2E-PRIMITIVES (\{.*\})/.exec(l)).find(Boolean);
 if (primitives) print({ dom0_primitives: json(primitives[1]) });
 
-const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk', 'epoll'];
+const DISK_ROUNDS = ['xenrx', 'blkback', 'qdisk', 'epoll', 'poll'];
 const FIGURES = [
   ['seqwrite-1m', 'seqwrite_MBps'],
   ['seqread-1m', 'seqread_MBps'],
@@ -133,6 +133,8 @@ for (const backend of [...new Set(rounds)].filter((r) => DISK_ROUNDS.includes(r)
   print(row);
 }
 ratios(figures, FIGURES, 'xenrx', ['blkback', 'qdisk', 'epoll']);
+// xenrx with its queues polling their rings (serve --poll-us).
+ratios(figures, FIGURES, 'poll', ['blkback', 'qdisk', 'xenrx']);
 
 // The network rounds: a ping, UDP round trips, and a TCP stream each way
 // whose every byte the receiver checked.
@@ -158,7 +160,7 @@ ratios(netFigures, NET_FIGURES, 'vif', ['netback', 'vifepoll']);
 
 // xenrx's device reached Connected, then Closed, and was taken down.
 const device = (log, re) => log.find((l) => new RegExp(`${re.source}: Connected$`).test(l))?.match(new RegExp(`(${re.source})`))?.[1];
-for (const round of [...new Set(rounds)].filter((r) => ['xenrx', 'epoll', 'vif', 'vifepoll', 'lifecycle', 'console'].includes(r))) {
+for (const round of [...new Set(rounds)].filter((r) => ['xenrx', 'epoll', 'poll', 'vif', 'vifepoll', 'lifecycle', 'console'].includes(r))) {
   const log = xenrxLog.get(round) ?? [];
   const name = device(log, round.startsWith('vif') ? /vif-\d+-0/ : /vbd-\d+-51712/);
   check(name !== undefined, `${round}: xenrx's device never reached Connected`);

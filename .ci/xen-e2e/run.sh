@@ -20,8 +20,9 @@
 #   XENRX_E2E_DIR      work and cache directory (default /var/tmp/xenrx-e2e);
 #                      nothing is installed into the host's /boot
 #   XENRX_E2E_ROUNDS   rounds, dot-separated (default
-#                      xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console;
-#                      also `epoll` and `vifepoll`: the xenrx disk and vif
+#                      xenrx.blkback.poll.qdisk.vif.netback.lifecycle.restart.console;
+#                      `poll` is the xenrx disk round with serve --poll-us
+#                      1000; also `epoll` and `vifepoll`: the xenrx disk and vif
 #                      rounds with the event loop waiting with epoll
 #                      instead of io_uring)
 #   XENRX_E2E_SECS     seconds per measured job (default 5)
@@ -49,7 +50,7 @@ if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$root/.ci/xen-e2e"
 W=${XENRX_E2E_DIR:-/var/tmp/xenrx-e2e}
-ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.qdisk.vif.netback.lifecycle.restart.console}
+ROUNDS=${XENRX_E2E_ROUNDS:-xenrx.blkback.poll.qdisk.vif.netback.lifecycle.restart.console}
 SECS=${XENRX_E2E_SECS:-5}
 BOOT_TIMEOUT=${XENRX_E2E_BOOT_TIMEOUT:-1500}
 PROFILE=${XENRX_E2E_PROFILE:-}
