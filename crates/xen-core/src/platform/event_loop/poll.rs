@@ -8,7 +8,9 @@
 //!
 //! While sources are polled the loop still looks at its other events (a
 //! wait that does not sleep) at least every [`LOOK_EVERY`], so ports,
-//! descriptors, commands and timers are at most that late.
+//! descriptors, commands and timers are at most that late; under io_uring
+//! at once when the ring holds completions or entries not yet submitted
+//! (read in shared memory, without a system call).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -144,8 +146,11 @@ impl LoopState {
                 self.wake(id, why);
             }
             self.found.clear();
-            if any || now >= look_at {
-                return now >= look_at;
+            // Work queued for the kernel or finished by it (io_uring) is
+            // not left waiting for the next look.
+            let due = now >= look_at || self.waiter.has_news();
+            if any || due {
+                return due;
             }
             std::hint::spin_loop();
         }

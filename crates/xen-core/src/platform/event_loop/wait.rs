@@ -114,6 +114,18 @@ impl Waiter {
         }
     }
 
+    /// Whether the events are due a look at once, as far as can be told
+    /// without a system call: under io_uring, entries queued for the kernel
+    /// and not submitted yet (an unmask, a descriptor's poll), or
+    /// completions waiting in the ring; under epoll nothing tells short of
+    /// a wait.
+    pub fn has_news(&mut self) -> bool {
+        match self {
+            Waiter::Epoll(_) => false,
+            Waiter::Uring(w) => w.has_news(),
+        }
+    }
+
     /// Unmasks `ports` after a pass: at once under epoll; under io_uring
     /// with the next wait, in one write (the ring's order keeps it before
     /// the wait).

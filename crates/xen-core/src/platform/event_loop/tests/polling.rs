@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{pair, Setup, PATIENCE};
+use super::{pair, PipeSource, Setup, PATIENCE};
 use crate::platform::event_loop::{Control, Source, Wake};
 use crate::platform::EventChannels;
 
@@ -84,6 +84,20 @@ pub(super) fn ports_kicks_and_removals_are_served_while_a_source_is_polled(s: Se
     h.kick();
     assert!(rx.recv_timeout(PATIENCE).unwrap().kicked, "a kick");
     assert!(h.remove().is_some(), "a removal answered");
+    // A descriptor polled from now on (under io_uring, a poll queued for
+    // the kernel while the loop spins) wakes its source.
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    let (pipe_tx, pipe_rx) = mpsc::channel();
+    let pipe = PipeSource { read, tx: pipe_tx };
+    let _p = s.event_loop.add(None, Box::new(pipe), true).unwrap();
+    for byte in [b"x", b"y"] {
+        rustix::io::write(&write, byte).unwrap();
+        assert_eq!(
+            pipe_rx.recv_timeout(PATIENCE).unwrap(),
+            byte,
+            "a descriptor"
+        );
+    }
     assert!(
         polled_runs.try_recv().is_err(),
         "the polled source had no work"

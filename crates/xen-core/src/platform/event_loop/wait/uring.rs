@@ -178,6 +178,14 @@ impl Uring {
         true
     }
 
+    /// Entries not submitted yet, or completions not taken (the rings'
+    /// indexes read in shared memory, no system call).
+    pub fn has_news(&mut self) -> bool {
+        !self.backlog.is_empty()
+            || !self.ring.submission().is_empty()
+            || !self.ring.completion().is_empty()
+    }
+
     pub fn set_interest(&mut self, id: SourceId, fd: BorrowedFd<'_>, readable: bool) {
         let poll = self.polls.entry(id).or_insert(Poll {
             fd: fd.as_raw_fd(),
