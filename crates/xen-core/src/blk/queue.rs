@@ -545,8 +545,10 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
         }
         // Polling (see `set_poll`): the ring stays unarmed until the loop
         // says the window ended with no request, or polling is switched off.
+        // A run for polled work or for the window's end is one the loop
+        // no longer polls for: it must ask again (or the ring be armed).
         let window = self.counters.poll_window();
-        if why.poll_over || window.is_zero() {
+        if why.polled || why.poll_over || window.is_zero() {
             self.polling = false;
         }
         self.unarmed = !window.is_zero() && !why.poll_over;
