@@ -850,6 +850,7 @@ fn set_fd_interest(waiter: &mut Waiter, id: SourceId, entry: &mut Entry, readabl
 }
 
 mod poll;
+pub(crate) use poll::calibrate as calibrate_poll_clock;
 #[cfg(test)]
 mod tests;
 mod wait;

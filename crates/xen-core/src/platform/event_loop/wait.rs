@@ -116,9 +116,9 @@ impl Waiter {
 
     /// Whether the events are due a look at once, as far as can be told
     /// without a system call: under io_uring, entries queued for the kernel
-    /// and not submitted yet (an unmask, a descriptor's poll), or
-    /// completions waiting in the ring; under epoll nothing tells short of
-    /// a wait.
+    /// or to be armed again (an unmask, the event channels' read, a
+    /// descriptor's poll), or completions waiting in the ring; under epoll
+    /// nothing tells short of a wait.
     pub fn has_news(&mut self) -> bool {
         match self {
             Waiter::Epoll(_) => false,

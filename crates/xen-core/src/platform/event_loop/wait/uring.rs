@@ -178,10 +178,19 @@ impl Uring {
         true
     }
 
-    /// Entries not submitted yet, or completions not taken (the rings'
-    /// indexes read in shared memory, no system call).
+    /// Entries not submitted yet (queued, or to be armed again by the
+    /// next wait: the device's read, the doorbell's and descriptors'
+    /// polls), or completions not taken (the rings' indexes read in shared
+    /// memory, no system call).
     pub fn has_news(&mut self) -> bool {
         !self.backlog.is_empty()
+            || !self.rearm.is_empty()
+            || !self.polling_doorbell
+            || if self.poll_then_read {
+                !self.polling_device
+            } else {
+                !self.reading
+            }
             || !self.ring.submission().is_empty()
             || !self.ring.completion().is_empty()
     }
