@@ -196,6 +196,9 @@ impl BlkQueue {
     /// no wake-up; the event loop's thread stays busy for the window.
     /// Takes effect from the queue's next run.
     pub fn set_poll(&self, window: Duration) {
+        if !window.is_zero() {
+            crate::platform::event_loop::calibrate_poll_clock();
+        }
         self.counters.set_poll(window);
     }
 

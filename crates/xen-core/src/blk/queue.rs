@@ -547,11 +547,16 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
         // says the window ended with no request, or polling is switched off.
         // A run for polled work or for the window's end is one the loop
         // no longer polls for: it must ask again (or the ring be armed).
+        // A window starts with requests the guest notified; a storage
+        // completion or a kick outside a window arms the ring as a queue
+        // that does not poll does (slow storage would otherwise keep the
+        // loop spinning for a window after each completion).
         let window = self.counters.poll_window();
         if why.polled || why.poll_over || window.is_zero() {
             self.polling = false;
         }
-        self.unarmed = !window.is_zero() && !why.poll_over;
+        self.unarmed =
+            !window.is_zero() && !why.poll_over && (why.polled || why.port || self.polling);
         let mut taken = 0;
         loop {
             self.reap();
@@ -579,8 +584,9 @@ impl<P: BlkifAbi + Send + 'static> Source for QueueSource<P> {
             Counters::add(&self.counters.notifications, 1);
         }
         cx.poll_fd(self.busy > 0);
-        // Requests taken start the window again; a run that took none (a
-        // completion, a kick) leaves it as it is.
+        // Requests taken start the window again (or the guest's event
+        // starts one); a run within a window that took none (a completion,
+        // a kick) leaves it as it is.
         if self.unarmed && !self.failed && (taken > 0 || !self.polling) {
             cx.poll_for(window);
             self.polling = true;
