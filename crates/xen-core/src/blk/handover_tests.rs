@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use super::frontend::BlkOp;
 use super::storage::{self, MemDisk, Storage};
 use super::tests::{attach, opts, pattern, world, GUEST, OTHER, SECTORS};
-use super::QueueEvent;
 use crate::ring::blkif::BlkifProtocol;
 
 /// Storage that counts how requests reach it, around a [`MemDisk`].
@@ -288,20 +287,13 @@ fn a_bogus_producer_index_seen_while_polling_fails_that_device_only() {
     good.front.write(0, &pattern(4096, 2)).unwrap();
     // No event: the polled queue finds the index itself.
     bad.front.set_req_prod(1000).unwrap();
-    let failed = || {
-        bad.events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, QueueEvent::Failed(_)))
-    };
     let end = Instant::now() + Duration::from_secs(60);
     let mut sector = 8;
-    while !failed() && Instant::now() < end {
+    while !bad.failed() && Instant::now() < end {
         good.front.write(sector % 1024, &pattern(4096, 3)).unwrap();
         sector += 8;
     }
-    assert!(failed(), "the bad device failed");
+    assert!(bad.failed(), "the bad device failed");
     // The good one is still served, polled.
     let notified = good.front.stats().notifications;
     assert_eq!(good.front.read(8, 4096).unwrap(), pattern(4096, 3));

@@ -41,12 +41,23 @@ pub(super) fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
     }
 }
 
-pub(super) type Events = Arc<Mutex<Vec<QueueEvent>>>;
+type Events = Arc<Mutex<Vec<QueueEvent>>>;
 
 pub(super) struct Device {
     pub(super) front: SimBlkFront,
     pub(super) queue: BlkQueue,
-    pub(super) events: Events,
+    events: Events,
+}
+
+impl Device {
+    /// Whether the queue reported that it failed.
+    pub(super) fn failed(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, QueueEvent::Failed(_)))
+    }
 }
 
 pub(super) fn attach(
@@ -271,14 +282,7 @@ fn a_bogus_producer_index_fails_that_device_only() {
     good.front.write(0, &pattern(8192, 3)).unwrap();
     // The event loop ran the bad device's pass before this one finished
     // (one loop, passes in order), or will: wait for its report.
-    let failed = || {
-        bad.events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, QueueEvent::Failed(_)))
-    };
-    while !failed() {
+    while !bad.failed() {
         good.front.read(0, 512).unwrap();
     }
     assert_eq!(good.front.read(0, 8192).unwrap(), pattern(8192, 3));
