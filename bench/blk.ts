@@ -208,7 +208,10 @@ export async function run(): Promise<void> {
     for (let pair = 0; pair < 7; pair++) {
       const order = pair % 2 === 0 ? [false, true] : [true, false];
       const got = new Map<boolean, number>();
-      for (const timing of order) got.set(timing, native.benchBlkTiming(segments, depth, false, random, timing, MS).requestsPerSec);
+      for (const timing of order) {
+        const workload = { queues: 1, depth, segments, write: false, random, persistent: true, timing, millis: MS };
+        got.set(timing, native.benchBlkWorkload(workload).requestsPerSec);
+      }
       const a = got.get(true) ?? Number.NaN;
       const b = got.get(false) ?? Number.NaN;
       on.push(a);

@@ -660,15 +660,10 @@ export declare function benchBlkJsStorage(storage: NativeBlkStorage, workload: B
 export declare function benchBlkSequential(segments: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
 /**
- * One queue with persistent grants, `segments` pages per request (random
- * blocks or in order), `depth` in flight, for `millis`, with the queue's
- * latency histograms on or off: what statistics cost the data path.
- */
-export declare function benchBlkTiming(segments: number, depth: number, write: boolean, random: boolean, timing: boolean, millis: number): BlkBenchFigures
-
-/**
  * Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
- * first 64 MiB written first), each read checked; its figures.
+ * first 64 MiB written first), each read checked; its figures. Any
+ * workload: queues, depth, request size, latency histograms on or off,
+ * polling.
  */
 export declare function benchBlkWorkload(workload: BlkBenchWorkload): BlkBenchFigures
 
@@ -753,6 +748,8 @@ export interface BlkBenchWorkload {
    * microseconds (default 0: no polling).
    */
   pollMicros?: number
+  /** Whether the queues keep latency histograms (default true). */
+  timing?: boolean
   /** How long to measure. */
   millis: number
 }

@@ -182,8 +182,8 @@ pub(super) struct QueueSource<P: BlkifAbi> {
     /// Notify the frontend at the end of the next run (see
     /// [`Self::taking_over`]).
     notify_once: bool,
-    /// The ring is polled (see [`Self::poll`]): when empty it is left
-    /// without asking the frontend for an event.
+    /// The ring is polled (see [`super::BlkQueue::set_poll`]): when empty
+    /// it is left without asking the frontend for an event.
     unarmed: bool,
     /// The loop polls the queue until a run with [`Wake::poll_over`].
     polling: bool,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use napi_derive::napi;
 
+use super::bench_blk_js::BlkBenchWorkload;
 use super::grants::NativeGrantDevice;
 use super::platform::NativeEventChannel;
 use super::{domid, io_error, Result};
@@ -181,32 +182,18 @@ pub fn bench_blk_sequential(
     .map_err(io_error)
 }
 
-/// One queue with persistent grants, `segments` pages per request (random
-/// blocks or in order), `depth` in flight, for `millis`, with the queue's
-/// latency histograms on or off: what statistics cost the data path.
+/// Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
+/// first 64 MiB written first), each read checked; its figures. Any
+/// workload: queues, depth, request size, latency histograms on or off,
+/// polling.
 #[napi]
-pub fn bench_blk_timing(
-    segments: u32,
-    depth: u32,
-    write: bool,
-    random: bool,
-    timing: bool,
-    millis: u32,
-) -> Result<BlkBenchFigures> {
-    let w = crate::blk::bench::Workload {
-        queues: 1,
-        depth,
-        segments,
-        write,
-        random,
-        region_bytes: crate::blk::bench::REGION_BYTES,
-        persistent: true,
-        timing,
-        poll: Duration::ZERO,
-    };
-    crate::blk::bench::run(&w, Duration::from_millis(u64::from(millis)))
-        .map(BlkBenchFigures::from)
-        .map_err(io_error)
+pub fn bench_blk_workload(workload: BlkBenchWorkload) -> Result<BlkBenchFigures> {
+    crate::blk::bench::run(
+        &workload.workload(),
+        Duration::from_millis(u64::from(workload.millis)),
+    )
+    .map(BlkBenchFigures::from)
+    .map_err(io_error)
 }
 
 /// memcpy bytes per second of `block_bytes` blocks between two page-aligned

@@ -34,12 +34,14 @@ pub struct BlkBenchWorkload {
     /// How long the queues poll their rings after taking requests, in
     /// microseconds (default 0: no polling).
     pub poll_micros: Option<u32>,
+    /// Whether the queues keep latency histograms (default true).
+    pub timing: Option<bool>,
     /// How long to measure.
     pub millis: u32,
 }
 
 impl BlkBenchWorkload {
-    fn workload(&self) -> Workload {
+    pub(super) fn workload(&self) -> Workload {
         Workload {
             queues: self.queues as usize,
             depth: self.depth,
@@ -48,22 +50,10 @@ impl BlkBenchWorkload {
             random: self.random,
             region_bytes: REGION_BYTES,
             persistent: self.persistent,
-            timing: true,
+            timing: self.timing.unwrap_or(true),
             poll: Duration::from_micros(u64::from(self.poll_micros.unwrap_or(0))),
         }
     }
-}
-
-/// Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
-/// first 64 MiB written first), each read checked; its figures.
-#[napi]
-pub fn bench_blk_workload(workload: BlkBenchWorkload) -> Result<BlkBenchFigures> {
-    crate::blk::bench::run(
-        &workload.workload(),
-        Duration::from_millis(u64::from(workload.millis)),
-    )
-    .map(BlkBenchFigures::from)
-    .map_err(|e| coded_error("EIO", e.to_string()))
 }
 
 /// The run, on a worker thread, with a storage handle per queue.

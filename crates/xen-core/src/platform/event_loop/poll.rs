@@ -77,18 +77,20 @@ pub(crate) fn calibrate() {
 /// the reads would skew the scale).
 #[cfg(target_arch = "x86_64")]
 fn paired() -> (u64, Instant) {
-    let mut best: Option<(Duration, u64, Instant)> = None;
-    for _ in 0..3 {
+    let read = || {
         let before = Instant::now();
         let t = tsc();
-        let after = Instant::now();
-        let gap = after.saturating_duration_since(before);
-        if best.is_none_or(|(g, _, _)| gap < g) {
-            best = Some((gap, t, before + gap / 2));
+        let gap = before.elapsed();
+        (gap, t, before + gap / 2)
+    };
+    let mut best = read();
+    for _ in 0..2 {
+        let r = read();
+        if r.0 < best.0 {
+            best = r;
         }
     }
-    let (_, t, at) = best.unwrap_or((Duration::ZERO, tsc(), Instant::now()));
-    (t, at)
+    (best.1, best.2)
 }
 
 #[cfg(target_arch = "x86_64")]
