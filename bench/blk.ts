@@ -2,10 +2,11 @@
 // blkfront (one thread per queue) drives block queues on dom0's event loop,
 // served from a 1 GiB sparse MemDisk whose first 64 MiB are written first
 // (so reads copy real pages, each checked against its stamp). 4 KiB random
-// IOPS at depth 1 and 32 (1 queue, and 2 queues at 32), and sequential
-// throughput with 128 KiB and 1 MiB indirect requests at depth 8; each
-// with persistent grants (as Linux negotiates by default) and with a grant
-// per page and grant copy. Each against memcpy of the same block size,
+// IOPS at depth 1 and 32, and sequential throughput with 128 KiB and 1 MiB
+// indirect requests at depth 8, each on 1 queue and on 2 (each queue with
+// its own frontend thread and half the region, all served by dom0's one
+// event-loop thread); each with persistent grants (as Linux negotiates by
+// default) and with a grant per page and grant copy. Each against memcpy of the same block size,
 // page-aligned, measured in this run (both buffers in the CPU's caches);
 // the sequential figures also against memcpy of the same blocks taken in
 // turn from a region the size of the one they move (out of the caches, as
@@ -100,6 +101,7 @@ export async function run(): Promise<void> {
   for (const [queues, depth] of [
     [1, 1],
     [1, 32],
+    [2, 1],
     [2, 32],
   ] as const) {
     for (const persistent of [true, false]) {
@@ -118,15 +120,20 @@ export async function run(): Promise<void> {
     }
   }
 
-  for (const segments of [32, 256]) {
+  for (const [queues, segments] of [
+    [1, 32],
+    [1, 256],
+    [2, 32],
+    [2, 256],
+  ] as const) {
     const size = segments * 4 * KIB;
     const label = size >= MIB ? `${String(size / MIB)} MiB` : `${String(size / KIB)} KiB`;
     for (const persistent of [true, false]) {
       for (const write of [false, true]) {
-        const f: Figures = native.benchBlkSequential(segments, 8, write, persistent, MS);
+        const f: Figures = native.benchBlkWorkload({ queues, depth: 8, segments, write, random: false, persistent, millis: MS });
         report({
           bench: 'blk',
-          metric: `sequential ${write ? 'write' : 'read'}, ${label} requests (${String(segments)} indirect segments), depth 8, 1 queue, ${GRANTS(persistent)}, MemDisk`,
+          metric: `sequential ${write ? 'write' : 'read'}, ${label} requests (${String(segments)} indirect segments), depth 8, ${String(queues)} queue${queues > 1 ? 's' : ''}, ${GRANTS(persistent)}, MemDisk`,
           value: f.bytesPerSec / MIB,
           unit: 'MiB/s',
           reference: { name: `memcpy of ${label} blocks, page-aligned`, value: (memcpy.get(size) ?? Number.NaN) / MIB, unit: 'MiB/s' },
@@ -244,7 +251,7 @@ export async function run(): Promise<void> {
     const persistent = true;
     const memDisk: Figures = random
       ? native.benchBlkIops(1, depth, write, persistent, MS)
-      : native.benchBlkSequential(segments, depth, write, persistent, MS);
+      : native.benchBlkWorkload({ queues: 1, depth, segments, write, random, persistent, millis: MS });
     const f: Figures = await native.benchBlkJsStorage(disk.native, { queues: 1, depth, segments, write, random, persistent, millis: MS });
     const what = random
       ? `4 KiB random ${write ? 'write' : 'read'} IOPS, depth ${String(depth)}, 1 queue`

@@ -127,31 +127,6 @@ pub fn random_iops(
     )
 }
 
-/// Sequential reads or writes of `segments` pages per request (indirect
-/// above 11), `depth` in flight on one queue.
-pub fn sequential(
-    segments: u32,
-    depth: u32,
-    write: bool,
-    persistent: bool,
-    duration: Duration,
-) -> io::Result<BlkFigures> {
-    run(
-        &Workload {
-            queues: 1,
-            depth,
-            segments,
-            write,
-            random: false,
-            region_bytes: REGION_BYTES,
-            persistent,
-            timing: true,
-            poll: Duration::ZERO,
-        },
-        duration,
-    )
-}
-
 /// The reference: bytes per second of memcpy of `block_bytes` blocks
 /// between two page-aligned buffers (as the backend's and the disk's page
 /// buffers are). Alignment matters: on some CPUs (AMD Zen's `rep movsb`)

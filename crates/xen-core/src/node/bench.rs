@@ -161,27 +161,6 @@ pub fn bench_blk_iops(
     .map_err(io_error)
 }
 
-/// Sequential reads or writes of `segments` pages per request (indirect
-/// above 11) through one block queue, `depth` in flight, for `millis`.
-#[napi]
-pub fn bench_blk_sequential(
-    segments: u32,
-    depth: u32,
-    write: bool,
-    persistent: bool,
-    millis: u32,
-) -> Result<BlkBenchFigures> {
-    crate::blk::bench::sequential(
-        segments,
-        depth,
-        write,
-        persistent,
-        Duration::from_millis(u64::from(millis)),
-    )
-    .map(BlkBenchFigures::from)
-    .map_err(io_error)
-}
-
 /// Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
 /// first 64 MiB written first), each read checked; its figures. Any
 /// workload: queues, depth, request size, latency histograms on or off,
