@@ -29,6 +29,8 @@ pub use stats::{latency_bound_us, BlkStats, Latency, LATENCY_BUCKETS};
 #[cfg(test)]
 mod handover_tests;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 mod tests;

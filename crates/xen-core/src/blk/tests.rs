@@ -18,7 +18,7 @@ pub(super) const OTHER: DomId = 6;
 pub(super) const SECTORS: u64 = 8192;
 
 pub(super) struct World {
-    _hv: SimHypervisor,
+    pub(super) hv: SimHypervisor,
     pub(super) host: SimHost,
     pub(super) platform: Arc<Platform>,
 }
@@ -26,11 +26,7 @@ pub(super) struct World {
 pub(super) fn world() -> World {
     let (hv, host) = crate::testutil::sim_host(&[BACK, GUEST, OTHER]);
     let platform = Arc::new(Platform::simulated(&host, BACK).unwrap());
-    World {
-        _hv: hv,
-        host,
-        platform,
-    }
+    World { hv, host, platform }
 }
 
 pub(super) fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
@@ -41,12 +37,12 @@ pub(super) fn offer(storage: &dyn Storage, indirect: u32) -> Offer {
     }
 }
 
-type Events = Arc<Mutex<Vec<QueueEvent>>>;
+pub(super) type Events = Arc<Mutex<Vec<QueueEvent>>>;
 
 pub(super) struct Device {
     pub(super) front: SimBlkFront,
     pub(super) queue: BlkQueue,
-    events: Events,
+    pub(super) events: Events,
 }
 
 impl Device {
