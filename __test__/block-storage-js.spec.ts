@@ -6,6 +6,7 @@ import type { ExecutionContext } from 'ava';
 
 import { BlockService, BlockStorage, SimulatedHost, XenbusRegistry } from '../ts/index.js';
 import type { BlockStorageHandler } from '../ts/index.js';
+import { pollUntil } from './helpers/poll.js';
 
 const PAGE = 4096;
 
@@ -194,4 +195,95 @@ test('a read-only handler never sees a write; bad geometry is refused', async (t
   t.is(writes, 0);
   t.deepEqual(await fe.read(0, 512), Buffer.alloc(512));
   t.throws(() => BlockStorage.custom({ sectors: 0.5, read: () => Buffer.alloc(0), write: () => undefined }), { instanceOf: RangeError });
+});
+
+test('discards reach the handler with their range and whether they are secure', async (t) => {
+  const disk = new PageDisk((16 * 2 ** 20) / 512);
+  const discards: [number, number, boolean][] = [];
+  const host = await setup(t, () => ({
+    sectors: disk.sectors,
+    discardSecure: true,
+    read: (offset, length) => disk.read(offset, length),
+    write: (offset, data) => disk.write(offset, data),
+    discard: (offset, length, secure) => {
+      discards.push([offset, length, secure]);
+      for (let page = offset / PAGE; page < (offset + length) / PAGE; page++) disk.pages.delete(page);
+    },
+  }));
+  const guest = await host.createGuest(2, 'g');
+  const fe = await host.addDisk(guest, { params: 'custom' });
+  t.true(fe.features?.discard);
+  t.true(fe.features?.discardSecure);
+  await fe.write(0, pattern(16 * PAGE, 3));
+  await fe.discard(8, 16);
+  await fe.discard(64, 8, true);
+  t.deepEqual(discards, [
+    [8 * 512, 16 * 512, false],
+    [64 * 512, 8 * 512, true],
+  ]);
+  const expected = pattern(16 * PAGE, 3);
+  expected.fill(0, PAGE, 3 * PAGE).fill(0, 8 * PAGE, 9 * PAGE);
+  t.deepEqual(await fe.read(0, 16 * PAGE), expected);
+});
+
+test('a handler without discard offers none, and a discard asked for anyway is refused', async (t) => {
+  const disk = new PageDisk((16 * 2 ** 20) / 512);
+  const host = await setup(t, () => disk);
+  const guest = await host.createGuest(3, 'g');
+  const fe = await host.addDisk(guest, { params: 'custom' });
+  t.false(fe.features?.discard);
+  await t.throwsAsync(fe.discard(0, 8), { code: 'EOPNOTSUPP' });
+  await t.throwsAsync(fe.discard(0, 8, true), { code: 'EOPNOTSUPP' });
+  await fe.write(0, pattern(PAGE, 1));
+  t.deepEqual(await fe.read(0, PAGE), pattern(PAGE, 1));
+});
+
+for (const depth of [1, 4]) {
+  test(`the requests a guest keeps in flight (queue depth ${String(depth)}) are at the handler together`, async (t) => {
+    const disk = new PageDisk((16 * 2 ** 20) / 512);
+    let inFlight = 0;
+    let most = 0;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const host = await setup(t, () => ({
+      sectors: disk.sectors,
+      read: (offset, length) => disk.read(offset, length),
+      write: async (offset, data) => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await gate;
+        await disk.write(offset, data);
+        inFlight--;
+      },
+    }));
+    const guest = await host.createGuest(4, 'g');
+    // Eleven segments a request: eight requests for this write.
+    const fe = await host.addDisk(guest, { params: 'custom', queueDepth: depth, maxIndirectSegments: 11 });
+    const data = pattern(8 * 11 * PAGE, depth);
+    const written = fe.write(0, data);
+    await pollUntil(() => inFlight >= depth);
+    t.is(inFlight, depth);
+    open();
+    await written;
+    t.is(most, depth, 'never more than the guest keeps in flight');
+    t.deepEqual(await fe.read(0, data.length), data);
+  });
+}
+
+test('a handler that discards but not securely never sees a secure discard', async (t) => {
+  const disk = new PageDisk((16 * 2 ** 20) / 512);
+  const discards: boolean[] = [];
+  const host = await setup(t, () => ({
+    sectors: disk.sectors,
+    read: (offset, length) => disk.read(offset, length),
+    write: (offset, data) => disk.write(offset, data),
+    discard: (_offset, _length, secure) => void discards.push(secure),
+  }));
+  const guest = await host.createGuest(5, 'g');
+  const fe = await host.addDisk(guest, { params: 'custom' });
+  t.true(fe.features?.discard);
+  t.false(fe.features?.discardSecure);
+  await t.throwsAsync(fe.discard(0, 8, true), { code: 'EOPNOTSUPP' });
+  await fe.discard(0, 8);
+  t.deepEqual(discards, [false]);
 });

@@ -654,12 +654,6 @@ export declare function benchBlkIops(queues: number, depth: number, write: boole
 export declare function benchBlkJsStorage(storage: NativeBlkStorage, workload: BlkBenchWorkload): Promise<BlkBenchFigures>
 
 /**
- * Sequential reads or writes of `segments` pages per request (indirect
- * above 11) through one block queue, `depth` in flight, for `millis`.
- */
-export declare function benchBlkSequential(segments: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
-
-/**
  * Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
  * first 64 MiB written first), each read checked; its figures. Any
  * workload: queues, depth, request size, latency histograms on or off,
@@ -797,6 +791,8 @@ export interface BlkJsGeometry {
   flush?: boolean
   /** Discard is offered (granularity: one 512-byte sector). */
   discard?: boolean
+  /** Secure discard is offered too (`discard-secure`). */
+  discardSecure?: boolean
 }
 
 /** One request for JavaScript to serve. */

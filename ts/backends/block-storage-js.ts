@@ -19,6 +19,12 @@ export interface BlockStorageHandler {
   readonly flushCache?: boolean;
   /** The guest is offered discard. Default: whether `discard` exists. */
   readonly discardable?: boolean;
+  /**
+   * The guest is offered secure discard too (`discard-secure`): a discard
+   * with `secure` set must leave the data unrecoverable. Default false: a
+   * secure discard is then refused before it reaches the handler.
+   */
+  readonly discardSecure?: boolean;
   /** Exactly `length` bytes from `offset`. */
   read(offset: number, length: number): Promise<Buffer> | Buffer;
   /** Stores `data` at `offset`. */
@@ -92,6 +98,7 @@ export function customStorage(handler: BlockStorageHandler): NativeBlkStorage {
       readOnly: handler.readOnly ?? false,
       flush: handler.flushCache ?? handler.flush !== undefined,
       discard: handler.discardable ?? handler.discard !== undefined,
+      discardSecure: handler.discardSecure ?? false,
     },
     onRequests,
   );

@@ -60,8 +60,18 @@ export interface DiskSpec {
   readonly queues?: number;
   /** Whether the guest offers persistent grants (default true, as Linux). */
   readonly persistent?: boolean;
+  /** Requests the guest keeps in flight at most (default: as many as the ring has slots). */
+  readonly queueDepth?: number;
+  /** The most segments the guest puts in an indirect request (default: what the backend offers). */
+  readonly maxIndirectSegments?: number;
   /** `device-type`, as xl writes it (default `disk`). */
   readonly deviceType?: 'disk' | 'cdrom';
+  /**
+   * The device type in XenStore, which the toolstack picks for the backend
+   * it wants (default `vbd`; libxl writes `qdisk` for QEMU's, `vbd3` for
+   * tapdisk's): the guest's frontend is the same whatever it is.
+   */
+  readonly backendType?: string;
 }
 
 /** A network interface to give a guest (see `SimulatedHost.addNic`). */
@@ -197,7 +207,7 @@ export class SimulatedHost {
     const devid = disk.devid ?? 51712; // xvda, as Linux numbers it
     const backendDomid = disk.backendDomid ?? 0;
     const { frontendPath } = await addDevice(this.dom0, {
-      type: 'vbd',
+      type: disk.backendType ?? 'vbd',
       frontendDomid: guest.domid,
       devid,
       backendDomid,
@@ -210,6 +220,8 @@ export class SimulatedHost {
       ...(disk.protocol !== undefined ? { protocol: disk.protocol } : {}),
       ...(disk.queues !== undefined ? { queues: disk.queues } : {}),
       ...(disk.persistent !== undefined ? { persistent: disk.persistent } : {}),
+      ...(disk.queueDepth !== undefined ? { queueDepth: disk.queueDepth } : {}),
+      ...(disk.maxIndirectSegments !== undefined ? { maxIndirectSegments: disk.maxIndirectSegments } : {}),
     });
     const list = this.#disks.get(guest.domid) ?? [];
     list.push(fe);

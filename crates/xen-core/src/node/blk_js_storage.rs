@@ -42,6 +42,8 @@ pub struct BlkJsGeometry {
     pub flush: Option<bool>,
     /// Discard is offered (granularity: one 512-byte sector).
     pub discard: Option<bool>,
+    /// Secure discard is offered too (`discard-secure`).
+    pub discard_secure: Option<bool>,
 }
 
 /// One request for JavaScript to serve.
@@ -286,7 +288,7 @@ impl NativeBlkJsStorage {
             discard: (geometry.discard == Some(true)).then_some(DiscardInfo {
                 granularity: SECTOR_SIZE as u32,
                 alignment: 0,
-                secure: false,
+                secure: geometry.discard_secure == Some(true),
             }),
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<BlkJsRequest>();
