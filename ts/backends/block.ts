@@ -139,6 +139,15 @@ export interface BlockOptions {
    */
   readonly pollMicros?: number;
   /**
+   * How often, in milliseconds, the image files and block devices served
+   * are measured again (default 1000; 0: never, and {@link
+   * BlockService.refreshSizes}, which `xenrx serve` calls on SIGHUP, does
+   * it): one its owner grew or shrank is resized live and its frontend
+   * told, as blkback notices a device's new size by itself. Measuring is
+   * one `fstat` or `BLKGETSIZE64` per disk.
+   */
+  readonly sizeCheckMs?: number;
+  /**
    * A directory (on tmpfs: `/run/xenrx`) for each queue's journal of the
    * requests it took. With it, a backend started after this one died
    * takes over the disks it finds Connected, without the guest
@@ -146,6 +155,9 @@ export interface BlockOptions {
    */
   readonly stateDir?: string;
 }
+
+/** The longest period of {@link BlockOptions.sizeCheckMs} (a day). */
+const MAX_SIZE_CHECK_MS = 86_400_000;
 
 /** The longest polling window, in microseconds (a minute; a window that long keeps a CPU busy to save nothing measurable). */
 export const MAX_POLL_MICROS = 60_000_000;
@@ -186,6 +198,10 @@ interface DiskRecord {
   queues: NativeBlkQueue[];
   /** Notices from the data path since the last connect. */
   notices: number;
+  /** The last measurement of its size failed (said once, until one works). */
+  measureFailed: boolean;
+  /** The size in `sectors`, once written. */
+  told: number | null;
 }
 
 /** The vbd device type. */
@@ -194,6 +210,10 @@ export class BlockService implements StatsSource {
   readonly #maxQueues: number;
   readonly #pollMicros: number;
   readonly #disks = new Map<string, DiskRecord>();
+  readonly #sizeCheckMs: number;
+  /** Measures the disks again while any exists (see {@link BlockOptions.sizeCheckMs}). */
+  #sizeTimer: ReturnType<typeof setInterval> | undefined;
+  #measuring = false;
 
   /** The device type's operations, for `registry.register('vbd', service.ops)`. */
   readonly ops: DeviceOps<DiskRecord>;
@@ -210,10 +230,16 @@ export class BlockService implements StatsSource {
       throw new RangeError(`pollMicros must be a whole number from 0 to ${String(MAX_POLL_MICROS)}, got ${String(poll)}`);
     }
     this.#pollMicros = poll;
+    const check = options.sizeCheckMs ?? 1000;
+    if (!Number.isInteger(check) || check < 0 || check > MAX_SIZE_CHECK_MS) {
+      throw new RangeError(`sizeCheckMs must be a whole number from 0 to ${String(MAX_SIZE_CHECK_MS)}, got ${String(check)}`);
+    }
+    this.#sizeCheckMs = check;
     this.ops = {
       alloc: (ctx) => {
-        const rec: DiskRecord = { ctx, storage: null, params: null, queues: [], notices: 0 };
+        const rec: DiskRecord = { ctx, storage: null, params: null, queues: [], notices: 0, measureFailed: false, told: null };
         this.#disks.set(ctx.name, rec);
+        this.#watchSizes();
         return rec;
       },
       init: (ctx, rec) => this.#init(ctx, rec),
@@ -223,6 +249,9 @@ export class BlockService implements StatsSource {
         : {
             reattach: async (ctx: DeviceContext, rec: DiskRecord) => {
               await this.#openStorage(ctx, rec, true);
+              // What the frontend was told by the backend before this one.
+              const sectors = await ctx.readBackend('sectors');
+              rec.told = sectors !== undefined && /^\d+$/.test(sectors) ? Number(sectors) : null;
               await this.#connect(ctx, rec, true);
               ctx.log(1, `disk taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
             },
@@ -239,6 +268,10 @@ export class BlockService implements StatsSource {
         rec.storage = null;
         rec.params = null;
         this.#disks.delete(ctx.name);
+        if (this.#disks.size === 0) {
+          clearInterval(this.#sizeTimer);
+          this.#sizeTimer = undefined;
+        }
       },
     };
   }
@@ -253,7 +286,7 @@ export class BlockService implements StatsSource {
     return handOverQueues(this.#disks.values());
   }
 
-  /** The counters of a connected disk (`vbd-<domid>-<devid>`), summed over its queues. */
+  /** The counters of a connected disk (guest `domid`'s device `devid`), summed over its queues. */
   stats(domid: number, devid: number): BlkQueueStats | undefined {
     return sumQueueStats(this.queueStats(domid, devid));
   }
@@ -292,11 +325,23 @@ export class BlockService implements StatsSource {
 
   /** The counters of each queue of a connected disk, in queue order. */
   queueStats(domid: number, devid: number): BlkQueueStats[] {
-    return (this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.queues ?? []).map((q) => q.stats());
+    return (this.#find(domid, devid)?.queues ?? []).map((q) => q.stats());
   }
 
   /**
-   * The disk `vbd-<domid>-<devid>` changed size (an image or volume grown
+   * The disk of guest `domid` numbered `devid`, whatever device type it
+   * was registered under (`vbd`, or the name a toolstack uses for another
+   * backend: the device number is the guest's, unique among its disks).
+   */
+  #find(domid: number, devid: number): DiskRecord | undefined {
+    for (const rec of this.#disks.values()) {
+      if (rec.ctx.key.domid === domid && rec.ctx.key.devid === devid) return rec;
+    }
+    return undefined;
+  }
+
+  /**
+   * The disk of guest `domid` numbered `devid` changed size (an image or volume grown
    * by its owner): a file or block device is measured again; a disk in
    * memory or in TypeScript takes `sectors`. As blkback: the connected
    * queues take the new size for the requests that follow, `sectors` is
@@ -304,9 +349,8 @@ export class BlockService implements StatsSource {
    * frontend to look. Returns the new size in 512-byte sectors.
    */
   async resize(domid: number, devid: number, sectors?: number): Promise<number> {
-    const name = `vbd-${String(domid)}-${String(devid)}`;
-    const rec = this.#disks.get(name);
-    if (!rec?.storage) throw new PlatformError('ENODEV', `no disk ${name}`);
+    const rec = this.#find(domid, devid);
+    if (!rec?.storage) throw new PlatformError('ENODEV', `no disk ${String(devid)} of domain ${String(domid)}`);
     let g: BlkGeometry;
     try {
       g = rec.storage.native.resize(sectors);
@@ -327,19 +371,45 @@ export class BlockService implements StatsSource {
     for (const [name, rec] of this.#disks) {
       const storage = rec.storage;
       if (!storage || storage.kind !== 'file') continue;
-      const before = storage.geometry.sectors;
       let g: BlkGeometry;
       try {
         g = storage.native.resize();
       } catch (err) {
-        rec.ctx.log(0, `cannot measure the disk again: ${(err as Error).message}`);
+        if (!rec.measureFailed) rec.ctx.log(0, `cannot measure the disk again: ${(err as Error).message}`);
+        rec.measureFailed = true;
         continue;
       }
-      if (g.sectors === before) continue;
-      await this.#announce(rec, g);
+      rec.measureFailed = false;
+      // Not told its size yet (init writes it), or told this one.
+      if (rec.told === null || g.sectors === rec.told) continue;
+      try {
+        await this.#announce(rec, g);
+      } catch (err) {
+        // Told next time (the device may be going away).
+        rec.ctx.log(0, `cannot tell the frontend the disk's new size: ${(err as Error).message}`);
+        continue;
+      }
       resized.push({ name, sectors: g.sectors });
     }
     return resized;
+  }
+
+  /** Starts measuring the disks every `sizeCheckMs`, unless it is 0 or started. */
+  #watchSizes(): void {
+    if (this.#sizeCheckMs === 0 || this.#sizeTimer !== undefined) return;
+    this.#sizeTimer = setInterval(() => {
+      if (this.#measuring) return;
+      this.#measuring = true;
+      // Each disk's failure is logged and tried again next time
+      // (refreshSizes).
+      this.refreshSizes()
+        .catch(() => undefined)
+        .finally(() => {
+          this.#measuring = false;
+        });
+    }, this.#sizeCheckMs);
+    // It must not keep the process alive.
+    this.#sizeTimer.unref();
   }
 
   /** Tells the queues and the frontend a disk's new size. */
@@ -352,12 +422,13 @@ export class BlockService implements StatsSource {
       const state = await tx.tryRead(`${backendPath}/state`);
       if (state !== undefined) await tx.write(`${backendPath}/state`, state);
     });
+    rec.told = g.sectors;
     rec.ctx.log(1, `disk resized to ${String(g.sectors)} sectors`);
   }
 
-  /** The storage of a disk (`vbd-<domid>-<devid>`), once opened. */
+  /** The storage of a disk (guest `domid`'s device `devid`), once opened. */
   storage(domid: number, devid: number): BlockStorage | undefined {
-    return this.#disks.get(`vbd-${String(domid)}-${String(devid)}`)?.storage ?? undefined;
+    return this.#find(domid, devid)?.storage ?? undefined;
   }
 
   /** Opens the disk's storage as the toolstack configured it. */
@@ -420,6 +491,7 @@ export class BlockService implements StatsSource {
     await ctx.xs.transaction(async (tx) => {
       for (const [node, value] of nodes) await tx.write(`${ctx.backendPath}/${node}`, value);
     });
+    rec.told = g.sectors;
     ctx.log(1, `disk ${params}: ${String(g.sectors)} sectors${g.readOnly ? ', read-only' : ''}`);
   }
 

@@ -52,7 +52,7 @@ export interface ConsoleCounters {
 }
 
 interface DeviceStatsBase {
-  /** `<type>-<domid>-<devid>`. */
+  /** `<type>-<domid>-<devid>`, with the device type as registered. */
   readonly name: string;
   readonly domid: number;
   readonly devid: number;
@@ -62,6 +62,7 @@ interface DeviceStatsBase {
 
 /** A connected disk's statistics. */
 export interface BlockDeviceStats extends DeviceStatsBase {
+  /** A disk, whatever device type it was registered under (`name` says which). */
   readonly type: 'vbd';
   /** Queues (rings) served. */
   readonly queues: number;
