@@ -34,6 +34,29 @@ test('xenrx serve --simulated serves each guest a disk and a console until SIGTE
   }
 });
 
+test('xenrx serve --debug sets what is logged: 0 errors only, 2 each node a device reads too', async (t) => {
+  const lines: Record<number, string> = {};
+  for (const level of [0, 2]) {
+    const serve = startXenrx(['serve', '--simulated', '--guests', '1', '--debug', String(level)]);
+    t.teardown(() => {
+      if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
+    });
+    await serve.waitFor(/guest1 started/);
+    t.is(await serve.stop('SIGTERM'), 0);
+    lines[level] = serve.output();
+  }
+  const quiet = lines[0] ?? '';
+  const chatty = lines[2] ?? '';
+  // Device changes are level 1: none at 0, every one at 2.
+  t.notRegex(quiet, /vbd-1-51712: /);
+  t.notRegex(quiet, /domain 1: /);
+  t.regex(chatty, /vbd-1-51712: Connected/);
+  t.regex(chatty, /vbd-1-51712: frontend update: /);
+  t.notRegex(lines[0] ?? '', /frontend update/);
+  // What the process itself says is not a device's log.
+  t.regex(quiet, /stopped cleanly/);
+});
+
 test('xenrx serve refuses what it cannot do, before doing anything', async (t) => {
   const guests = await runXenrx(['serve', '--guests', '1']);
   t.not(guests.code, 0);

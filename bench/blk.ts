@@ -264,6 +264,10 @@ export async function run(): Promise<void> {
       unit: random ? 'IOPS' : 'MiB/s',
       reference: { name: 'the same workload on the Rust MemDisk, this run', value: perSec(memDisk), unit: random ? 'IOPS' : 'MiB/s' },
       ratio_is: 'TS storage / Rust MemDisk',
+      memcpy: random
+        ? { name: 'memcpy of 4 KiB blocks, page-aligned', value: round(memcpy4k / (4 * KIB)), unit: 'blocks/s' }
+        : { name: `memcpy of ${String(segments * 4)} KiB blocks, page-aligned`, value: round((memcpy.get(segments * 4 * KIB) ?? Number.NaN) / MIB), unit: 'MiB/s' },
+      ratio_to_memcpy: random ? f.requestsPerSec / (memcpy4k / (4 * KIB)) : f.bytesPerSec / (memcpy.get(segments * 4 * KIB) ?? Number.NaN),
       ...(random ? {} : { iops: f.requestsPerSec }),
       ...details(f, persistent),
       copies: copiesTs(persistent),
