@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { runXenrx as runCli, startXenrx } from './helpers/process.js';
+import { runXenrx as runCli, startXenrx, startXenrxOnTerminal } from './helpers/process.js';
 
 test('--help lists every subcommand on one line', async (t) => {
   const { code, stdout } = await runCli(['--help']);
@@ -125,6 +125,22 @@ test('the demo stops cleanly on SIGINT', async (t) => {
   assertInOrder(t, stdout, [diskBackendConnected, diskSummary, ...diskClosed, /stopped cleanly/]);
   assertInOrder(t, stdout, [/SIGINT: shutting down/, ...diskClosed]);
   t.notRegex(stdout, /xenbus error|DATA MISMATCH|workload failed/);
+});
+
+test('on a terminal the demo draws the disk\'s progress bar in place, and Ctrl-C stops it cleanly', async (t) => {
+  const demo = startXenrxOnTerminal(['demo', '--duration', '600']);
+  t.teardown(() => {
+    if (demo.child.exitCode === null) demo.child.kill('SIGKILL');
+  });
+  // The bar with its live throughput, redrawn over itself.
+  await demo.waitFor(/disk xvda: (writing|verifying) \[#*-*\] +\d+% +[\d.]+\/64 MiB +[\d.]+ MiB\/s/);
+  await demo.waitFor(/\r[^\n]*\[#*-*\] +\d+%[^\n]*\r/);
+  demo.child.stdin.write('\x03');
+  t.is(await demo.exited(), 0);
+  const out = demo.output();
+  t.regex(out, /SIGINT: shutting down/);
+  t.regex(out, /stopped cleanly/);
+  t.notRegex(out, /xenbus error|DATA MISMATCH|workload failed/);
 });
 
 test('the demo with --metrics: xenrx top shows its guests\' disk and consoles', async (t) => {

@@ -52,6 +52,17 @@ export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = pro
 }
 
 /**
+ * Starts the xenrx CLI on a terminal of its own (a pseudo-terminal made by
+ * util-linux's `script`), as a user at a console runs it: what is written
+ * to the child's stdin is typed there (`\x03` is Ctrl-C).
+ */
+export function startXenrxOnTerminal(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Background {
+  const quote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
+  const command = [process.execPath, '--import', 'tsx', cliEntry, ...args].map(quote).join(' ');
+  return startProgram('script', ['--quiet', '--flush', '--return', '--command', command, '/dev/null'], env);
+}
+
+/**
  * Starts a program in the background. `waitFor`'s bound only keeps a broken
  * test from hanging: it is far beyond what any step takes.
  */
