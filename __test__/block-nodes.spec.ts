@@ -1,9 +1,7 @@
 // What the vbd backend tells a frontend in XenStore, the same disk served
 // under another device type's name, and a disk whose image grows while
 // the guest uses it.
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { truncateSync } from 'node:fs';
 
 import test from 'ava';
 import { firstValueFrom } from 'rxjs';
@@ -12,6 +10,7 @@ import type { ExecutionContext } from 'ava';
 
 import { BlockService, SimulatedHost, XenbusRegistry } from '../ts/index.js';
 import type { BlockOptions } from '../ts/index.js';
+import { sparseImage } from './helpers/images.js';
 
 interface Setup {
   readonly host: SimulatedHost;
@@ -30,16 +29,6 @@ async function setup(t: ExecutionContext, type = 'vbd', options: Omit<BlockOptio
   return { host, disks };
 }
 
-/** A sparse raw image of `bytes` in a directory removed when the test ends. */
-function image(t: ExecutionContext, bytes: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, 'disk.img');
-  writeFileSync(path, Buffer.alloc(0));
-  truncateSync(path, bytes);
-  return path;
-}
-
 function pattern(length: number, seed: number): Buffer {
   const b = Buffer.alloc(length);
   for (let i = 0; i < length; i++) b[i] = (i * 13 + seed) & 0xff;
@@ -49,7 +38,7 @@ function pattern(length: number, seed: number): Buffer {
 test('a raw image: every node a frontend reads before it connects', async (t) => {
   const s = await setup(t, 'vbd', { maxQueues: 3 });
   const guest = await s.host.createGuest(1, 'g');
-  const fe = await s.host.addDisk(guest, { params: image(t, 8 * 2 ** 20) });
+  const fe = await s.host.addDisk(guest, { params: sparseImage(t, 8 * 2 ** 20) });
   const node = (name: string): Promise<string> => s.host.dom0.read(`/local/domain/0/backend/vbd/1/51712/${name}`);
   const nodes: Record<string, string> = {};
   for (const name of [
@@ -97,7 +86,7 @@ test('a raw image: every node a frontend reads before it connects', async (t) =>
 test('registered under another device type (as a toolstack picks one), a disk is served and found by its guest and number', async (t) => {
   const s = await setup(t, 'qdisk');
   const guest = await s.host.createGuest(2, 'g');
-  const path = image(t, 4 * 2 ** 20);
+  const path = sparseImage(t, 4 * 2 ** 20);
   const fe = await s.host.addDisk(guest, { params: path, backendType: 'qdisk' });
   t.is(await s.host.dom0.read('/local/domain/0/backend/qdisk/2/51712/state'), '4');
   await fe.write(8, pattern(8192, 1));
@@ -115,7 +104,7 @@ test('registered under another device type (as a toolstack picks one), a disk is
 test('an image that grows is noticed without being told: the frontend learns the new size and uses it', async (t) => {
   const s = await setup(t, 'vbd', { sizeCheckMs: 20 });
   const guest = await s.host.createGuest(3, 'g');
-  const path = image(t, 2 * 2 ** 20);
+  const path = sparseImage(t, 2 * 2 ** 20);
   const fe = await s.host.addDisk(guest, { params: path });
   t.is(fe.sectors, 4096);
   await t.throwsAsync(fe.write(4096, pattern(4096, 2)), { code: 'EIO' });

@@ -12,6 +12,7 @@ import type { ExecutionContext } from 'ava';
 
 import { BlockService, SimulatedHost, XenbusRegistry, addDevice } from '../ts/index.js';
 import type { LogEntry } from '../ts/index.js';
+import { sparseImage } from './helpers/images.js';
 import { pollUntil, readUntil } from './helpers/poll.js';
 import { connected, waitDevice } from './helpers/xenbus.js';
 
@@ -33,16 +34,6 @@ async function setup(t: ExecutionContext): Promise<Setup> {
     await host.stop();
   });
   return { host, registry, disks, logs };
-}
-
-/** A sparse raw image of `bytes` in a directory removed when the test ends. */
-function sparseImage(t: ExecutionContext, bytes: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'xenrx-vbd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const image = join(dir, 'disk.img');
-  writeFileSync(image, Buffer.alloc(0));
-  truncateSync(image, bytes);
-  return image;
 }
 
 function pattern(length: number, seed: number): Buffer {
