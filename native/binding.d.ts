@@ -97,8 +97,8 @@ export declare class NativeBlkStorage {
   /** Size and features. */
   get geometry(): BlkGeometry
   /**
-   * The disk's size changed: a file or block device is measured again
-   * (`sectors` must then be absent); a disk in memory or in JavaScript
+   * The disk's size changed: a file or block device is measured again,
+   * on the file it holds open (`sectors` must then be absent); a disk in memory or in JavaScript
    * takes `sectors`. Returns the new geometry; the queues serving the
    * disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
    * its size (resizing one is qemu-img's job, with the image closed).

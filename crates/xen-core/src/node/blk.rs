@@ -13,7 +13,7 @@ use napi_derive::napi;
 use super::platform_handle::NativePlatform;
 use super::{coded_error, domid, Coded, Result};
 use crate::blk::request::Offer;
-use crate::blk::storage::{FileDisk, FileImage, FileOptions, Geometry, MemDisk, Storage};
+use crate::blk::storage::{FileImage, FileOptions, Geometry, MemDisk, Storage};
 use crate::blk::{BlkError, BlkQueue, QueueEvent, Restart, RingConfig};
 use crate::ring::blkif::BlkifProtocol;
 
@@ -66,20 +66,12 @@ fn disk_sectors(sectors: f64) -> Result<u64> {
     }
 }
 
-/// The geometry of the image file or block device at `path`, measured
-/// without starting an I/O engine.
-fn file_geometry(path: &std::path::Path, options: FileOptions) -> Result<Geometry> {
-    FileDisk::geometry_of(path, options)
-        .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))
-}
-
 enum Kind {
     /// Opened and locked once; each queue gets a handle on the same open
     /// file. `None` once closed (the lock then lasts only while a queue's
     /// handle does).
     File {
         path: PathBuf,
-        options: FileOptions,
         image: Mutex<Option<FileImage>>,
     },
     Memory(MemDisk),
@@ -149,7 +141,6 @@ impl NativeBlkStorage {
         Ok(NativeBlkStorage {
             kind: Kind::File {
                 path,
-                options,
                 image: Mutex::new(Some(image)),
             },
             geometry,
@@ -216,15 +207,23 @@ impl NativeBlkStorage {
         }
     }
 
-    /// The disk's size changed: a file or block device is measured again
-    /// (`sectors` must then be absent); a disk in memory or in JavaScript
+    /// The disk's size changed: a file or block device is measured again,
+    /// on the file it holds open (`sectors` must then be absent); a disk in memory or in JavaScript
     /// takes `sectors`. Returns the new geometry; the queues serving the
     /// disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
     /// its size (resizing one is qemu-img's job, with the image closed).
     #[napi]
     pub fn resize(&mut self, sectors: Option<f64>) -> Result<BlkGeometry> {
         let sectors = match (&self.kind, sectors) {
-            (Kind::File { path, options, .. }, None) => file_geometry(path, *options)?.sectors,
+            (Kind::File { path, image, .. }, None) => {
+                let image = image.lock().unwrap_or_else(|p| p.into_inner());
+                let image = image
+                    .as_ref()
+                    .ok_or_else(|| coded_error("ESHUTDOWN", "the disk is closed"))?;
+                image
+                    .measure()
+                    .map_err(|e| coded_error("EIO", format!("{}: {e}", path.display())))?
+            }
             (Kind::Memory(_) | Kind::Factory(_), Some(n)) => disk_sectors(n)?,
             (Kind::Memory(_) | Kind::Factory(_), None) => {
                 return Err(coded_error("EINVAL", "a new size in sectors is needed"))

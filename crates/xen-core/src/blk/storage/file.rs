@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -154,14 +154,6 @@ impl FileDisk {
     /// [`FileImage::open`] locks it, for as long as the disk lives).
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> io::Result<FileDisk> {
         FileImage::open(path, options)?.disk()
-    }
-
-    /// What the image file or block device at `path` looks like, opened as
-    /// [`FileDisk::open`] would open it, with no engine started: to check a
-    /// disk, or measure it again after it grew.
-    pub fn geometry_of(path: impl AsRef<Path>, options: FileOptions) -> io::Result<Geometry> {
-        let file = open_file(path.as_ref(), &options)?;
-        Ok(probe(&file, &options)?.1)
     }
 
     /// Starts the engine `options` ask for on an opened disk.
@@ -339,6 +331,19 @@ impl FileImage {
         self.geometry
     }
 
+    /// The image's size now, in 512-byte sectors (whole logical sectors),
+    /// measured on the open file (`fstat`, or `BLKGETSIZE64` for a block
+    /// device): the file it was opened on, whatever its path names now,
+    /// and without opening anything (a close after writing would wake
+    /// udev's and other watchers of the path).
+    pub fn measure(&self) -> io::Result<u64> {
+        let bytes = match self.backing {
+            Backing::File => file_bytes(&rustix::fs::fstat(&self.fd)?),
+            Backing::BlockDevice => device_bytes(self.fd.as_fd())?,
+        };
+        Ok(whole_sectors(bytes, self.geometry.sector_size))
+    }
+
     /// A queue's handle: the same open file (and lock), its own engine.
     pub fn disk(&self) -> io::Result<FileDisk> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
@@ -386,15 +391,13 @@ fn probe(file: &File, options: &FileOptions) -> io::Result<(Backing, Geometry)> 
                 // A punched hole's old blocks may still be on the medium.
                 secure: false,
             };
-            let bytes = u64::try_from(stat.st_size).unwrap_or(0);
+            let bytes = file_bytes(&stat);
             // The page cache works in pages: smaller writes read first.
             let physical = logical.max(PAGE_SIZE as u32);
             (Backing::File, bytes, logical, physical, Some(discard))
         }
         FileType::BlockDevice => {
-            // SAFETY: BLKGETSIZE64 writes the device's size in bytes as a
-            // u64 (block/ioctl.c, `put_u64`), the type `Getter` reserves.
-            let bytes = unsafe { rustix::ioctl::ioctl(file, Getter::<BLKGETSIZE64, u64>::new()) }?;
+            let bytes = device_bytes(file.as_fd())?;
             let logical = rustix::fs::ioctl_blksszget(file)?;
             let physical = rustix::fs::ioctl_blkpbszget(file)?.max(logical);
             let (major, minor) = (
@@ -417,10 +420,8 @@ fn probe(file: &File, options: &FileOptions) -> io::Result<(Backing, Geometry)> 
             format!("unsupported logical sector size {logical}"),
         ));
     }
-    // Whole logical sectors only, counted in 512-byte ones.
-    let sectors = bytes / u64::from(logical) * (u64::from(logical) / SECTOR_SIZE);
     let geometry = Geometry {
-        sectors,
+        sectors: whole_sectors(bytes, logical),
         sector_size: logical,
         physical_sector_size: physical,
         read_only: options.read_only,
@@ -430,6 +431,24 @@ fn probe(file: &File, options: &FileOptions) -> io::Result<(Backing, Geometry)> 
         discard,
     };
     Ok((backing, geometry))
+}
+
+/// A regular file's size in bytes.
+fn file_bytes(stat: &rustix::fs::Stat) -> u64 {
+    u64::try_from(stat.st_size).unwrap_or(0)
+}
+
+/// A block device's size in bytes.
+fn device_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: BLKGETSIZE64 writes the device's size in bytes as a u64
+    // (block/ioctl.c, `put_u64`), the type `Getter` reserves.
+    Ok(unsafe { rustix::ioctl::ioctl(fd, Getter::<BLKGETSIZE64, u64>::new()) }?)
+}
+
+/// Whole logical sectors of `logical` bytes in `bytes`, counted in
+/// 512-byte ones.
+fn whole_sectors(bytes: u64, logical: u32) -> u64 {
+    bytes / u64::from(logical) * (u64::from(logical) / SECTOR_SIZE)
 }
 
 /// The file system's offset alignment for direct I/O on `file`
@@ -654,3 +673,7 @@ pub(super) fn discard_error(e: Errno) -> StorageError {
 #[cfg(test)]
 #[path = "file_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "image_tests.rs"]
+mod image_tests;
