@@ -144,7 +144,8 @@ export interface BlockOptions {
    * BlockService.refreshSizes}, which `xenrx serve` calls on SIGHUP, does
    * it): one its owner grew or shrank is resized live and its frontend
    * told, as blkback notices a device's new size by itself. Measuring is
-   * one `fstat` or `BLKGETSIZE64` per disk.
+   * one `fstat` or `BLKGETSIZE64` per disk, on the file it holds open
+   * (nothing is opened). qcow2 images keep their size while served.
    */
   readonly sizeCheckMs?: number;
   /**
@@ -200,6 +201,8 @@ interface DiskRecord {
   notices: number;
   /** The last measurement of its size failed (said once, until one works). */
   measureFailed: boolean;
+  /** The last announcement of a new size failed (said once, likewise). */
+  announceFailed: boolean;
   /** The size in `sectors`, once written. */
   told: number | null;
 }
@@ -214,6 +217,8 @@ export class BlockService implements StatsSource {
   /** Measures the disks again while any exists (see {@link BlockOptions.sizeCheckMs}). */
   #sizeTimer: ReturnType<typeof setInterval> | undefined;
   #measuring = false;
+  /** The last resize or measurement (see `#oneAtATime`). */
+  #sizing: Promise<unknown> = Promise.resolve();
 
   /** The device type's operations, for `registry.register('vbd', service.ops)`. */
   readonly ops: DeviceOps<DiskRecord>;
@@ -237,7 +242,7 @@ export class BlockService implements StatsSource {
     this.#sizeCheckMs = check;
     this.ops = {
       alloc: (ctx) => {
-        const rec: DiskRecord = { ctx, storage: null, params: null, queues: [], notices: 0, measureFailed: false, told: null };
+        const rec: DiskRecord = { ctx, storage: null, params: null, queues: [], notices: 0, measureFailed: false, announceFailed: false, told: null };
         this.#disks.set(ctx.name, rec);
         this.#watchSizes();
         return rec;
@@ -251,7 +256,7 @@ export class BlockService implements StatsSource {
               await this.#openStorage(ctx, rec, true);
               // What the frontend was told by the backend before this one.
               const sectors = await ctx.readBackend('sectors');
-              rec.told = sectors !== undefined && /^\d+$/.test(sectors) ? Number(sectors) : null;
+              rec.told = sectors !== undefined && /^\d+$/.test(sectors) ? Number(sectors) : (rec.storage?.geometry.sectors ?? null);
               await this.#connect(ctx, rec, true);
               ctx.log(1, `disk taken over: ${String(rec.queues.length)} queue${rec.queues.length === 1 ? '' : 's'} served again from their journals`);
             },
@@ -261,16 +266,19 @@ export class BlockService implements StatsSource {
         ctx.log(1, 'disk disconnected');
       },
       free: (ctx, rec) => {
-        stopQueues(rec);
-        // The image's lock goes now: the same image may be served again
-        // at once (a rebooted guest's disk).
-        rec.storage?.close();
-        rec.storage = null;
-        rec.params = null;
-        this.#disks.delete(ctx.name);
-        if (this.#disks.size === 0) {
-          clearInterval(this.#sizeTimer);
-          this.#sizeTimer = undefined;
+        try {
+          stopQueues(rec);
+          // The image's lock goes now: the same image may be served again
+          // at once (a rebooted guest's disk).
+          rec.storage?.close();
+        } finally {
+          rec.storage = null;
+          rec.params = null;
+          this.#disks.delete(ctx.name);
+          if (this.#disks.size === 0) {
+            clearInterval(this.#sizeTimer);
+            this.#sizeTimer = undefined;
+          }
         }
       },
     };
@@ -349,49 +357,72 @@ export class BlockService implements StatsSource {
    * frontend to look. Returns the new size in 512-byte sectors.
    */
   async resize(domid: number, devid: number, sectors?: number): Promise<number> {
-    const rec = this.#find(domid, devid);
-    if (!rec?.storage) throw new PlatformError('ENODEV', `no disk ${String(devid)} of domain ${String(domid)}`);
-    let g: BlkGeometry;
-    try {
-      g = rec.storage.native.resize(sectors);
-    } catch (err) {
-      throw PlatformError.fromNative(err);
-    }
-    await this.#announce(rec, g);
-    return g.sectors;
+    return this.#oneAtATime(async () => {
+      const rec = this.#find(domid, devid);
+      const name = `disk ${String(devid)} of domain ${String(domid)}`;
+      if (!rec?.storage) throw new PlatformError('ENODEV', `no ${name}`);
+      let g: BlkGeometry;
+      try {
+        g = rec.storage.native.resize(sectors);
+      } catch (err) {
+        throw PlatformError.fromNative(err);
+      }
+      if (!(await this.#announce(rec, g))) throw new PlatformError('ENODEV', `${name} is going away`);
+      return g.sectors;
+    });
   }
 
   /**
    * Measures every file or block device served again and resizes those
    * whose size changed (see {@link resize}); what `xenrx serve` does on
-   * SIGHUP. Returns the disks resized, with their new size.
+   * SIGHUP, and the timer of {@link BlockOptions.sizeCheckMs}. A qcow2
+   * image keeps its size while served. Returns the disks resized, with
+   * their new size.
    */
   async refreshSizes(): Promise<{ readonly name: string; readonly sectors: number }[]> {
-    const resized: { name: string; sectors: number }[] = [];
-    for (const [name, rec] of this.#disks) {
-      const storage = rec.storage;
-      if (!storage || storage.kind !== 'file') continue;
-      let g: BlkGeometry;
-      try {
-        g = storage.native.resize();
-      } catch (err) {
-        if (!rec.measureFailed) rec.ctx.log(0, `cannot measure the disk again: ${(err as Error).message}`);
-        rec.measureFailed = true;
-        continue;
+    return this.#oneAtATime(async () => {
+      const resized: { name: string; sectors: number }[] = [];
+      for (const [name, rec] of this.#disks) {
+        const storage = rec.storage;
+        if (!storage || storage.kind !== 'file' || rec.ctx.state.phase !== 'active') continue;
+        let g: BlkGeometry;
+        try {
+          g = storage.native.resize();
+        } catch (err) {
+          if (!rec.measureFailed) rec.ctx.log(0, `cannot measure the disk again: ${(err as Error).message}`);
+          rec.measureFailed = true;
+          continue;
+        }
+        rec.measureFailed = false;
+        // Not told its size yet (init writes it), or told this one.
+        if (rec.told === null || g.sectors === rec.told) continue;
+        try {
+          if (!(await this.#announce(rec, g))) continue;
+        } catch (err) {
+          // Told next time; said once until then.
+          if (!rec.announceFailed) rec.ctx.log(0, `cannot tell the frontend the disk's new size: ${(err as Error).message}`);
+          rec.announceFailed = true;
+          continue;
+        }
+        rec.announceFailed = false;
+        resized.push({ name, sectors: g.sectors });
       }
-      rec.measureFailed = false;
-      // Not told its size yet (init writes it), or told this one.
-      if (rec.told === null || g.sectors === rec.told) continue;
-      try {
-        await this.#announce(rec, g);
-      } catch (err) {
-        // Told next time (the device may be going away).
-        rec.ctx.log(0, `cannot tell the frontend the disk's new size: ${(err as Error).message}`);
-        continue;
-      }
-      resized.push({ name, sectors: g.sectors });
-    }
-    return resized;
+      return resized;
+    });
+  }
+
+  /**
+   * Runs `work` once the resizes and measurements before it are done, so
+   * that no two tell a frontend sizes out of order or the same change
+   * twice.
+   */
+  #oneAtATime<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#sizing.then(work);
+    this.#sizing = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   /** Starts measuring the disks every `sizeCheckMs`, unless it is 0 or started. */
@@ -412,18 +443,25 @@ export class BlockService implements StatsSource {
     this.#sizeTimer.unref();
   }
 
-  /** Tells the queues and the frontend a disk's new size. */
-  async #announce(rec: DiskRecord, g: BlkGeometry): Promise<void> {
+  /**
+   * Tells the queues and the frontend a disk's new size; false if the
+   * toolstack removed the backend's directory (it is not written again).
+   */
+  async #announce(rec: DiskRecord, g: BlkGeometry): Promise<boolean> {
     for (const q of rec.queues) q.resize(g.sectors);
     const { xs, backendPath } = rec.ctx;
-    await xs.transaction(async (tx) => {
+    const told = await xs.transaction(async (tx) => {
+      const state = await tx.tryRead(`${backendPath}/state`);
+      if (state === undefined) return false;
       await tx.write(`${backendPath}/sectors`, String(g.sectors));
       // The same state again: the frontend's watch fires and it rereads.
-      const state = await tx.tryRead(`${backendPath}/state`);
-      if (state !== undefined) await tx.write(`${backendPath}/state`, state);
+      await tx.write(`${backendPath}/state`, state);
+      return true;
     });
+    if (!told) return false;
     rec.told = g.sectors;
     rec.ctx.log(1, `disk resized to ${String(g.sectors)} sectors`);
+    return true;
   }
 
   /** The storage of a disk (guest `domid`'s device `devid`), once opened. */
