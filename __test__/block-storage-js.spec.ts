@@ -261,6 +261,9 @@ for (const depth of [1, 4]) {
     const fe = await host.addDisk(guest, { params: 'custom', queueDepth: depth, maxIndirectSegments: 11 });
     const data = pattern(8 * 11 * PAGE, depth);
     const written = fe.write(0, data);
+    // A frontend that ignored its depth would push the rest with the same
+    // push: the backend takes them in one pass and hands them over in one
+    // batch, all at the handler in the same turn as the first.
     await pollUntil(() => inFlight >= depth);
     t.is(inFlight, depth);
     open();

@@ -58,8 +58,12 @@ export function startXenrx(args: readonly string[], env: NodeJS.ProcessEnv = pro
  */
 export function startXenrxOnTerminal(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Background {
   const quote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
-  const command = [process.execPath, '--import', 'tsx', cliEntry, ...args].map(quote).join(' ');
-  return startProgram('script', ['--quiet', '--flush', '--return', '--command', command, '/dev/null'], env);
+  // exec: the CLI is the terminal's only foreground process, so Ctrl-C
+  // reaches it alone (a shell waiting for it would exit 130 on its own).
+  // A terminal 160 columns wide (script's has its parent's size, none here).
+  const command = `stty cols 160 && exec ${[process.execPath, '--import', 'tsx', cliEntry, ...args].map(quote).join(' ')}`;
+  // script runs the command with $SHELL -c: a shell that takes it.
+  return startProgram('script', ['--quiet', '--flush', '--return', '--command', command, '/dev/null'], { ...env, SHELL: '/bin/sh' });
 }
 
 /**
