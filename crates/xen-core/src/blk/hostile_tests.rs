@@ -1,6 +1,6 @@
 //! A deliberately hostile frontend against a block queue, for the cases
-//! `tests.rs` does not cover: a request rewritten in shared memory while
-//! it is served, a grant given to another domain, a direct request with no
+//! `tests.rs` does not cover: a request or its indirect page rewritten in
+//! shared memory while it is served, a grant given to another domain, a direct request with no
 //! segment or more than its slot holds, a frontend whose domain is
 //! destroyed with a request at storage. Each fails that request (one
 //! event) or that device, and another device is served all along.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{eventfd, EventfdFlags};
 
-use super::frontend::{BlkFrontError, BlkOp};
+use super::frontend::{BlkFrontError, BlkOp, FrontOptions};
 use super::storage::{IoCompletion, IoRequest, MemDisk, Storage};
 use super::tests::{attach, opts, pattern, world, Device, GUEST, OTHER, SECTORS};
 use super::*;
@@ -97,6 +97,11 @@ impl Storage for Gate {
     }
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.wake.as_fd())
+    }
+    /// As the MemDisk: with persistent grants, the guest's pages themselves
+    /// are read or written when the gate opens.
+    fn accepts_guest_pages(&self) -> bool {
+        self.disk.accepts_guest_pages()
     }
 }
 
@@ -186,6 +191,35 @@ fn a_request_rewritten_while_at_storage_is_served_as_first_taken() {
     d.front.write(16, &pattern(512, 9)).unwrap();
     assert_eq!(d.front.read(16, 512).unwrap(), pattern(512, 9));
     assert_eq!(other.front.read(0, 4096).unwrap(), pattern(4096, 1));
+}
+
+/// An indirect write taken off the ring, then its segment list rewritten
+/// in the guest's indirect page (grants that do not exist, sectors out of
+/// order) while its data is at storage: the queue goes by the list it
+/// copied, and the write lands whole.
+#[test]
+fn an_indirect_page_rewritten_while_at_storage_changes_nothing() {
+    let w = world();
+    let disk = MemDisk::new(SECTORS);
+    let (gate, handle) = Gate::new(disk.clone());
+    // Persistent grants: the data is read from the guest's pages when
+    // storage runs, after the rewrite; only the segment list was copied.
+    let o = FrontOptions {
+        persistent: true,
+        ..opts(0, BlkifProtocol::X86_64)
+    };
+    let mut d = attach(&w, GUEST, o, Box::new(gate), 256);
+    let data = pattern(20 * 4096, 8);
+    let id = d.front.submit(BlkOp::Write(64, data.clone(), 0)).unwrap();
+    handle.wait_held(1);
+    // Twenty data pages, then the indirect page: garbage over its segments.
+    d.front.rewrite_page(id, 20, 0, &[0xff; 20 * 8]).unwrap();
+    handle.open();
+    d.front.wait(id).unwrap();
+    assert_eq!(disk.read_at(64 * 512, data.len()), data);
+    assert!(events(&d).is_empty(), "{:?}", events(&d));
+    assert_eq!(d.queue.stats().errors, 0);
+    assert_eq!(d.front.read(64, data.len()).unwrap(), data);
 }
 
 /// A grant reference the guest gave another domain, not the backend: the

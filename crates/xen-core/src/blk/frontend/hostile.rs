@@ -35,6 +35,26 @@ impl SimBlkFront {
         Ok(())
     }
 
+    /// Overwrites bytes of a page of a request already pushed: its data
+    /// pages in segment order, then its indirect pages (the segment lists),
+    /// to test that a backend copies a segment list once.
+    pub fn rewrite_page(
+        &mut self,
+        id: RequestId,
+        index: usize,
+        at: usize,
+        bytes: &[u8],
+    ) -> Result<(), BlkFrontError> {
+        let entry = self.in_flight.get(&id.0);
+        let pages = &entry.ok_or(BlkFrontError::UnknownRequest(id))?.pages;
+        let page = pages
+            .get(index)
+            .ok_or(BlkFrontError::BadArgument("no such page in the request"))?;
+        let mem = self.gnttab.page(page.frame).ok_or(BlkFrontError::Closed)?;
+        let written = mem.write(at, bytes);
+        written.map_err(|_| BlkFrontError::BadArgument("bytes outside the page"))
+    }
+
     /// Overwrites the slot of a request already pushed (`bytes` cut to the
     /// request size), to test that a backend copies each request once.
     pub fn rewrite_request(&mut self, id: RequestId, bytes: &[u8]) -> Result<(), BlkFrontError> {
