@@ -6,8 +6,9 @@
 // indirect requests at depth 8, each on 1 queue and on 2 (each queue with
 // its own frontend thread and half the region, all served by dom0's one
 // event-loop thread); each with persistent grants (as Linux negotiates by
-// default) and with a grant per page and grant copy. Each against memcpy of the same block size,
-// page-aligned, measured in this run (both buffers in the CPU's caches);
+// default) and with a grant per page and grant copy. Each against memcpy
+// of the same block size, page-aligned, measured in this run (both buffers
+// in the CPU's caches);
 // the sequential figures also against memcpy of the same blocks taken in
 // turn from a region the size of the one they move (out of the caches, as
 // the disk's data is): `ratio_from_memory`.
@@ -46,6 +47,16 @@ function copiesTs(persistent: boolean): string {
     `${page} -> napi Buffer -> stored 4 KiB Buffers, or stored Buffers -> read Buffer -> ${page}`,
   );
 }
+/** `size` bytes as a block size: `128 KiB`, `1 MiB`. */
+function blockLabel(size: number): string {
+  return size >= MIB ? `${String(size / MIB)} MiB` : `${String(size / KIB)} KiB`;
+}
+
+/** The figure of a run: requests/s for random 4 KiB requests, MiB/s for the others. */
+function perSecond(f: Figures, random: boolean): number {
+  return random ? f.requestsPerSec : f.bytesPerSec / MIB;
+}
+
 /** A disk of `bytes` in TypeScript: a sparse Map of 4 KiB Buffers, as in the README. */
 function sparseMemory(bytes: number): BlockStorageHandler {
   const page = 4 * KIB;
@@ -94,9 +105,15 @@ function details(f: Figures, persistent: boolean): Record<string, number | strin
 export async function run(): Promise<void> {
   const memcpy = new Map<number, number>();
   for (const size of [4 * KIB, 128 * KIB, MIB]) memcpy.set(size, native.benchMemcpyBlocks(size, MS));
-  const memcpy4k = memcpy.get(4 * KIB) ?? Number.NaN;
   const fromMemory = new Map<number, number>();
   for (const size of [128 * KIB, MIB]) fromMemory.set(size, native.benchMemcpyFromRegion(size, MS));
+  /** memcpy of requests of `segments` pages, in the unit of their figure (see `perSecond`). */
+  const memcpyOf = (segments: number): { name: string; value: number; unit: string } => {
+    const size = segments * 4 * KIB;
+    const bytesPerSec = memcpy.get(size) ?? Number.NaN;
+    const name = `memcpy of ${blockLabel(size)} blocks, page-aligned`;
+    return segments === 1 ? { name, value: bytesPerSec / size, unit: 'blocks/s' } : { name, value: bytesPerSec / MIB, unit: 'MiB/s' };
+  };
 
   for (const [queues, depth] of [
     [1, 1],
@@ -106,13 +123,13 @@ export async function run(): Promise<void> {
   ] as const) {
     for (const persistent of [true, false]) {
       for (const write of [false, true]) {
-        const f: Figures = native.benchBlkIops(queues, depth, write, persistent, MS);
+        const f: Figures = native.benchBlkWorkload({ queues, depth, segments: 1, write, random: true, persistent, millis: MS });
         report({
           bench: 'blk',
           metric: `4 KiB random ${write ? 'write' : 'read'} IOPS, depth ${String(depth)}, ${String(queues)} queue${queues > 1 ? 's' : ''}, ${GRANTS(persistent)}, MemDisk`,
           value: f.requestsPerSec,
           unit: 'IOPS',
-          reference: { name: 'memcpy of 4 KiB blocks, page-aligned', value: memcpy4k / (4 * KIB), unit: 'blocks/s' },
+          reference: memcpyOf(1),
           ...(!write && depth === 32 ? { target_ratio: 0.5 } : {}),
           ...details(f, persistent),
         });
@@ -127,7 +144,7 @@ export async function run(): Promise<void> {
     [2, 256],
   ] as const) {
     const size = segments * 4 * KIB;
-    const label = size >= MIB ? `${String(size / MIB)} MiB` : `${String(size / KIB)} KiB`;
+    const label = blockLabel(size);
     for (const persistent of [true, false]) {
       for (const write of [false, true]) {
         const f: Figures = native.benchBlkWorkload({ queues, depth: 8, segments, write, random: false, persistent, millis: MS });
@@ -136,7 +153,7 @@ export async function run(): Promise<void> {
           metric: `sequential ${write ? 'write' : 'read'}, ${label} requests (${String(segments)} indirect segments), depth 8, ${String(queues)} queue${queues > 1 ? 's' : ''}, ${GRANTS(persistent)}, MemDisk`,
           value: f.bytesPerSec / MIB,
           unit: 'MiB/s',
-          reference: { name: `memcpy of ${label} blocks, page-aligned`, value: (memcpy.get(size) ?? Number.NaN) / MIB, unit: 'MiB/s' },
+          reference: memcpyOf(segments),
           target_ratio: 0.7,
           reference_from_memory: {
             name: `memcpy of ${label} blocks out of a 64 MiB region, page-aligned`,
@@ -172,7 +189,7 @@ export async function run(): Promise<void> {
         runs.get(poll)?.push(native.benchBlkWorkload({ ...workload, pollMicros: poll ? POLL_US : 0 }));
       }
     }
-    const perSec = (g: Figures): number => (random ? g.requestsPerSec : g.bytesPerSec / MIB);
+    const perSec = (g: Figures): number => perSecond(g, random);
     const median = (fs: Figures[]): Figures => {
       const sorted = [...fs].sort((a, b) => perSec(a) - perSec(b));
       const m = sorted[Math.floor(sorted.length / 2)];
@@ -191,9 +208,7 @@ export async function run(): Promise<void> {
       metric: `${what}, 1 queue, persistent grants, MemDisk, ring polled ${String(POLL_US)} us (median of 3)`,
       value: perSec(polled),
       unit,
-      reference: random
-        ? { name: 'memcpy of 4 KiB blocks, page-aligned', value: memcpy4k / (4 * KIB), unit: 'blocks/s' }
-        : { name: `memcpy of ${String(size / KIB)} KiB blocks, page-aligned`, value: (memcpy.get(size) ?? Number.NaN) / MIB, unit: 'MiB/s' },
+      reference: memcpyOf(segments),
       ...(write ? {} : { target_ratio: random ? 0.5 : 0.7 }),
       without_polling: { name: 'the same, the queue waiting for events (median of 3, same pairs)', value: round(perSec(plain)), unit, cpu_busy: round(plain.cpuBusy) },
       ratio_to_without_polling: perSec(polled) / perSec(plain),
@@ -249,14 +264,14 @@ export async function run(): Promise<void> {
     const random = segments === 1;
     const depth = random ? 32 : 8;
     const persistent = true;
-    const memDisk: Figures = random
-      ? native.benchBlkIops(1, depth, write, persistent, MS)
-      : native.benchBlkWorkload({ queues: 1, depth, segments, write, random, persistent, millis: MS });
-    const f: Figures = await native.benchBlkJsStorage(disk.native, { queues: 1, depth, segments, write, random, persistent, millis: MS });
+    const workload = { queues: 1, depth, segments, write, random, persistent, millis: MS };
+    const memDisk: Figures = native.benchBlkWorkload(workload);
+    const f: Figures = await native.benchBlkJsStorage(disk.native, workload);
     const what = random
       ? `4 KiB random ${write ? 'write' : 'read'} IOPS, depth ${String(depth)}, 1 queue`
       : `sequential ${write ? 'write' : 'read'}, ${String(segments * 4)} KiB requests (${String(segments)} indirect segments), depth ${String(depth)}, 1 queue`;
-    const perSec = (g: Figures): number => (random ? g.requestsPerSec : g.bytesPerSec / MIB);
+    const perSec = (g: Figures): number => perSecond(g, random);
+    const copy = memcpyOf(segments);
     report({
       bench: 'blk',
       metric: `${what}, ${GRANTS(persistent)}, TS storage (BlockStorage.custom, Map of 4 KiB Buffers)`,
@@ -264,10 +279,8 @@ export async function run(): Promise<void> {
       unit: random ? 'IOPS' : 'MiB/s',
       reference: { name: 'the same workload on the Rust MemDisk, this run', value: perSec(memDisk), unit: random ? 'IOPS' : 'MiB/s' },
       ratio_is: 'TS storage / Rust MemDisk',
-      memcpy: random
-        ? { name: 'memcpy of 4 KiB blocks, page-aligned', value: round(memcpy4k / (4 * KIB)), unit: 'blocks/s' }
-        : { name: `memcpy of ${String(segments * 4)} KiB blocks, page-aligned`, value: round((memcpy.get(segments * 4 * KIB) ?? Number.NaN) / MIB), unit: 'MiB/s' },
-      ratio_to_memcpy: random ? f.requestsPerSec / (memcpy4k / (4 * KIB)) : f.bytesPerSec / (memcpy.get(segments * 4 * KIB) ?? Number.NaN),
+      memcpy: { ...copy, value: round(copy.value) },
+      ratio_to_memcpy: perSec(f) / copy.value,
       ...(random ? {} : { iops: f.requestsPerSec }),
       ...details(f, persistent),
       copies: copiesTs(persistent),

@@ -98,10 +98,11 @@ export declare class NativeBlkStorage {
   get geometry(): BlkGeometry
   /**
    * The disk's size changed: a file or block device is measured again,
-   * on the file it holds open (`sectors` must then be absent); a disk in memory or in JavaScript
-   * takes `sectors`. Returns the new geometry; the queues serving the
-   * disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
-   * its size (resizing one is qemu-img's job, with the image closed).
+   * on the file it holds open (`sectors` must then be absent); a disk in
+   * memory or in JavaScript takes `sectors`. Returns the new geometry;
+   * the queues serving the disk learn it from [`NativeBlkQueue::resize`].
+   * A qcow2 image keeps its size (resizing one is qemu-img's job, with
+   * the image closed).
    */
   resize(sectors?: number | undefined | null): BlkGeometry
   /** Reads bytes of a memory disk (for tests and demos). */
@@ -638,12 +639,6 @@ export declare class NativeXsClient {
   /** Closes the connection. */
   close(): void
 }
-
-/**
- * 4 KiB random reads or writes through `queues` block queues of one
- * simulated guest, `depth` in flight each, from a MemDisk, for `millis`.
- */
-export declare function benchBlkIops(queues: number, depth: number, write: boolean, persistent: boolean, millis: number): BlkBenchFigures
 
 /**
  * Runs `workload` on `storage` (over the first 64 MiB, written through

@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeSimNetFront, NativeSwitch, NativeSwitchPort, NativeTapLink, NativeVifQueue, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkIops, benchBlkJsStorage, benchBlkWorkload, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyFromRegion, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, GNTTAB_RESERVED_CONSOLE, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
+const { NativeBlkJsStorage, NativeBlkQueue, NativeBlkStorage, NativeConsoleBackend, NativeConsoleFrontend, NativeEcho, NativeEventChannel, NativeGrantDevice, NativeGrantMapping, NativeGuestGrantTable, NativePlatform, NativeSimBlkFront, NativeSimHost, NativeSimHypervisor, NativeSimNetFront, NativeSwitch, NativeSwitchPort, NativeTapLink, NativeVifQueue, NativeXenCtrl, NativeXenstored, NativeXsClient, benchBlkJsStorage, benchBlkWorkload, benchEventfdRoundTrips, benchEvtchnRoundTrips, benchGrantCopyRate, benchMapUnmapRate, benchMemcpyBlocks, benchMemcpyFromRegion, benchMemcpyRate, benchMmapMunmapRate, benchNotifyRate, benchRingRoundTrips, blkImageFormat, blkMaxIndirectSegments, GntSt, gntstName, GNTTAB_RESERVED_CONSOLE, nativeInfo, ShutdownReason, shutdownReasons, XenStoreErrno, Errno, xenstoreErrnos } = nativeBinding
 export { NativeBlkJsStorage }
 export { NativeBlkQueue }
 export { NativeBlkStorage }
@@ -796,7 +796,6 @@ export { NativeVifQueue }
 export { NativeXenCtrl }
 export { NativeXenstored }
 export { NativeXsClient }
-export { benchBlkIops }
 export { benchBlkJsStorage }
 export { benchBlkWorkload }
 export { benchEventfdRoundTrips }

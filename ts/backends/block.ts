@@ -349,9 +349,9 @@ export class BlockService implements StatsSource {
   }
 
   /**
-   * The disk of guest `domid` numbered `devid` changed size (an image or volume grown
-   * by its owner): a file or block device is measured again; a disk in
-   * memory or in TypeScript takes `sectors`. As blkback: the connected
+   * The disk of guest `domid` numbered `devid` changed size (an image or
+   * volume grown by its owner): a file or block device is measured again;
+   * a disk in memory or in TypeScript takes `sectors`. As blkback: the connected
    * queues take the new size for the requests that follow, `sectors` is
    * rewritten and the backend's state written again, which tells the
    * frontend to look. Returns the new size in 512-byte sectors.

@@ -102,31 +102,6 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// 4 KiB random reads or writes, `depth` in flight on each of `queues`
-/// queues, over [`REGION_BYTES`] of a [`DISK_BYTES`] `MemDisk`.
-pub fn random_iops(
-    queues: usize,
-    depth: u32,
-    write: bool,
-    persistent: bool,
-    duration: Duration,
-) -> io::Result<BlkFigures> {
-    run(
-        &Workload {
-            queues,
-            depth,
-            segments: 1,
-            write,
-            random: true,
-            region_bytes: REGION_BYTES,
-            persistent,
-            timing: true,
-            poll: Duration::ZERO,
-        },
-        duration,
-    )
-}
-
 /// The reference: bytes per second of memcpy of `block_bytes` blocks
 /// between two page-aligned buffers (as the backend's and the disk's page
 /// buffers are). Alignment matters: on some CPUs (AMD Zen's `rep movsb`)

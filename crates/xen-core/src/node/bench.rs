@@ -140,27 +140,6 @@ impl From<crate::blk::bench::BlkFigures> for BlkBenchFigures {
     }
 }
 
-/// 4 KiB random reads or writes through `queues` block queues of one
-/// simulated guest, `depth` in flight each, from a MemDisk, for `millis`.
-#[napi]
-pub fn bench_blk_iops(
-    queues: u32,
-    depth: u32,
-    write: bool,
-    persistent: bool,
-    millis: u32,
-) -> Result<BlkBenchFigures> {
-    crate::blk::bench::random_iops(
-        queues as usize,
-        depth,
-        write,
-        persistent,
-        Duration::from_millis(u64::from(millis)),
-    )
-    .map(BlkBenchFigures::from)
-    .map_err(io_error)
-}
-
 /// Runs `workload` on a MemDisk of [`crate::blk::bench::DISK_BYTES`] (the
 /// first 64 MiB written first), each read checked; its figures. Any
 /// workload: queues, depth, request size, latency histograms on or off,

@@ -208,10 +208,11 @@ impl NativeBlkStorage {
     }
 
     /// The disk's size changed: a file or block device is measured again,
-    /// on the file it holds open (`sectors` must then be absent); a disk in memory or in JavaScript
-    /// takes `sectors`. Returns the new geometry; the queues serving the
-    /// disk learn it from [`NativeBlkQueue::resize`]. A qcow2 image keeps
-    /// its size (resizing one is qemu-img's job, with the image closed).
+    /// on the file it holds open (`sectors` must then be absent); a disk in
+    /// memory or in JavaScript takes `sectors`. Returns the new geometry;
+    /// the queues serving the disk learn it from [`NativeBlkQueue::resize`].
+    /// A qcow2 image keeps its size (resizing one is qemu-img's job, with
+    /// the image closed).
     #[napi]
     pub fn resize(&mut self, sectors: Option<f64>) -> Result<BlkGeometry> {
         let sectors = match (&self.kind, sectors) {
