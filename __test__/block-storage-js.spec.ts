@@ -42,6 +42,16 @@ class PageDisk implements BlockStorageHandler {
   }
 }
 
+/** A handler over `disk` with some of its parts replaced by `parts`. */
+function over(disk: PageDisk, parts: Partial<BlockStorageHandler>): BlockStorageHandler {
+  return {
+    sectors: disk.sectors,
+    read: (offset, length) => disk.read(offset, length),
+    write: (offset, data) => disk.write(offset, data),
+    ...parts,
+  };
+}
+
 /** The example pipeline: a handler around another one, logging its writes. */
 function withWriteLog(inner: BlockStorageHandler, log: (offset: number, length: number) => void): BlockStorageHandler {
   return {
@@ -103,18 +113,18 @@ test('a guest writes and reads back through a TypeScript handler, and a wrapper 
 test('a handler that rejects a read fails that read alone with EIO', async (t) => {
   const disk = new PageDisk(2048);
   let failNext = false;
-  const host = await setup(t, () => ({
-    sectors: disk.sectors,
-    read: async (offset, length) => {
-      await Promise.resolve();
-      if (failNext) {
-        failNext = false;
-        throw new Error('medium error');
-      }
-      return disk.read(offset, length);
-    },
-    write: (offset, data) => disk.write(offset, data),
-  }));
+  const host = await setup(t, () =>
+    over(disk, {
+      read: async (offset, length) => {
+        await Promise.resolve();
+        if (failNext) {
+          failNext = false;
+          throw new Error('medium error');
+        }
+        return disk.read(offset, length);
+      },
+    }),
+  );
   const guest = await host.createGuest(2, 'g');
   const fe = await host.addDisk(guest, { params: 'custom' });
   await fe.write(8, pattern(4096, 3));
@@ -150,20 +160,20 @@ test('flush is offered and reaches the handler after the writes before it', asyn
   const held = new Promise<void>((resolve) => (release = resolve));
   let received: () => void = () => undefined;
   const writeReceived = new Promise<void>((resolve) => (received = resolve));
-  const host = await setup(t, () => ({
-    sectors: disk.sectors,
-    read: (offset, length) => disk.read(offset, length),
-    write: async (offset, data) => {
-      received();
-      await held;
-      await disk.write(offset, data);
-      events.push('write');
-    },
-    flush: () => {
-      events.push('flush');
-      disk.flushes++;
-    },
-  }));
+  const host = await setup(t, () =>
+    over(disk, {
+      write: async (offset, data) => {
+        received();
+        await held;
+        await disk.write(offset, data);
+        events.push('write');
+      },
+      flush: () => {
+        events.push('flush');
+        disk.flushes++;
+      },
+    }),
+  );
   const guest = await host.createGuest(4, 'g');
   const fe = await host.addDisk(guest, { params: 'custom' });
   t.is(fe.features?.flushCache, true);
@@ -180,14 +190,14 @@ test('flush is offered and reaches the handler after the writes before it', asyn
 test('a read-only handler never sees a write; bad geometry is refused', async (t) => {
   const disk = new PageDisk(2048);
   let writes = 0;
-  const host = await setup(t, () => ({
-    sectors: disk.sectors,
-    readOnly: true,
-    read: (offset, length) => disk.read(offset, length),
-    write: () => {
-      writes++;
-    },
-  }));
+  const host = await setup(t, () =>
+    over(disk, {
+      readOnly: true,
+      write: () => {
+        writes++;
+      },
+    }),
+  );
   const guest = await host.createGuest(5, 'g');
   const fe = await host.addDisk(guest, { params: 'custom', readOnly: true });
   t.true(fe.readOnly);
@@ -200,16 +210,15 @@ test('a read-only handler never sees a write; bad geometry is refused', async (t
 test('discards reach the handler with their range and whether they are secure', async (t) => {
   const disk = new PageDisk((16 * 2 ** 20) / 512);
   const discards: [number, number, boolean][] = [];
-  const host = await setup(t, () => ({
-    sectors: disk.sectors,
-    discardSecure: true,
-    read: (offset, length) => disk.read(offset, length),
-    write: (offset, data) => disk.write(offset, data),
-    discard: (offset, length, secure) => {
-      discards.push([offset, length, secure]);
-      for (let page = offset / PAGE; page < (offset + length) / PAGE; page++) disk.pages.delete(page);
-    },
-  }));
+  const host = await setup(t, () =>
+    over(disk, {
+      discardSecure: true,
+      discard: (offset, length, secure) => {
+        discards.push([offset, length, secure]);
+        for (let page = offset / PAGE; page < (offset + length) / PAGE; page++) disk.pages.delete(page);
+      },
+    }),
+  );
   const guest = await host.createGuest(2, 'g');
   const fe = await host.addDisk(guest, { params: 'custom' });
   t.true(fe.features?.discard);
@@ -245,17 +254,17 @@ for (const depth of [1, 4]) {
     let most = 0;
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (open = resolve));
-    const host = await setup(t, () => ({
-      sectors: disk.sectors,
-      read: (offset, length) => disk.read(offset, length),
-      write: async (offset, data) => {
-        inFlight++;
-        most = Math.max(most, inFlight);
-        await gate;
-        await disk.write(offset, data);
-        inFlight--;
-      },
-    }));
+    const host = await setup(t, () =>
+      over(disk, {
+        write: async (offset, data) => {
+          inFlight++;
+          most = Math.max(most, inFlight);
+          await gate;
+          await disk.write(offset, data);
+          inFlight--;
+        },
+      }),
+    );
     const guest = await host.createGuest(4, 'g');
     // Eleven segments a request: eight requests for this write.
     const fe = await host.addDisk(guest, { params: 'custom', queueDepth: depth, maxIndirectSegments: 11 });
@@ -276,12 +285,7 @@ for (const depth of [1, 4]) {
 test('a handler that discards but not securely never sees a secure discard', async (t) => {
   const disk = new PageDisk((16 * 2 ** 20) / 512);
   const discards: boolean[] = [];
-  const host = await setup(t, () => ({
-    sectors: disk.sectors,
-    read: (offset, length) => disk.read(offset, length),
-    write: (offset, data) => disk.write(offset, data),
-    discard: (_offset, _length, secure) => void discards.push(secure),
-  }));
+  const host = await setup(t, () => over(disk, { discard: (_offset, _length, secure) => void discards.push(secure) }));
   const guest = await host.createGuest(5, 'g');
   const fe = await host.addDisk(guest, { params: 'custom' });
   t.true(fe.features?.discard);

@@ -122,9 +122,17 @@ impl GateHandle {
     }
 }
 
-fn gated(w: &tests::World, domid: DomId, disk: &MemDisk) -> (Device, GateHandle) {
+/// A device of `domid` on a [`Gate`] in front of `disk`, its frontend set
+/// up with `o`, offering `indirect` segments.
+fn gated(
+    w: &tests::World,
+    domid: DomId,
+    disk: &MemDisk,
+    o: FrontOptions,
+    indirect: u32,
+) -> (Device, GateHandle) {
     let (gate, handle) = Gate::new(disk.clone());
-    let d = attach(w, domid, opts(0, BlkifProtocol::X86_64), Box::new(gate), 0);
+    let d = attach(w, domid, o, Box::new(gate), indirect);
     (d, handle)
 }
 
@@ -163,7 +171,7 @@ fn direct(operation: u8, nr_segments: u8, id: u64, sector: u64, seg: Segment) ->
 fn a_request_rewritten_while_at_storage_is_served_as_first_taken() {
     let w = world();
     let disk = MemDisk::new(SECTORS);
-    let (mut d, gate) = gated(&w, GUEST, &disk);
+    let (mut d, gate) = gated(&w, GUEST, &disk, opts(0, BlkifProtocol::X86_64), 0);
     let mut other = plain(&w, OTHER);
     let id = d
         .front
@@ -201,14 +209,13 @@ fn a_request_rewritten_while_at_storage_is_served_as_first_taken() {
 fn an_indirect_page_rewritten_while_at_storage_changes_nothing() {
     let w = world();
     let disk = MemDisk::new(SECTORS);
-    let (gate, handle) = Gate::new(disk.clone());
     // Persistent grants: the data is read from the guest's pages when
     // storage runs, after the rewrite; only the segment list was copied.
     let o = FrontOptions {
         persistent: true,
         ..opts(0, BlkifProtocol::X86_64)
     };
-    let mut d = attach(&w, GUEST, o, Box::new(gate), 256);
+    let (mut d, handle) = gated(&w, GUEST, &disk, o, 256);
     let data = pattern(20 * 4096, 8);
     let id = d.front.submit(BlkOp::Write(64, data.clone(), 0)).unwrap();
     handle.wait_held(1);
@@ -316,7 +323,7 @@ fn direct_requests_with_no_segment_or_too_many_fail_alone() {
 fn a_frontend_destroyed_mid_request_harms_no_other_device() {
     let w = world();
     let disk = MemDisk::new(SECTORS);
-    let (mut d, gate) = gated(&w, GUEST, &disk);
+    let (mut d, gate) = gated(&w, GUEST, &disk, opts(0, BlkifProtocol::X86_64), 0);
     let mut other = plain(&w, OTHER);
     let _ = d
         .front
